@@ -1,0 +1,119 @@
+"""One organisation's side of a fedsynth job, as plain functions over its own table.
+
+The ClientApp (``fedsynth.client.app``) is a thin Flower adapter over :class:`Organisation`;
+everything here runs and is tested without Flower. What leaves this module is always a
+vector for the secure noisy sum (counts or a selection vote), never rows, row counts or
+a validation report with values: problems with the table are logged here in full and
+reported to the coordinator only by column and kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.common.marginals import (
+    SCORE_SENSITIVITY,
+    cliques_from_json,
+    exponential_mechanism_top_k,
+    local_scores,
+    marginals,
+    split_blocks,
+)
+from fedsynth.common.schema import Schema, SchemaError
+
+log = logging.getLogger(__name__)
+
+#: ``load(node_config, schema) -> raw table`` (every cell as read from the source).
+TableLoader = Callable[[Mapping[str, Any], Schema], pd.DataFrame]
+
+
+class RequestRefused(RuntimeError):
+    """The organisation will not answer this request (the message says why)."""
+
+
+def read_csv_from_node_config(node_config: Mapping[str, Any], schema: Schema) -> pd.DataFrame:
+    """Deployment loader: the table at node config ``data-path``, read per the schema."""
+    if "data-path" not in node_config:
+        raise RequestRefused("node config has no 'data-path' pointing at the local table")
+    return schema.read_csv(str(node_config["data-path"]))
+
+
+@dataclass(frozen=True)
+class LocalTable:
+    """The organisation's rows, validated against the job's schema and integer-encoded."""
+
+    schema: Schema
+    codes: np.ndarray
+
+    @classmethod
+    def from_frame(cls, schema: Schema, frame: pd.DataFrame, org: str) -> "LocalTable":
+        try:
+            schema.validate(frame, strict=True)
+        except SchemaError as exc:
+            log.error("%s: local table does not conform to the job's schema:\n%s", org, exc)
+            problems = sorted({f"{v.column} ({v.problem})" for v in exc.report.errors})
+            raise RequestRefused(
+                f"{org}: local table does not conform to schema '{schema.name}': "
+                f"{'; '.join(problems)} (details in {org}'s own log)"
+            ) from None
+        return cls(schema, schema.encode(frame))
+
+    @property
+    def domain(self) -> dict[str, int]:
+        return self.schema.domain()
+
+
+class Organisation:
+    """Answers the coordinator's requests from one local table."""
+
+    def __init__(self, name: str, load: Callable[[Schema], pd.DataFrame]) -> None:
+        self.name = name
+        self._load = load
+        self._tables: dict[str, LocalTable] = {}
+
+    def table(self, schema_json: str) -> LocalTable:
+        """The local table for the job's schema (validated and encoded once per schema)."""
+        if schema_json not in self._tables:
+            schema = Schema.from_dict(json.loads(schema_json))
+            self._tables[schema_json] = LocalTable.from_frame(schema, self._load(schema), self.name)
+        return self._tables[schema_json]
+
+    def contribute(
+        self, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
+    ) -> np.ndarray:
+        """The un-noised vector a request asks for (the noise share is added by the caller)."""
+        table = self.table(str(request["schema"]))
+        task = request["task"]
+        if task == "marginals":
+            return marginals(table.codes, list(table.domain), table.domain, cliques_from_json(str(request["cliques"])))
+        if task == "select":
+            return self._vote(table, request, arrays, rng)
+        raise RequestRefused(f"{self.name}: unknown task {task!r}")
+
+    def _vote(
+        self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
+    ) -> np.ndarray:
+        """k-hot vote over the candidates, drawn by the exponential mechanism on local rows."""
+        candidates = cliques_from_json(str(request["cliques"]))
+        model_marginals, penalties = arrays
+        local = split_blocks(
+            marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
+        )
+        model = split_blocks(model_marginals, table.domain, candidates)
+        scores = local_scores(local, model, penalties)
+        picks = exponential_mechanism_top_k(rng, scores, float(request["epsilon"]), SCORE_SENSITIVITY, int(request["k"]))
+        vote = np.zeros(len(candidates), dtype=np.int64)
+        vote[picks] = 1
+        return vote
+
+    def check(self, request: Mapping[str, Any]) -> None:
+        """Validate the local table against the job's schema (raises ``RequestRefused``)."""
+        self.table(str(request["schema"]))
+

@@ -1,0 +1,98 @@
+"""Marginals of integer-coded tables: counting, candidate sets, and scoring against a model.
+
+A *clique* is a tuple of column names; its marginal is the vector of counts over the
+cartesian product of those columns' codes (C order, as ``mbi`` lays it out). Adding or
+removing one record changes exactly one cell of a marginal by 1: L1 = L2 sensitivity 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Clique = tuple[str, ...]
+
+
+def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], clique: Clique) -> np.ndarray:
+    """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes)."""
+    idx = [list(columns).index(c) for c in clique]
+    shape = tuple(domain[c] for c in clique)
+    flat = np.ravel_multi_index(tuple(codes[:, i] for i in idx), shape) if len(codes) else np.zeros(0, int)
+    return np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int64)
+
+
+def marginals(
+    codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], cliques: Sequence[Clique]
+) -> np.ndarray:
+    """Concatenated count vectors of ``cliques`` (one block per clique)."""
+    if not cliques:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([marginal(codes, columns, domain, cl) for cl in cliques])
+
+
+def cells(domain: Mapping[str, int], clique: Clique) -> int:
+    return int(np.prod([domain[c] for c in clique]))
+
+
+def candidate_cliques(
+    domain: Mapping[str, int], max_size: int = 3, max_cells: int = 10_000
+) -> list[Clique]:
+    """All 2- and (up to ``max_size``)-way cliques whose marginal has at most ``max_cells``."""
+    columns = list(domain)
+    out: list[Clique] = []
+    for k in range(2, max_size + 1):
+        out += [cl for cl in itertools.combinations(columns, k) if cells(domain, cl) <= max_cells]
+    return out
+
+
+def split_blocks(vector: np.ndarray, domain: Mapping[str, int], cliques: Sequence[Clique]) -> list[np.ndarray]:
+    """Inverse of :func:`marginals`: cut a concatenated vector into per-clique blocks."""
+    sizes = [cells(domain, cl) for cl in cliques]
+    return np.split(np.asarray(vector), np.cumsum(sizes)[:-1])
+
+
+def local_scores(local: Sequence[np.ndarray], model: Sequence[np.ndarray], penalties: np.ndarray) -> np.ndarray:
+    """AIM-style quality of each candidate, computed by one organisation on its own rows.
+
+    ``score_r = || M_r(D_i) - n_i * p_r ||_1 - penalty_r`` where ``p_r`` is the global
+    model's normalised marginal and ``n_i`` the local row count (used here, never sent).
+    The coordinator passes each organisation its share of AIM's penalty for the noise a
+    measurement would add (a public constant). Adding or removing one local record moves
+    ``M_r(D_i)`` by 1 in one cell and ``n_i * p_r`` by ``p_r`` (L1 norm 1): the score's
+    sensitivity is :data:`SCORE_SENSITIVITY`.
+    """
+    n_i = float(local[0].sum()) if len(local) else 0.0
+    errors = np.array(
+        [np.abs(m - n_i * (p / max(p.sum(), 1e-12))).sum() for m, p in zip(local, model, strict=True)]
+    )
+    return errors - penalties
+
+
+#: Per-record sensitivity of :func:`local_scores`.
+SCORE_SENSITIVITY = 2.0
+
+
+def exponential_mechanism_top_k(
+    rng: np.random.Generator, scores: np.ndarray, epsilon: float, sensitivity: float, k: int
+) -> np.ndarray:
+    """``k`` distinct indices, as ``k`` rounds of the exponential mechanism without replacement.
+
+    Each round draws with probability proportional to ``exp(epsilon * score / (2 * sensitivity))``
+    among the indices not yet drawn. Adding Gumbel noise once and taking the top ``k`` samples
+    exactly that peeling process (Durfee & Rogers, NeurIPS 2019). Each round is
+    ``epsilon``-DP and bounded-range, i.e. ``epsilon**2 / 8``-zCDP; ``k`` rounds compose.
+    """
+    logits = epsilon * np.asarray(scores, dtype=np.float64) / (2.0 * sensitivity)
+    noisy = logits + rng.gumbel(size=logits.shape)
+    return np.argsort(-noisy, kind="stable")[:k]
+
+
+def cliques_to_json(cliques: Sequence[Clique]) -> str:
+    return json.dumps([list(cl) for cl in cliques])
+
+
+def cliques_from_json(text: str) -> list[Clique]:
+    return [tuple(cl) for cl in json.loads(text)]

@@ -1,0 +1,99 @@
+"""The ``fedsynth`` command line: the composition root of the package.
+
+Each subcommand imports its implementation lazily, so ``fedsynth schema ...`` does not
+start Flower or torch. This module is the only one that imports ``fedsynth.simulations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+
+def bundled(name: str) -> Path:
+    """Path of a file shipped in ``fedsynth/data`` (the default dataset and its schema)."""
+    return Path(str(resources.files("fedsynth") / "data" / name))
+
+
+def _schema_draft(args: argparse.Namespace) -> int:
+    from fedsynth.common.schema import run_draft
+
+    return run_draft(args.data, args.out, args.na_values)
+
+
+def _schema_validate(args: argparse.Namespace) -> int:
+    from fedsynth.common.schema import run_validate
+
+    return run_validate(args.data, args.schema)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fedsynth.simulations.main import run_simulate
+
+    return run_simulate(args)
+
+
+def add_simulate_options(sim: argparse.ArgumentParser) -> None:
+    sim.add_argument("--data", type=Path, default=bundled("adult.csv"),
+                     help="CSV table to split into parties (default: bundled Adult sample)")
+    sim.add_argument("--schema", type=Path, default=bundled("adult.schema.yaml"),
+                     help="public schema of the table (default: the bundled one)")
+    sim.add_argument("--parties", type=int, default=3, help="number of organisations")
+    sim.add_argument("--split", default="iid",
+                     help="iid | dirichlet:ALPHA (label skew) | by-column:COL")
+    sim.add_argument("--epsilon", type=float, default=1.0, help="total privacy budget")
+    sim.add_argument("--delta", type=float, default=1e-6, help="total delta")
+    sim.add_argument("--min-survivors", type=int, default=None,
+                     help="t: organisations that must survive each round (default: parties - 1, "
+                     "at least 2)")
+    sim.add_argument("--max-rows", type=int, default=1_000_000,
+                     help="public upper bound on rows per organisation")
+    sim.add_argument("--rows", type=int, default=None,
+                     help="synthetic rows to release (default: the noisy row count the generator paid for)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the split and the sampling")
+    sim.add_argument("--out", type=Path, default=Path("release"), help="release directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedsynth",
+        description="Federated, differentially private synthetic tabular data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run a whole federation on one machine and write a release",
+        description="Split a table into parties, run the federation in Flower's simulation "
+        "engine with real SecAgg+, and write a release directory.",
+    )
+    add_simulate_options(sim)
+    sim.set_defaults(func=_simulate)
+
+    schema = sub.add_parser("schema", help="draft or validate a public schema")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    draft = schema_sub.add_parser(
+        "draft", help="draft a schema from a data file (the draft itself is private!)"
+    )
+    draft.add_argument("data", type=Path, help="CSV file to draft from")
+    draft.add_argument("-o", "--out", type=Path, default=Path("schema.draft.yaml"))
+    draft.add_argument(
+        "--na-values", nargs="*", default=[], help="tokens that mean missing (e.g. '?' or 'N')"
+    )
+    draft.set_defaults(func=_schema_draft)
+    validate = schema_sub.add_parser("validate", help="check a data file against a schema")
+    validate.add_argument("data", type=Path)
+    validate.add_argument("--schema", type=Path, required=True)
+    validate.set_defaults(func=_schema_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

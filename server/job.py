@@ -1,0 +1,110 @@
+"""One synthesis job on the coordinator: plan, check, generate, release.
+
+Order matters for privacy and for "nothing partial": the budget is planned and the secure
+ranges checked before any message reaches an organisation; every organisation then checks
+its table against the public schema before any vector leaves it; every noisy result is in
+the fsynced ledger before it is used; the release directory appears only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context
+from flwr.serverapp import Grid
+
+from fedsynth.common.accounting import BudgetError, Ledger, plan_noise
+from fedsynth.common.generator import GeneratorSettings, generator_event
+from fedsynth.common.schema import Schema
+from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
+from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator
+from fedsynth.server.release import Release, write_release
+from fedsynth.server.secure_sum import Federation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job needs, all of it public."""
+
+    schema: Schema
+    parties: int
+    epsilon: float
+    delta: float
+    out: Path
+    min_survivors: int
+    max_rows: int = 1_000_000
+    rows: int | None = None
+    seed: int = 0
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.parties < 2:
+            raise ValueError(f"a federation needs at least 2 organisations, got {self.parties}")
+        if not 2 <= self.min_survivors <= self.parties:
+            raise ValueError(
+                f"min_survivors (t) must be between 2 and the number of organisations "
+                f"({self.parties}), got {self.min_survivors}"
+            )
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The noise of every phase, fixed from the job's (epsilon, delta) before any round."""
+
+    generator: GeneratorPlan
+    epsilon_planned: float  # composed epsilon with exactly t survivors in every round
+
+    def summary(self) -> dict:
+        return {
+            "min_survivors": self.generator.min_survivors,
+            "epsilon_planned": self.epsilon_planned,
+            "max_rows_per_organisation": self.generator.max_rows,
+            "generator": {"sigma_per_marginal": self.generator.sigma, **asdict(self.generator.settings)},
+        }
+
+
+def plan_job(config: JobConfig) -> JobPlan:
+    """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round."""
+    num_columns = len(config.schema.domain())
+    plan = plan_noise(
+        {GENERATOR: lambda sigma: generator_event(sigma, num_columns, config.generator)},
+        {GENERATOR: 1.0},
+        config.epsilon,
+        config.delta,
+    )
+    sigma = plan.noise_multipliers[GENERATOR]
+    spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=config.max_rows)
+    secure_ranges(spec, config.parties)  # refuses noise or bounds that cannot fit SecAgg+
+    generator = GeneratorPlan(sigma, config.min_survivors, config.max_rows, config.generator)
+    return JobPlan(generator, plan.epsilon.epsilon)
+
+
+def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
+    """Run the job on the organisations behind ``grid`` and write its release."""
+    plan = plan_job(config)
+    staging = config.out.with_name(config.out.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(staging / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
+    if ledger.entries:
+        raise BudgetError(f"{staging} holds a ledger from an unfinished job; remove it first")
+
+    def report(message: str) -> None:
+        spent = ledger.epsilon().epsilon if ledger.entries else 0.0
+        progress(f"{message}  [epsilon spent {spent:.3f} of {config.epsilon:g}]")
+
+    rng = np.random.default_rng(config.seed)
+    with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
+        fed.check({"schema": config.schema.dumps("json")})
+        report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
+        model = fit_generator(fed, config.schema, plan.generator, rng, report)
+    rows = config.rows if config.rows is not None else int(round(model.total))
+    codes = model.sample(rows, seed=config.seed)
+    synthetic = config.schema.decode(codes, np.random.default_rng(config.seed))
+    report(f"sampled {rows:,} synthetic rows")
+    return write_release(staging, config.out, synthetic, ledger, plan.summary(), fed.org_names.values())

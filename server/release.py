@@ -1,0 +1,118 @@
+"""The release directory: synthetic rows and the privacy statement that covers them.
+
+A release is written into the job's staging directory (which already holds the fsynced
+ledger) and renamed into place only when every file is complete, so a reader never sees a
+partial release. ``privacy.json`` is computed from the ledger alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from dp_accounting import ComposedDpEvent
+
+from fedsynth.common.accounting import CombinedAccountant, Ledger
+
+UNIT_OF_PRIVACY = (
+    "one record (row) added to or removed from any one organisation's table; "
+    "neighbouring datasets differ in that row only"
+)
+LIBRARIES = ("fedsynth", "flwr", "dp-accounting", "mbi", "numpy", "pandas", "torch", "opacus", "jax")
+
+
+@dataclass(frozen=True)
+class Release:
+    path: Path
+    rows: int
+    statement: dict
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def epsilon_of(entries: Iterable, delta: float) -> dict:
+    """Composed epsilon of some ledger entries, as the combined accountant reports it."""
+    events = [e.dp_event() for e in entries]
+    eps = CombinedAccountant().compose(ComposedDpEvent(events)).epsilon(delta)
+    return {"epsilon": eps.epsilon, "method": eps.method, "rdp": eps.rdp, "pld": eps.pld}
+
+
+def privacy_statement(ledger: Ledger, plan: dict, organisations: Iterable[str]) -> dict:
+    """Everything a data steward needs to sign off the release, recomputed from the ledger.
+
+    ``plan`` holds the job's public plan: ``min_survivors`` (t), ``epsilon_planned`` (the
+    composed epsilon at exactly t survivors) and the noise parameters of each phase.
+    """
+    total = ledger.epsilon()
+    phases = sorted({e.phase for e in ledger.entries})
+    return {
+        "epsilon": total.epsilon,
+        "delta": ledger.delta,
+        "accountant": total.method,
+        "epsilon_rdp": total.rdp,
+        "epsilon_pld": total.pld,
+        "epsilon_cap": ledger.cap_epsilon,
+        "unit_of_privacy": UNIT_OF_PRIVACY,
+        "per_phase": {p: epsilon_of([e for e in ledger.entries if e.phase == p], ledger.delta) for p in phases},
+        "events": [
+            {"seq": e.seq, "phase": e.phase, "mechanism": e.mechanism, "event": e.event, **e.metadata}
+            for e in ledger.entries
+        ],
+        "survivors_per_round": {str(e.metadata["round"]): e.metadata["survivors"] for e in ledger.entries},
+        "organisations": sorted(organisations),
+        "trust": {
+            "coordinator": "honest-but-curious; sees only SecAgg+ sums of noised vectors",
+            "min_honest_survivors_t": plan["min_survivors"],
+            "noise": "each organisation adds Skellam noise sized so that any t of them carry "
+            "the planned noise; epsilon above counts the noise of the organisations that "
+            "actually contributed to each round",
+            "if_up_to_n_minus_t_organisations_collude_with_the_coordinator": "epsilon is at "
+            f"most {plan['epsilon_planned']:.4f}, the planned epsilon (t honest shares remain)",
+            "secure_aggregation": "Flower SecAgg+ (masks from Flower 1.41's PRG, upstream issue #7522)",
+        },
+        "plan": plan,
+        "libraries": library_versions(),
+        "ledger": "ledger.jsonl (hash-chained; verify with fedsynth.common.accounting.Ledger)",
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_release(
+    staging: Path,
+    out: Path,
+    synthetic: pd.DataFrame,
+    ledger: Ledger,
+    plan: dict,
+    organisations: Iterable[str],
+) -> Release:
+    """Write every file into ``staging``, then move it to ``out`` in one rename."""
+    statement = {**privacy_statement(ledger, plan, organisations), "rows": len(synthetic)}
+    synthetic.to_csv(staging / "synthetic.csv", index=False)
+    synthetic.to_parquet(staging / "synthetic.parquet", index=False)
+    _write_text(staging / "privacy.json", json.dumps(statement, indent=2) + "\n")
+    if out.exists():
+        previous = out.with_name(out.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
+    staging.rename(out)
+    return Release(out, len(synthetic), statement)

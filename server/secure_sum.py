@@ -1,0 +1,279 @@
+"""Coordinator side of the secure noisy sum on Flower's SecAgg+ (see ``common.secure_sum``).
+
+One call of :meth:`Federation.noisy_sum` is one SecAgg+ round: every connected client
+computes its vector, adds its Skellam share and masks it; the coordinator unmasks only the
+survivors' sum, records the Skellam event with the survivors' actual noise in the ledger
+(fsynced) and only then returns the decoded sum. A round with fewer than ``t`` survivors
+cannot be unmasked (reconstruction threshold ``t``) and raises :class:`RoundAborted`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.serverapp import Grid
+
+from dp_accounting import DpEvent
+
+from fedsynth.common.accounting import Ledger, skellam_event
+from fedsynth.common.secure_sum import (
+    MAX_WEIGHT,
+    NoisySumSpec,
+    decode_sum,
+    secure_ranges,
+)
+
+log = logging.getLogger(__name__)
+
+HELLO = "hello"
+
+
+class RoundAborted(RuntimeError):
+    """A secure round produced nothing usable; nothing derived from it was used."""
+
+
+class JobRefused(RuntimeError):
+    """One or more organisations refused the job before any data was touched."""
+
+
+#: The ledger event of a round, given how many organisations' vectors it summed.
+EventForSurvivors = Callable[[int], DpEvent]
+
+
+def skellam_noise(spec: NoisySumSpec, blocks: int = 1) -> EventForSurvivors:
+    """Event of a noisy sum of ``blocks`` independent blocks, each with the spec's sensitivity.
+
+    A record changes each of a round's ``blocks`` marginals by one count, so the round is
+    ``blocks`` Skellam mechanisms with sensitivity 1 on one vector (composition).
+    """
+    return lambda survivors: skellam_event(
+        spec.mu_of_survivors(survivors), spec.l1_sensitivity, spec.l2_sensitivity, count=blocks
+    )
+
+
+@dataclass(frozen=True)
+class SumResult:
+    """Decoded integer sum of one round and who contributed to it."""
+
+    total: np.ndarray
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    mu: float
+    round: int
+
+    def real_sum(self, spec: NoisySumSpec) -> np.ndarray:
+        """The sum in the caller's units (integer grid divided by the spec's scale)."""
+        return self.total / spec.scale
+
+
+class _OneRound(FedAvg):
+    """Strategy for exactly one SecAgg+ round: all clients, one request, capture the result."""
+
+    def __init__(self, num_clients: int, config: Mapping[str, Any]) -> None:
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=num_clients,
+            min_available_clients=num_clients,
+            on_fit_config_fn=lambda _round: dict(config),
+        )
+        self.mean: np.ndarray | None = None
+        self.survivor_ids: list[int] = []
+
+    def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001 (Flower's API)
+        if results:
+            self.mean = parameters_to_ndarrays(results[0][1].parameters)[0]
+            self.survivor_ids = [proxy.node_id for proxy, _ in results]
+        return None, {}
+
+
+class _TrackedSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, remembering which nodes were still active after each stage.
+
+    Flower halts a round silently; this lets the coordinator say who dropped, and when.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.active: set[int] = set()
+        self.stage = "setup"
+
+    def _tracked(self, name: str, stage: Callable[..., bool], grid, context, state) -> bool:  # noqa: ANN001
+        self.stage = name
+        ok = stage(grid, context, state)
+        self.active = set(state.active_node_ids)
+        return ok
+
+    def setup_stage(self, grid, context, state) -> bool:  # noqa: ANN001 (Flower's API)
+        return self._tracked("setup", super().setup_stage, grid, context, state)
+
+    def share_keys_stage(self, grid, context, state) -> bool:  # noqa: ANN001
+        return self._tracked("key sharing", super().share_keys_stage, grid, context, state)
+
+    def collect_masked_vectors_stage(self, grid, context, state) -> bool:  # noqa: ANN001
+        return self._tracked("masked vectors", super().collect_masked_vectors_stage, grid, context, state)
+
+
+@dataclass
+class Federation:
+    """The connected organisations of one job, seen from the coordinator.
+
+    Use as a context manager: it keeps Flower's client manager in sync with the grid,
+    waits for ``num_clients`` nodes and asks each for its organisation name (a ``query``
+    message; the answer holds no data).
+    """
+
+    grid: Grid
+    context: Context
+    num_clients: int
+    ledger: Ledger | None
+    timeout: float | None = None
+    org_names: dict[int, str] = field(default_factory=dict)
+    _round: int = 0
+
+    def __enter__(self) -> "Federation":
+        self._legacy = LegacyContext(
+            context=self.context,
+            config=ServerConfig(num_rounds=1),
+            strategy=_OneRound(self.num_clients, {}),
+        )
+        self._thread, self._stop, done = start_update_client_manager_thread(
+            self.grid, self._legacy.client_manager
+        )
+        done.wait()
+        if not self._legacy.client_manager.wait_for(self.num_clients, timeout=600):
+            raise RoundAborted(
+                f"only {self._legacy.client_manager.num_available()} of "
+                f"{self.num_clients} organisations connected"
+            )
+        self.org_names = self._hello()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def query(self, action: str, config: Mapping[str, Any] | None = None) -> dict[int, Message]:
+        """Send a ``query`` message to every node; return the replies by node id."""
+        content = RecordDict({"config": ConfigRecord({"action": action, **(config or {})})})
+        node_ids = sorted(self.grid.get_node_ids())
+        messages = [
+            Message(content, nid, "query") for nid in node_ids
+        ]
+        replies = self.grid.send_and_receive(messages, timeout=self.timeout)
+        return {reply.metadata.src_node_id: reply for reply in replies}
+
+    def _hello(self) -> dict[int, str]:
+        return {nid: str(answer["org"]) for nid, answer in self._answers(HELLO).items()}
+
+    def _answers(self, action: str, config: Mapping[str, Any] | None = None) -> dict[int, dict]:
+        answers = {}
+        for nid, reply in self.query(action, config).items():
+            if reply.has_error():
+                raise JobRefused(f"{self.name(nid)} failed to answer '{action}': {reply.error.reason}")
+            answers[nid] = dict(reply.content["config"])
+        return answers
+
+    def check(self, request: Mapping[str, Any]) -> None:
+        """Ask every organisation whether it accepts ``request``; raise naming who refused."""
+        refusals = [a["reason"] for a in self._answers("check", request).values() if not a["ok"]]
+        if refusals:
+            raise JobRefused("job refused before any data left an organisation:\n- " + "\n- ".join(refusals))
+
+    def name(self, node_id: int) -> str:
+        return self.org_names.get(node_id, f"node {node_id}")
+
+    def noisy_sum(
+        self,
+        spec: NoisySumSpec,
+        request: Mapping[str, Any],
+        *,
+        phase: str,
+        mechanism: str,
+        event: EventForSurvivors | None = None,
+        parameters: list[np.ndarray] | None = None,
+    ) -> SumResult:
+        """Run one SecAgg+ round of ``spec`` and return the decoded sum.
+
+        ``event`` gives the round's ledger event from the number of survivors (default: the
+        Skellam noise they added). Before the round, the ledger checks that the event at the
+        minimum ``t`` survivors fits the federation's cap (so no spend can be refused after
+        data were touched); after it, the actual event is appended (fsynced) before the sum
+        is returned.
+        """
+        self._round += 1
+        event = event or skellam_noise(spec)
+        if self.ledger is not None:
+            self.ledger.check(event(spec.min_survivors), phase=phase)
+        elif spec.mu > 0:
+            raise ValueError("a noisy sum without a ledger is only for noise-free tests")
+        ranges = secure_ranges(spec, self.num_clients)
+        strategy = _OneRound(
+            self.num_clients, {**request, **spec.to_config(), "round": self._round, "num_clients": self.num_clients}
+        )
+        self._legacy.strategy = strategy
+        self._legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+            ndarrays_to_parameters(parameters or []), keep_input=True
+        )
+        self._legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+            {WorkflowKey.CURRENT_ROUND: self._round}
+        )
+        workflow = _TrackedSecAggPlus(
+            num_shares=self.num_clients,
+            reconstruction_threshold=spec.min_survivors,
+            max_weight=float(MAX_WEIGHT),
+            clipping_range=float(ranges.clipping_range),
+            quantization_range=ranges.quantization_range,
+            modulus_range=ranges.modulus_range,
+            timeout=self.timeout,
+        )
+        workflow(self.grid, self._legacy)
+        if strategy.mean is None:
+            alive = tuple(sorted(self.name(n) for n in workflow.active))
+            lost = tuple(sorted(set(self.org_names.values()) - set(alive)))
+            raise RoundAborted(
+                f"{phase} round {self._round} ({mechanism}) aborted at the {workflow.stage} "
+                f"stage: {len(alive)} of {self.num_clients} organisations remained, at least "
+                f"t={spec.min_survivors} must; dropped or failed: {', '.join(lost) or 'none'}; "
+                f"remaining: {', '.join(alive) or 'none'}. Nothing from this round was used."
+            )
+        survivors = tuple(sorted(self.name(n) for n in strategy.survivor_ids))
+        dropped = tuple(sorted(set(self.org_names.values()) - set(survivors)))
+        mu = spec.mu_of_survivors(len(survivors))
+        if self.ledger is not None:
+            self.ledger.append(
+                phase,
+                mechanism,
+                event(len(survivors)),
+                metadata={
+                    "round": self._round,
+                    "survivors": list(survivors),
+                    "dropped": list(dropped),
+                    "mu": mu,
+                    "planned_mu": spec.mu,
+                    "dim": spec.dim,
+                },
+            )
+        result = SumResult(
+            total=decode_sum(strategy.mean, len(survivors), spec),
+            survivors=survivors,
+            dropped=dropped,
+            mu=mu,
+            round=self._round,
+        )
+        if dropped:
+            log.warning("round %d: %s dropped out; survivors' noise mu=%.3g", self._round, ", ".join(dropped), mu)
+        return result

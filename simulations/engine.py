@@ -1,0 +1,61 @@
+"""Run a coordinator job against N simulated organisations in Flower's simulation engine."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+from collections.abc import Callable  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+from flwr.app import Context  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.serverapp import Grid, ServerApp  # noqa: E402
+from flwr.simulation import run_simulation  # noqa: E402
+
+T = TypeVar("T")
+
+
+class SimulationFailed(RuntimeError):
+    """The coordinator job did not return (its own exception is chained)."""
+
+
+def run_in_simulation(
+    job: Callable[[Grid, Context], T],
+    client_app: ClientApp,
+    num_parties: int,
+    *,
+    cpus_per_party: float = 1.0,
+) -> T:
+    """Run ``job`` as the ServerApp's main against ``num_parties`` simulated SuperNodes.
+
+    Returns the job's return value; an exception inside the job is re-raised here
+    (Flower's engine would otherwise only log it and return normally).
+    """
+    outcome: dict[str, object] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["value"] = job(grid, context)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            outcome["error"] = exc
+
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=num_parties,
+        backend_config={
+            "client_resources": {"num_cpus": cpus_per_party, "num_gpus": 0.0},
+            "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+        },
+    )
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    if "value" not in outcome:
+        raise SimulationFailed("the coordinator job never ran (see Flower's log above)")
+    return outcome["value"]  # type: ignore[return-value]

@@ -54,6 +54,11 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
                      help="synthetic rows to release (default: the noisy row count the generator paid for)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the split and the sampling")
     sim.add_argument("--out", type=Path, default=Path("release"), help="release directory")
+    sim.add_argument("--ledger", type=Path, default=None,
+                     help="the federation's privacy ledger, shared by its jobs (default: a fresh "
+                     "one inside the release)")
+    sim.add_argument("--cap", type=float, default=None,
+                     help="the federation's total epsilon cap over all its jobs (default: --epsilon)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,9 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid
 
-from fedsynth.common.accounting import BudgetError, Ledger, plan_noise
+from dp_accounting import DpEvent
+
+from fedsynth.common.accounting import BudgetError, BudgetExceeded, Ledger, plan_noise
 from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
@@ -42,6 +44,8 @@ class JobConfig:
     seed: int = 0
     generator: GeneratorSettings = field(default_factory=GeneratorSettings)
     timeout: float | None = None
+    ledger: Path | None = None  # the federation's ledger; None: a fresh one for this job
+    cap: float | None = None  # the federation's epsilon cap; None: this job's epsilon
 
     def __post_init__(self) -> None:
         if self.parties < 2:
@@ -59,6 +63,7 @@ class JobPlan:
 
     generator: GeneratorPlan
     epsilon_planned: float  # composed epsilon with exactly t survivors in every round
+    event: DpEvent  # the whole job's cost with exactly t survivors
 
     def summary(self) -> dict:
         return {
@@ -82,17 +87,39 @@ def plan_job(config: JobConfig) -> JobPlan:
     spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=config.max_rows)
     secure_ranges(spec, config.parties)  # refuses noise or bounds that cannot fit SecAgg+
     generator = GeneratorPlan(sigma, config.min_survivors, config.max_rows, config.generator)
-    return JobPlan(generator, plan.epsilon.epsilon)
+    return JobPlan(generator, plan.epsilon.epsilon, generator_event(sigma, num_columns, config.generator))
+
+
+def open_ledger(config: JobConfig, staging: Path) -> Ledger:
+    """The federation's ledger (``config.ledger``) or a fresh one in the job's staging dir."""
+    path = config.ledger or staging / "ledger.jsonl"
+    return Ledger(path, cap_epsilon=config.cap or config.epsilon, delta=config.delta)
+
+
+def preflight(config: JobConfig) -> JobPlan:
+    """Plan the job and check it against the federation's cap, before any data is touched.
+
+    Raises ``BudgetError`` (unreachable target, ranges that cannot fit) or
+    ``BudgetExceeded`` (the federation's earlier spend plus this job would pass its cap).
+    """
+    plan = plan_job(config)
+    if config.ledger is not None:
+        open_ledger(config, config.ledger.parent).check(plan.event, phase="this job (planned)")
+    elif config.cap is not None and config.cap < plan.epsilon_planned:
+        raise BudgetExceeded(f"this job plans epsilon {plan.epsilon_planned:.4f}, above the cap {config.cap:g}")
+    return plan
 
 
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
     """Run the job on the organisations behind ``grid`` and write its release."""
-    plan = plan_job(config)
+    plan = preflight(config)
     staging = config.out.with_name(config.out.name + ".partial")
     staging.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(staging / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
-    if ledger.entries:
+    ledger = open_ledger(config, staging)
+    if config.ledger is None and ledger.entries:
         raise BudgetError(f"{staging} holds a ledger from an unfinished job; remove it first")
+    ledger.check(plan.event, phase="this job (planned)")
+    first_entry = len(ledger.entries)
 
     def report(message: str) -> None:
         spent = ledger.epsilon().epsilon if ledger.entries else 0.0
@@ -107,4 +134,14 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
     codes = model.sample(rows, seed=config.seed)
     synthetic = config.schema.decode(codes, np.random.default_rng(config.seed))
     report(f"sampled {rows:,} synthetic rows")
-    return write_release(staging, config.out, synthetic, ledger, plan.summary(), fed.org_names.values())
+    return write_release(
+        staging,
+        config.out,
+        synthetic,
+        ledger,
+        first_entry,
+        plan.summary(),
+        fed.org_names.values(),
+        model.measurements,
+        missing_token=config.schema.na_values[0] if config.schema.na_values else "",
+    )

@@ -19,6 +19,7 @@ import pandas as pd
 from dp_accounting import ComposedDpEvent
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
+from fedsynth.common.generator import Measurement
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "
@@ -51,28 +52,32 @@ def epsilon_of(entries: Iterable, delta: float) -> dict:
     return {"epsilon": eps.epsilon, "method": eps.method, "rdp": eps.rdp, "pld": eps.pld}
 
 
-def privacy_statement(ledger: Ledger, plan: dict, organisations: Iterable[str]) -> dict:
+def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisations: Iterable[str]) -> dict:
     """Everything a data steward needs to sign off the release, recomputed from the ledger.
 
-    ``plan`` holds the job's public plan: ``min_survivors`` (t), ``epsilon_planned`` (the
-    composed epsilon at exactly t survivors) and the noise parameters of each phase.
+    The job's events are ``ledger.entries[first_entry:]``; earlier entries belong to earlier
+    jobs on the same federation and count towards ``federation_epsilon``. ``plan`` holds the
+    job's public plan: ``min_survivors`` (t), ``epsilon_planned`` (the composed epsilon at
+    exactly t survivors) and the noise parameters of each phase.
     """
-    total = ledger.epsilon()
-    phases = sorted({e.phase for e in ledger.entries})
+    entries = ledger.entries[first_entry:]
+    total = epsilon_of(entries, ledger.delta)
+    phases = sorted({e.phase for e in entries})
     return {
-        "epsilon": total.epsilon,
+        "epsilon": total["epsilon"],
         "delta": ledger.delta,
-        "accountant": total.method,
-        "epsilon_rdp": total.rdp,
-        "epsilon_pld": total.pld,
-        "epsilon_cap": ledger.cap_epsilon,
+        "accountant": total["method"],
+        "epsilon_rdp": total["rdp"],
+        "epsilon_pld": total["pld"],
+        "federation_epsilon": ledger.epsilon().epsilon,
+        "federation_cap": ledger.cap_epsilon,
         "unit_of_privacy": UNIT_OF_PRIVACY,
-        "per_phase": {p: epsilon_of([e for e in ledger.entries if e.phase == p], ledger.delta) for p in phases},
+        "per_phase": {p: epsilon_of([e for e in entries if e.phase == p], ledger.delta) for p in phases},
         "events": [
             {"seq": e.seq, "phase": e.phase, "mechanism": e.mechanism, "event": e.event, **e.metadata}
-            for e in ledger.entries
+            for e in entries
         ],
-        "survivors_per_round": {str(e.metadata["round"]): e.metadata["survivors"] for e in ledger.entries},
+        "survivors_per_round": {str(e.metadata["round"]): e.metadata["survivors"] for e in entries},
         "organisations": sorted(organisations),
         "trust": {
             "coordinator": "honest-but-curious; sees only SecAgg+ sums of noised vectors",
@@ -86,7 +91,8 @@ def privacy_statement(ledger: Ledger, plan: dict, organisations: Iterable[str]) 
         },
         "plan": plan,
         "libraries": library_versions(),
-        "ledger": "ledger.jsonl (hash-chained; verify with fedsynth.common.accounting.Ledger)",
+        "ledger": "ledger.jsonl (hash-chained; this job's events are those from seq "
+        f"{first_entry + 1}; verify with fedsynth.common.accounting.Ledger)",
     }
 
 
@@ -102,12 +108,26 @@ def write_release(
     out: Path,
     synthetic: pd.DataFrame,
     ledger: Ledger,
+    first_entry: int,
     plan: dict,
     organisations: Iterable[str],
+    measurements: Iterable[Measurement],
+    missing_token: str = "",
 ) -> Release:
-    """Write every file into ``staging``, then move it to ``out`` in one rename."""
-    statement = {**privacy_statement(ledger, plan, organisations), "rows": len(synthetic)}
-    synthetic.to_csv(staging / "synthetic.csv", index=False)
+    """Write every file into ``staging``, then move it to ``out`` in one rename.
+
+    Missing values are written as ``missing_token`` (the schema's first ``na_values``), so
+    the CSV reads back under the same schema as the input did.
+
+    ``measurements.json`` holds every noisy marginal the coordinator saw (already private):
+    a reviewer can check the synthetic rows against exactly what was learned.
+    """
+    statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
+    if ledger.path.parent != staging:
+        shutil.copyfile(ledger.path, staging / "ledger.jsonl")
+    noisy = [{"clique": list(m.clique), "sigma": m.sigma, "counts": m.noisy.tolist()} for m in measurements]
+    _write_text(staging / "measurements.json", json.dumps(noisy) + "\n")
+    synthetic.to_csv(staging / "synthetic.csv", index=False, na_rep=missing_token)
     synthetic.to_parquet(staging / "synthetic.parquet", index=False)
     _write_text(staging / "privacy.json", json.dumps(statement, indent=2) + "\n")
     if out.exists():

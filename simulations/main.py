@@ -9,10 +9,10 @@ import time
 
 from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.organisation import Organisation
-from fedsynth.common.accounting import BudgetError
+from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
-from fedsynth.server.job import JobConfig, plan_job, run_job
+from fedsynth.server.job import JobConfig, preflight, run_job
 from fedsynth.server.release import Release
 from fedsynth.server.secure_sum import JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -55,6 +55,8 @@ def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:
         max_rows=args.max_rows,
         rows=args.rows,
         seed=args.seed,
+        ledger=args.ledger,
+        cap=args.cap,
     )
 
 
@@ -64,7 +66,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         schema = load_schema(args.schema)
         config = config_from_args(args, schema)
-        plan = plan_job(config)
+        plan = preflight(config)
         say(
             f"plan: epsilon {config.epsilon:g}, delta {config.delta:g}, {config.parties} parties, "
             f"t={config.min_survivors}; every marginal measured with noise std "
@@ -75,7 +77,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         release = simulate(config, parties)
-    except (BudgetError, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError) as exc:
+    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")
         return 2

@@ -1,0 +1,62 @@
+"""The deployment ServerApp (``fedsynth.server.app:app``), configured by Flower run-config.
+
+Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...'``):
+``schema`` (path of the public schema on the coordinator), ``out`` (release directory),
+``parties``, ``epsilon``, ``delta``, ``min-survivors``, ``max-rows``, ``rows`` (0 = the
+paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator shape),
+``timeout`` (seconds a round waits for organisations; 0 = Flower's default).
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedsynth.common.generator import GeneratorSettings
+from fedsynth.common.schema import load_schema
+from fedsynth.server.job import JobConfig, run_job
+
+
+def config_from_run_config(run_config: dict) -> JobConfig:
+    """A job from Flower run-config values (see the module docstring)."""
+    parties = int(run_config["parties"])
+    rows = int(run_config.get("rows", 0))
+    timeout = float(run_config.get("timeout", 0))
+    defaults = GeneratorSettings()
+    return JobConfig(
+        schema=load_schema(Path(str(run_config["schema"]))),
+        parties=parties,
+        epsilon=float(run_config["epsilon"]),
+        delta=float(run_config["delta"]),
+        out=Path(str(run_config["out"])),
+        min_survivors=int(run_config.get("min-survivors", max(2, parties - 1))),
+        max_rows=int(run_config.get("max-rows", 1_000_000)),
+        rows=rows or None,
+        seed=int(run_config.get("seed", 0)),
+        generator=GeneratorSettings(
+            rounds=int(run_config.get("rounds", defaults.rounds)),
+            per_round=int(run_config.get("per-round", defaults.per_round)),
+        ),
+        timeout=timeout or None,
+    )
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = config_from_run_config(dict(context.run_config))
+    release = run_job(grid, context, config, progress=lambda message: log(INFO, "%s", message))
+    log(
+        INFO,
+        "release written to %s: %d rows, epsilon %.4f (delta %g)",
+        release.path,
+        release.rows,
+        release.statement["epsilon"],
+        release.statement["delta"],
+    )

@@ -1,0 +1,120 @@
+"""`fedsynth simulate` end to end: a small non-IID federation in Flower's simulation engine."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from dp_accounting import ComposedDpEvent
+
+from fedsynth.cli import bundled, main
+from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
+from fedsynth.common.generator import GeneratorSettings
+from fedsynth.common.schema import load_schema
+from fedsynth.server.job import JobConfig
+from fedsynth.simulations.main import simulate
+from fedsynth.simulations.split import split_table
+
+SCHEMA = load_schema(bundled("adult.schema.yaml"))
+SMALL = GeneratorSettings(rounds=1, per_round=2, fit_iters=100, final_iters=200, score_sample=20_000)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return SCHEMA.read_csv(bundled("adult.csv"))
+
+
+@pytest.fixture(scope="module")
+def release(table, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "release"
+    parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
+    config = JobConfig(
+        schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=out, min_survivors=2, generator=SMALL
+    )
+    return simulate(config, parties, progress=lambda _m: None)
+
+
+def test_release_is_complete(release):
+    names = sorted(p.name for p in release.path.iterdir())
+    assert names == sorted(
+        ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json"]
+    )
+    assert not release.path.with_name("release.partial").exists()
+
+
+def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
+    statement = json.loads((release.path / "privacy.json").read_text())
+    ledger = Ledger(release.path / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)
+    recomputed = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in ledger.entries]))
+    assert statement["epsilon"] == pytest.approx(recomputed.epsilon(1e-6).epsilon, rel=1e-9)
+    assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] <= 1.0
+    # 1-way round, then one selection round and one measurement round
+    assert [e["mechanism"].split()[0] for e in statement["events"]] == ["1-way", "selection", "round"]
+    assert all(s == ["party-0", "party-1", "party-2"] for s in statement["survivors_per_round"].values())
+    assert statement["libraries"]["flwr"] == "1.41.0"
+
+
+def test_synthetic_rows_conform_to_the_schema(release):
+    synthetic = SCHEMA.read_csv(release.path / "synthetic.csv")
+    assert SCHEMA.validate(synthetic).ok
+    assert list(synthetic.columns) == SCHEMA.column_names
+    assert 4_500 < len(synthetic) < 5_500  # the noisy count of 5,000 rows, paid for by the 1-way round
+    parquet = pd.read_parquet(release.path / "synthetic.parquet")
+    assert len(parquet) == len(synthetic)
+
+
+def test_measurements_are_what_the_coordinator_saw(release):
+    measured = json.loads((release.path / "measurements.json").read_text())
+    assert len(measured) == len(SCHEMA.column_names) + 2
+    assert [m["clique"] for m in measured[:3]] == [["age"], ["workclass"], ["fnlwgt"]]
+    assert all(m["sigma"] > 0 for m in measured)
+
+
+def test_a_job_past_the_federation_cap_is_refused_before_any_round(tmp_path, capsys):
+    ledger_path = tmp_path / "federation.jsonl"
+    earlier = Ledger(ledger_path, cap_epsilon=1.0, delta=1e-6)
+    earlier.append("earlier job", "test", gaussian_event(4.5))
+    assert 0.9 < earlier.epsilon().epsilon < 1.0  # room left, but not for a 0.5 job
+    before = ledger_path.read_bytes()
+    code = main(["simulate", "--epsilon", "0.5", "--ledger", str(ledger_path), "--cap", "1",
+                 "--delta", "1e-6", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cap" in err and "nothing was released" in err
+    assert "split" not in err  # refused before the data was even split
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert ledger_path.read_bytes() == before
+
+
+def test_an_unreachable_budget_is_refused_before_any_round(tmp_path, capsys):
+    code = main(["simulate", "--epsilon", "1e-5", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "nothing was released" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_table_that_breaks_the_schema_is_refused_naming_the_column(tmp_path, capsys, table):
+    bad = table.copy()
+    bad.loc[7, "race"] = "Martian"
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    code = main(["simulate", "--data", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "race" in err and "Martian" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dirichlet_split_skews_labels_and_keeps_every_row(table):
+    parties = split_table(table, 5, "dirichlet:0.5", "Y", seed=0)
+    assert sum(len(p) for p in parties) == len(table)
+    shares = [np.mean(p["Y"] == ">50K") for p in parties if len(p)]
+    assert max(shares) - min(shares) > 0.2  # far from the IID share of ~0.24 everywhere
+    iid = split_table(table, 5, "iid", "Y", seed=0)
+    iid_shares = [np.mean(p["Y"] == ">50K") for p in iid]
+    assert max(iid_shares) - min(iid_shares) < 0.05
+
+
+def test_by_column_split_keeps_each_value_in_one_party(table):
+    parties = split_table(table, 3, "by-column:race", None, seed=0)
+    owners = {v: [i for i, p in enumerate(parties) if (p["race"] == v).any()] for v in table["race"].unique()}
+    assert all(len(o) == 1 for o in owners.values())

@@ -108,7 +108,9 @@ class Organisation:
         )
         model = split_blocks(model_marginals, table.domain, candidates)
         scores = local_scores(local, model, penalties)
-        picks = exponential_mechanism_top_k(rng, scores, float(request["epsilon"]), SCORE_SENSITIVITY, int(request["k"]))
+        picks = exponential_mechanism_top_k(
+            rng, scores, float(request["epsilon"]), SCORE_SENSITIVITY, int(request["k"]), candidates
+        )
         vote = np.zeros(len(candidates), dtype=np.int64)
         vote[picks] = 1
         return vote

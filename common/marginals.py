@@ -76,18 +76,37 @@ SCORE_SENSITIVITY = 2.0
 
 
 def exponential_mechanism_top_k(
-    rng: np.random.Generator, scores: np.ndarray, epsilon: float, sensitivity: float, k: int
-) -> np.ndarray:
-    """``k`` distinct indices, as ``k`` rounds of the exponential mechanism without replacement.
+    rng: np.random.Generator,
+    scores: np.ndarray,
+    epsilon: float,
+    sensitivity: float,
+    k: int,
+    candidates: Sequence[Clique],
+) -> list[int]:
+    """``k`` indices by ``k`` rounds of the exponential mechanism without replacement.
 
-    Each round draws with probability proportional to ``exp(epsilon * score / (2 * sensitivity))``
-    among the indices not yet drawn. Adding Gumbel noise once and taking the top ``k`` samples
-    exactly that peeling process (Durfee & Rogers, NeurIPS 2019). Each round is
-    ``epsilon``-DP and bounded-range, i.e. ``epsilon**2 / 8``-zCDP; ``k`` rounds compose.
+    Each round draws among the candidates still allowed with probability proportional to
+    ``exp(epsilon * score / (2 * sensitivity))``; a candidate contained in one already drawn
+    is no longer allowed (its marginal follows from the drawn one). Gumbel noise added once,
+    then scanned in descending order, samples exactly that peeling process: the Gumbel-max
+    argmax is independent of the max, so conditioning on earlier draws leaves the softmax on
+    any remaining subset (Durfee & Rogers, NeurIPS 2019). Each round is ``epsilon``-DP and
+    bounded-range, i.e. ``epsilon**2 / 8``-zCDP; the ``k`` rounds compose.
     """
     logits = epsilon * np.asarray(scores, dtype=np.float64) / (2.0 * sensitivity)
     noisy = logits + rng.gumbel(size=logits.shape)
-    return np.argsort(-noisy, kind="stable")[:k]
+    return first_k_not_contained(np.argsort(-noisy, kind="stable"), candidates, k)
+
+
+def first_k_not_contained(order: Sequence[int], candidates: Sequence[Clique], k: int) -> list[int]:
+    """The first ``k`` indices of ``order`` whose clique is not inside an earlier pick."""
+    picks: list[int] = []
+    for i in order:
+        if not any(set(candidates[i]) <= set(candidates[j]) for j in picks):
+            picks.append(int(i))
+            if len(picks) == k:
+                break
+    return picks
 
 
 def cliques_to_json(cliques: Sequence[Clique]) -> str:

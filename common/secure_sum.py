@@ -86,10 +86,8 @@ class NoisySumSpec:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if self.mu < 0:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
-        if self.min_survivors < 2:
-            raise ValueError(
-                f"min_survivors (t) must be >= 2 for SecAgg+, got {self.min_survivors}"
-            )
+        if self.min_survivors < 1:
+            raise ValueError(f"min_survivors (t) must be >= 1, got {self.min_survivors}")
         if self.max_abs < 0 or self.scale <= 0:
             raise ValueError(f"need max_abs >= 0 and scale > 0, got {self.max_abs}, {self.scale}")
 

@@ -37,6 +37,7 @@ from fedsynth.common.marginals import (
     candidate_cliques,
     cells,
     cliques_to_json,
+    first_k_not_contained,
     marginals,
     split_blocks,
 )
@@ -122,7 +123,7 @@ def select(
     ).total
     tie_break = rng.random(len(candidates))
     order = np.lexsort((tie_break, -votes))
-    return [candidates[i] for i in order[:k]]
+    return [candidates[i] for i in first_k_not_contained(order, candidates, k)]
 
 
 def fit_generator(

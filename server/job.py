@@ -48,11 +48,11 @@ class JobConfig:
     cap: float | None = None  # the federation's epsilon cap; None: this job's epsilon
 
     def __post_init__(self) -> None:
-        if self.parties < 2:
-            raise ValueError(f"a federation needs at least 2 organisations, got {self.parties}")
-        if not 2 <= self.min_survivors <= self.parties:
+        if self.parties < 1:
+            raise ValueError(f"a job needs at least one organisation, got {self.parties}")
+        if not 1 <= self.min_survivors <= self.parties:
             raise ValueError(
-                f"min_survivors (t) must be between 2 and the number of organisations "
+                f"min_survivors (t) must be between 1 and the number of organisations "
                 f"({self.parties}), got {self.min_survivors}"
             )
 

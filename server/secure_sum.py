@@ -145,6 +145,8 @@ class Federation:
     _round: int = 0
 
     def __enter__(self) -> "Federation":
+        if self.num_clients < 2:
+            raise JobRefused("SecAgg+ needs at least 2 organisations; a single one is central DP")
         self._legacy = LegacyContext(
             context=self.context,
             config=ServerConfig(num_rounds=1),

@@ -71,7 +71,8 @@ def test_exponential_mechanism_samples_the_softmax_distribution():
     rng = np.random.default_rng(3)
     scores = np.array([0.0, 10.0, 20.0, 25.0])
     eps, sens = 0.2, 2.0
-    draws = np.array([exponential_mechanism_top_k(rng, scores, eps, sens, 1)[0] for _ in range(20_000)])
+    cands = [("a",), ("b",), ("c",), ("a", "b")]
+    draws = np.array([exponential_mechanism_top_k(rng, scores, eps, sens, 1, cands)[0] for _ in range(20_000)])
     p = np.exp(eps * scores / (2 * sens))
     p /= p.sum()
     observed = np.bincount(draws, minlength=4)
@@ -81,9 +82,28 @@ def test_exponential_mechanism_samples_the_softmax_distribution():
     assert stats.chisquare(observed, p2 / p2.sum() * draws.size).pvalue < 1e-6
 
 
-def test_top_k_returns_distinct_indices():
-    picks = exponential_mechanism_top_k(np.random.default_rng(0), np.zeros(10), 1.0, 2.0, 4)
-    assert len(set(picks.tolist())) == 4
+def test_top_k_returns_distinct_indices_and_skips_contained_cliques():
+    cands = [("a", "b"), ("a",), ("b", "c"), ("c",), ("a", "c")]
+    scores = np.array([100.0, 99.0, 50.0, 49.0, 0.0])  # huge margins: the order is certain
+    picks = exponential_mechanism_top_k(np.random.default_rng(0), scores, 50.0, 2.0, 3, cands)
+    assert picks == [0, 2, 4]  # ("a",) lies in ("a","b"), ("c",) in ("b","c")
+
+
+def test_peeling_with_exclusions_keeps_the_softmax_on_what_remains():
+    """Second draw, given the first was index 0, follows the softmax over allowed indices."""
+    rng = np.random.default_rng(5)
+    cands = [("a", "b"), ("a",), ("c",), ("b", "c")]
+    scores = np.array([9.0, 3.0, 6.0, 8.0])
+    seconds = []
+    for _ in range(40_000):
+        picks = exponential_mechanism_top_k(rng, scores, 1.0, 0.5, 2, cands)
+        if picks[0] == 0:
+            seconds.append(picks[1])
+    allowed = [2, 3]  # ("a",) is inside ("a","b")
+    p = np.exp(scores[allowed]) / np.exp(scores[allowed]).sum()
+    observed = [seconds.count(i) for i in allowed]
+    assert sum(observed) == len(seconds) > 300
+    assert stats.chisquare(observed, p * len(seconds)).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("epsilon,delta", [(0.5, 1e-9), (1.0, 1e-6), (3.0, 1e-9)])

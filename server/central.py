@@ -1,0 +1,53 @@
+"""The same rounds as :class:`~fedsynth.server.secure_sum.Federation`, in one process.
+
+For a single trusted curator (central DP) and for the "same code, no secure aggregation"
+baseline of the benchmarks: each organisation's vector and noise share are computed exactly
+as its ClientApp would (``Organisation.contribute`` + ``noisy_share``) and summed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedsynth.client.organisation import Organisation
+from fedsynth.common.accounting import Ledger
+from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
+from fedsynth.server.secure_sum import EventForSurvivors, SumResult, skellam_noise
+
+
+class CentralAggregator:
+    """Sums organisations' noisy shares in-process and records each round in the ledger."""
+
+    def __init__(self, orgs: Sequence[Organisation], ledger: Ledger, seed: int) -> None:
+        self.orgs = list(orgs)
+        self.ledger = ledger
+        self.num_clients = len(self.orgs)
+        self._rng = np.random.default_rng(seed)
+        self._round = 0
+
+    def noisy_sum(
+        self,
+        spec: NoisySumSpec,
+        request: Mapping[str, Any],
+        *,
+        phase: str,
+        mechanism: str,
+        event: EventForSurvivors | None = None,
+        parameters: list[np.ndarray] | None = None,
+    ) -> SumResult:
+        self._round += 1
+        event = event or skellam_noise(spec)
+        self.ledger.check(event(spec.min_survivors), phase=phase)
+        ranges = secure_ranges(spec, self.num_clients)
+        shares = [
+            noisy_share(org.contribute(request, parameters or [], self._rng), spec, ranges, self._rng)
+            for org in self.orgs
+        ]
+        names = tuple(org.name for org in self.orgs)
+        mu = spec.mu_of_survivors(self.num_clients)
+        self.ledger.append(phase, mechanism, event(self.num_clients), {"round": self._round, "survivors": list(names), "mu": mu})
+        total = np.rint(np.sum(shares, axis=0)).astype(np.int64)
+        return SumResult(total=total, survivors=names, dropped=(), mu=mu, round=self._round)

@@ -137,9 +137,7 @@ def generator_event(sigma: float, num_columns: int, settings: GeneratorSettings)
     sigma^2 / 2``) with L1 = L2 sensitivity 1; each selection an exponential mechanism.
     This is the plan with exactly ``t`` survivors; more survivors only add noise.
     """
-    return ComposedDpEvent(
-        [
-            skellam_event(sigma**2 / 2.0, 1.0, 1.0, count=settings.measurements(num_columns)),
-            exponential_event(settings.epsilon_select(sigma), count=settings.selections()),
-        ]
-    )
+    events = [skellam_event(sigma**2 / 2.0, 1.0, 1.0, count=settings.measurements(num_columns))]
+    if settings.selections():
+        events.append(exponential_event(settings.epsilon_select(sigma), count=settings.selections()))
+    return ComposedDpEvent(events)

@@ -117,6 +117,12 @@ def test_generator_plan_never_overshoots(epsilon, delta):
     assert gs.epsilon_select(sigma) > 0
 
 
+def test_one_way_only_plan_has_no_selection_cost():
+    one_way = GeneratorSettings(rounds=0)
+    event = generator_event(30.0, 15, one_way)
+    assert len(event.events) == 1 and one_way.measurements(15) == 15
+
+
 def test_model_recovers_a_dependency_and_samples_a_million_rows():
     rng = np.random.default_rng(4)
     a = rng.integers(0, 3, 20_000)

@@ -10,7 +10,7 @@ import pytest
 from fedsynth.common.schema import load_schema
 
 SCHEMA = Path(__file__).parent / "data" / "acs_ma2019.schema.yaml"
-ACS = Path("/work/shared/data/acs")
+ACS = Path(__file__).resolve().parents[2] / "shared" / "data" / "acs"  # shared/ sits beside the clone
 needs_acs = pytest.mark.skipif(not (ACS / "ma2019.csv").exists(),
                                reason=f"ACS excerpt not found under {ACS}")
 # INDP has no value set in the dictionary (only a link); its N code follows from INDP_CAT's.

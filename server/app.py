@@ -2,7 +2,7 @@
 
 Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...'``):
 ``schema`` (path of the public schema on the coordinator), ``out`` (release directory),
-``parties``, ``epsilon``, ``delta``, ``min-survivors``, ``max-rows``, ``rows`` (0 = the
+``parties``, ``epsilon``, ``delta``, ``min-survivors`` (0 = parties - 1), ``max-rows``, ``rows`` (0 = the
 paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator shape),
 ``timeout`` (seconds a round waits for organisations; 0 = Flower's default).
 """
@@ -22,7 +22,12 @@ from fedsynth.server.job import JobConfig, run_job
 
 
 def config_from_run_config(run_config: dict) -> JobConfig:
-    """A job from Flower run-config values (see the module docstring)."""
+    """A job from Flower run-config values (see the module docstring).
+
+    Flower passes every key with the app's default, so "unset" is 0 (or "" for ``schema``).
+    """
+    if not str(run_config.get("schema", "")):
+        raise ValueError("run-config 'schema' is required: the path of the job's public schema")
     parties = int(run_config["parties"])
     rows = int(run_config.get("rows", 0))
     timeout = float(run_config.get("timeout", 0))
@@ -33,7 +38,7 @@ def config_from_run_config(run_config: dict) -> JobConfig:
         epsilon=float(run_config["epsilon"]),
         delta=float(run_config["delta"]),
         out=Path(str(run_config["out"])),
-        min_survivors=int(run_config.get("min-survivors", max(2, parties - 1))),
+        min_survivors=int(run_config.get("min-survivors", 0)) or max(2, parties - 1),
         max_rows=int(run_config.get("max-rows", 1_000_000)),
         rows=rows or None,
         seed=int(run_config.get("seed", 0)),

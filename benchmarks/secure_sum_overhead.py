@@ -182,7 +182,7 @@ def run_worker(n: int, args: argparse.Namespace, folder: Path) -> tuple[dict | N
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     deadline = time.monotonic() + 30  # Ray's helpers leave after their driver; then force
-    while (left := tagged_processes(tag)) and time.monotonic() < deadline:
+    while tagged_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.5)
     for pid in tagged_processes(tag):
         try:

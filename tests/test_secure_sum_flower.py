@@ -11,7 +11,7 @@ from noise_checks import matches_skellam
 from fedsynth.client.app import build_client_app
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.noise import skellam_mu_for_sigma
-from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
+from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, quantization_error_bound, secure_ranges
 from fedsynth.server.secure_sum import Federation, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
 
@@ -108,7 +108,7 @@ def test_noise_free_float_sum_is_within_the_stated_quantization_error(five):
     res = out["float"]
     plain = sum(local_vector(p, res.round, "float") for p in range(5))
     err = np.abs(res.real_sum(FLOAT_EXACT) - plain)
-    assert err.max() <= 5 / FLOAT_EXACT.scale  # survivors / scale, from randomized rounding
+    assert err.max() <= quantization_error_bound(FLOAT_EXACT, survivors=5)  # 5 / scale
     assert err.max() > 0  # the rounding is real, not skipped
     np.testing.assert_array_equal(res.total, expected_noisy_total(FLOAT_EXACT, range(5), res.round, "float", 5))
 

@@ -87,7 +87,7 @@ def main() -> None:
     rows = []
     for eps in (float(e) for e in args.epsilons.split(",")):
         base = JobConfig(schema=schema, parties=1, epsilon=eps, delta=DELTA, out=Path("unused"),
-                         min_survivors=1, rows=len(train), seed=0)
+                         min_survivors=1, rows=len(train), seed=0, labels="generator")
         runs = [("central (1 party, same code)", base, None),
                 ("independent 1-way (floor)", replace(base, generator=GeneratorSettings(rounds=0)), None)]
         for n in (int(p) for p in args.parties.split(",")):

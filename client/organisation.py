@@ -2,7 +2,7 @@
 
 The ClientApp (``fedsynth.client.app``) is a thin Flower adapter over :class:`Organisation`;
 everything here runs and is tested without Flower. What leaves this module is always a
-vector for the secure noisy sum (counts or a selection vote), never rows, row counts or
+vector for the secure noisy sum (counts, a selection vote, or a clipped gradient sum), never rows, row counts or
 a validation report with values: problems with the table are logged here in full and
 reported to the coordinator only by column and kind.
 """
@@ -95,6 +95,8 @@ class Organisation:
             return marginals(table.codes, list(table.domain), table.domain, cliques_from_json(str(request["cliques"])))
         if task == "select":
             return self._vote(table, request, arrays, rng)
+        if task == "gradients":
+            return self._gradients(table, request, arrays, rng)
         raise RequestRefused(f"{self.name}: unknown task {task!r}")
 
     def _vote(
@@ -114,6 +116,21 @@ class Organisation:
         vote = np.zeros(len(candidates), dtype=np.int64)
         vote[picks] = 1
         return vote
+
+    def _gradients(
+        self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Clipped, integer-rounded per-example gradient sum of a Poisson batch (``common.teacher``)."""
+        # Imported here: a deployed SuperNode starts a fresh ClientApp process per message, and
+        # torch + Opacus take seconds to import that the other rounds do not need.
+        from fedsynth.common.teacher import Features, TeacherSettings, integer_gradient_sum, weights_for
+
+        if table.schema.label is None:
+            raise RequestRefused(f"{self.name}: schema '{table.schema.name}' has no label to train a teacher on")
+        settings = TeacherSettings.from_config(request)
+        features = Features(table.domain, table.schema.label)
+        model = weights_for(settings, features, arrays)
+        return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)
 
     def check(self, request: Mapping[str, Any]) -> None:
         """Validate the local table against the job's schema (raises ``RequestRefused``)."""

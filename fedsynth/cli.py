@@ -59,6 +59,18 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
                      "one inside the release)")
     sim.add_argument("--cap", type=float, default=None,
                      help="the federation's total epsilon cap over all its jobs (default: --epsilon)")
+    sim.add_argument("--labels", choices=("sample", "argmax", "generator"), default="sample",
+                     help="label column of the release: drawn from the distilled student's "
+                     "probabilities (sample), its most likely class (argmax), or the generator's own "
+                     "(generator: no teacher is trained, all budget goes to the generator)")
+    sim.add_argument("--budget-split", default="generator=0.7,teacher=0.3",
+                     help="shares of the budget per phase, e.g. generator=0.7,teacher=0.3")
+    sim.add_argument("--teacher", choices=("logreg", "mlp"), default="logreg",
+                     help="the DP teacher's model (federated DP-SGD)")
+    sim.add_argument("--teacher-steps", type=int, default=30, help="DP-SGD steps of the teacher")
+    sim.add_argument("--teacher-rate", type=float, default=1.0,
+                     help="Poisson sampling rate of each DP-SGD step (1 = full batches, the default: "
+                     "see fedsynth.common.teacher)")
 
 
 def build_parser() -> argparse.ArgumentParser:

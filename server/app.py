@@ -4,7 +4,9 @@ Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...
 ``schema`` (path of the public schema on the coordinator), ``out`` (release directory),
 ``parties``, ``epsilon``, ``delta``, ``min-survivors`` (0 = parties - 1), ``max-rows``, ``rows`` (0 = the
 paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator shape),
-``timeout`` (seconds a round waits for organisations; 0 = Flower's default).
+``timeout`` (seconds a round waits for organisations; 0 = Flower's default), ``labels``
+(sample | argmax | generator), ``budget-split`` (e.g. ``generator=0.7,teacher=0.3``),
+``teacher`` (logreg | mlp) and ``teacher-steps``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import load_schema
-from fedsynth.server.job import JobConfig, run_job
+from fedsynth.common.teacher import TeacherSettings
+from fedsynth.server.job import JobConfig, parse_budget_split, run_job
 
 
 def config_from_run_config(run_config: dict) -> JobConfig:
@@ -31,7 +34,7 @@ def config_from_run_config(run_config: dict) -> JobConfig:
     parties = int(run_config["parties"])
     rows = int(run_config.get("rows", 0))
     timeout = float(run_config.get("timeout", 0))
-    defaults = GeneratorSettings()
+    defaults, teacher = GeneratorSettings(), TeacherSettings()
     return JobConfig(
         schema=load_schema(Path(str(run_config["schema"]))),
         parties=parties,
@@ -47,6 +50,12 @@ def config_from_run_config(run_config: dict) -> JobConfig:
             per_round=int(run_config.get("per-round", defaults.per_round)),
         ),
         timeout=timeout or None,
+        teacher=TeacherSettings(
+            model=str(run_config.get("teacher", teacher.model)),
+            steps=int(run_config.get("teacher-steps", teacher.steps)),
+        ),
+        labels=str(run_config.get("labels", "sample")),
+        budget_split=parse_budget_split(str(run_config.get("budget-split", "generator=0.7,teacher=0.3"))),
     )
 
 

@@ -9,6 +9,7 @@ the fsynced ledger before it is used; the release directory appears only when co
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,15 +17,20 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid
 
-from dp_accounting import DpEvent
+from dp_accounting import ComposedDpEvent, DpEvent
 
-from fedsynth.common.accounting import BudgetError, BudgetExceeded, Ledger, plan_noise
+from fedsynth.common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
 from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
+from fedsynth.common.student import LABEL_MODES, StudentSettings, distil, relabel
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
 from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator
 from fedsynth.server.release import Release, write_release
 from fedsynth.server.secure_sum import Federation
+from fedsynth.server.teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
+
+DEFAULT_SPLIT = {GENERATOR: 0.7, TEACHER: 0.3}
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ class JobConfig:
     timeout: float | None = None
     ledger: Path | None = None  # the federation's ledger; None: a fresh one for this job
     cap: float | None = None  # the federation's epsilon cap; None: this job's epsilon
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    student: StudentSettings = field(default_factory=StudentSettings)
+    labels: str = "sample"  # sample | argmax | generator (no teacher: all budget to the generator)
+    budget_split: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLIT))
 
     def __post_init__(self) -> None:
         if self.parties < 1:
@@ -55,6 +65,21 @@ class JobConfig:
                 f"min_survivors (t) must be between 1 and the number of organisations "
                 f"({self.parties}), got {self.min_survivors}"
             )
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
+        if self.labels != "generator" and self.schema.label is None:
+            raise ValueError(
+                f"labels '{self.labels}' need a teacher, but schema '{self.schema.name}' names no label "
+                "column; set one in the schema or use labels 'generator'"
+            )
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases that spend budget: the teacher only when its labels are used."""
+        return (GENERATOR,) if self.labels == "generator" else (GENERATOR, TEACHER)
+
+    def features(self) -> Features:
+        return Features(self.schema.domain(), str(self.schema.label))
 
 
 @dataclass(frozen=True)
@@ -62,32 +87,83 @@ class JobPlan:
     """The noise of every phase, fixed from the job's (epsilon, delta) before any round."""
 
     generator: GeneratorPlan
+    teacher: TeacherPlan | None
     epsilon_planned: float  # composed epsilon with exactly t survivors in every round
     event: DpEvent  # the whole job's cost with exactly t survivors
+    split: Mapping[str, float]
+    labels: str
+    student: StudentSettings
 
     def summary(self) -> dict:
-        return {
+        summary = {
             "min_survivors": self.generator.min_survivors,
             "epsilon_planned": self.epsilon_planned,
+            "budget_split": dict(self.split),
             "max_rows_per_organisation": self.generator.max_rows,
             "generator": {"sigma_per_marginal": self.generator.sigma, **asdict(self.generator.settings)},
+            "labels": self.labels,
         }
+        if self.teacher is not None:
+            dim = dimension(self.teacher.model())
+            summary["teacher"] = {
+                "noise_multiplier": self.teacher.noise_multiplier,
+                "parameters": dim,
+                "l2_sensitivity_on_grid": self.teacher.spec(dim).l2_sensitivity,
+                **asdict(self.teacher.settings),
+            }
+            summary["student"] = {"privacy": "post-processing (no ledger event)", **asdict(self.student)}
+        return summary
+
+
+def parse_budget_split(text: str) -> dict[str, float]:
+    """``generator=0.7,teacher=0.3`` -> ``{"generator": 0.7, "teacher": 0.3}`` (shares are normalised)."""
+    split = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, share = part.partition("=")
+        try:
+            split[name.strip()] = float(share)
+        except ValueError:
+            raise BudgetError(f"budget split {text!r}: '{part}' is not PHASE=SHARE (e.g. generator=0.7)") from None
+    unknown = set(split) - set(DEFAULT_SPLIT)
+    if unknown or not split:
+        raise BudgetError(f"budget split {text!r}: phases are {', '.join(DEFAULT_SPLIT)}; got {', '.join(sorted(split))}")
+    return split
+
+
+def _phase_events(config: JobConfig) -> dict[str, EventFn]:
+    num_columns = len(config.schema.domain())
+    events: dict[str, EventFn] = {GENERATOR: lambda sigma: generator_event(sigma, num_columns, config.generator)}
+    if TEACHER in config.phases:
+        dim = dimension(build_model(config.teacher, config.features(), config.seed))
+        events[TEACHER] = lambda z: teacher_event(z, config.teacher, dim)
+    return events
+
+
+def _split(config: JobConfig) -> dict[str, float]:
+    if len(config.phases) == 1:
+        return {GENERATOR: 1.0}
+    missing = [p for p in config.phases if p not in config.budget_split]
+    if missing:
+        raise BudgetError(f"budget split {dict(config.budget_split)} gives no share to {', '.join(missing)}")
+    return {p: float(config.budget_split[p]) for p in config.phases}
 
 
 def plan_job(config: JobConfig) -> JobPlan:
     """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round."""
-    num_columns = len(config.schema.domain())
-    plan = plan_noise(
-        {GENERATOR: lambda sigma: generator_event(sigma, num_columns, config.generator)},
-        {GENERATOR: 1.0},
-        config.epsilon,
-        config.delta,
-    )
+    events, split = _phase_events(config), _split(config)
+    plan = plan_noise(events, split, config.epsilon, config.delta)
     sigma = plan.noise_multipliers[GENERATOR]
     spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=config.max_rows)
     secure_ranges(spec, config.parties)  # refuses noise or bounds that cannot fit SecAgg+
     generator = GeneratorPlan(sigma, config.min_survivors, config.max_rows, config.generator)
-    return JobPlan(generator, plan.epsilon.epsilon, generator_event(sigma, num_columns, config.generator))
+    teacher = None
+    if TEACHER in events:
+        teacher = TeacherPlan(
+            plan.noise_multipliers[TEACHER], config.min_survivors, config.teacher, config.features(), config.seed
+        )
+        secure_ranges(teacher.spec(dimension(teacher.model())), config.parties)
+    event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
+    return JobPlan(generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student)
 
 
 def open_ledger(config: JobConfig, staging: Path) -> Ledger:
@@ -130,10 +206,17 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         fed.check({"schema": config.schema.dumps("json")})
         report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
         model = fit_generator(fed, config.schema, plan.generator, rng, report)
+        teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
     rows = config.rows if config.rows is not None else int(round(model.total))
     codes = model.sample(rows, seed=config.seed)
-    synthetic = config.schema.decode(codes, np.random.default_rng(config.seed))
     report(f"sampled {rows:,} synthetic rows")
+    labeller = {}
+    if teacher is not None:
+        student = distil(teacher, plan.teacher.features, codes, config.student, config.seed)
+        codes = relabel(codes, plan.teacher.features, student, config.labels, rng)
+        labeller = {"teacher": teacher, "student": student}
+        report(f"labelled them with the distilled student ({config.labels}; post-processing, no privacy cost)")
+    synthetic = config.schema.decode(codes, np.random.default_rng(config.seed))
     return write_release(
         staging,
         config.out,
@@ -144,4 +227,5 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         fed.org_names.values(),
         model.measurements,
         missing_token=config.schema.na_values[0] if config.schema.na_values else "",
+        labeller=labeller,
     )

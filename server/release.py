@@ -7,19 +7,23 @@ partial release. ``privacy.json`` is computed from the ledger alone.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+import torch
 from dp_accounting import ComposedDpEvent
+from torch import nn
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
 from fedsynth.common.generator import Measurement
+from fedsynth.common.teacher import Features, TeacherSettings, build_model
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "
@@ -97,10 +101,35 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
 
 
 def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _labeller_bytes(models: Mapping[str, nn.Module]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({name: model.state_dict() for name, model in models.items()}, buffer)
+    return buffer.getvalue()
+
+
+def load_labeller(release: Path, features: Features) -> dict[str, nn.Module]:
+    """The released ``teacher`` and ``student`` (DP by post-processing), ready to label rows.
+
+    Their architectures are in ``privacy.json``'s plan; ``features`` is the job schema's.
+    """
+    plan = json.loads((release / "privacy.json").read_text(encoding="utf-8"))["plan"]
+    states = torch.load(release / "labeller.pt", weights_only=True)
+    models = {}
+    for name, state in states.items():
+        model = build_model(TeacherSettings(model=plan[name]["model"], hidden=plan[name]["hidden"]), features, 0)
+        model.load_state_dict(state)
+        models[name] = model
+    return models
 
 
 def write_release(
@@ -113,6 +142,7 @@ def write_release(
     organisations: Iterable[str],
     measurements: Iterable[Measurement],
     missing_token: str = "",
+    labeller: Mapping[str, nn.Module] | None = None,
 ) -> Release:
     """Write every file into ``staging``, then move it to ``out`` in one rename.
 
@@ -120,7 +150,9 @@ def write_release(
     the CSV reads back under the same schema as the input did.
 
     ``measurements.json`` holds every noisy marginal the coordinator saw (already private):
-    a reviewer can check the synthetic rows against exactly what was learned.
+    a reviewer can check the synthetic rows against exactly what was learned. ``labeller.pt``
+    (when a teacher was trained) holds the teacher's and student's weights: DP by
+    post-processing, and what an ML engineer needs to label further rows (``load_labeller``).
     """
     statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
     if ledger.path.parent != staging:
@@ -129,6 +161,8 @@ def write_release(
     _write_text(staging / "measurements.json", json.dumps(noisy) + "\n")
     synthetic.to_csv(staging / "synthetic.csv", index=False, na_rep=missing_token)
     synthetic.to_parquet(staging / "synthetic.parquet", index=False)
+    if labeller:
+        _write_bytes(staging / "labeller.pt", _labeller_bytes(labeller))
     _write_text(staging / "privacy.json", json.dumps(statement, indent=2) + "\n")
     if out.exists():
         previous = out.with_name(out.name + ".previous")

@@ -12,7 +12,8 @@ from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
-from fedsynth.server.job import JobConfig, preflight, run_job
+from fedsynth.common.teacher import TeacherSettings
+from fedsynth.server.job import JobConfig, parse_budget_split, preflight, run_job
 from fedsynth.server.release import Release
 from fedsynth.server.secure_sum import JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -57,6 +58,9 @@ def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:
         seed=args.seed,
         ledger=args.ledger,
         cap=args.cap,
+        teacher=TeacherSettings(model=args.teacher, steps=args.teacher_steps, sampling_rate=args.teacher_rate),
+        labels=args.labels,
+        budget_split=parse_budget_split(args.budget_split),
     )
 
 
@@ -71,6 +75,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             f"plan: epsilon {config.epsilon:g}, delta {config.delta:g}, {config.parties} parties, "
             f"t={config.min_survivors}; every marginal measured with noise std "
             f"{plan.generator.sigma:.1f} counts"
+            + (f"; teacher DP-SGD noise multiplier {plan.teacher.noise_multiplier:.2f}" if plan.teacher else "")
         )
         table = schema.read_csv(args.data)
         schema.validate(table, strict=True)
@@ -89,6 +94,9 @@ def print_summary(release: Release, seconds: float) -> None:
     s = release.statement
     print(f"release written to {release.path}/ in {seconds:.0f} s")
     print(f"  synthetic.csv, synthetic.parquet: {release.rows:,} rows")
+    labels = s["plan"]["labels"]
+    source = "the generator's own" if labels == "generator" else f"the distilled student's ({labels})"
+    print(f"  label column: {source}")
     print(
         f"  privacy.json: ({s['epsilon']:.3f}, {s['delta']:g})-DP per record "
         f"[{s['accountant']} accountant; planned {s['plan']['epsilon_planned']:.3f}], "

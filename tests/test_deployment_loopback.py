@@ -41,11 +41,12 @@ PARTIES = 3
 ROWS_PER_PARTY = 1500
 NOISE_SEED = 123
 ROUNDS, PER_ROUND = 1, 2  # generator shape: one select-and-measure round after the 1-way marginals
+TEACHER_STEPS = 2  # federated DP-SGD steps of the teacher (each one SecAgg+ round)
 MAX_ROWS = 1_000_000  # the app's default `max-rows`, the bound of every count vector
 RELEASE_FILES = ("privacy.json", "ledger.jsonl", "synthetic.csv", "synthetic.parquet", "measurements.json")
 
 READY_DEADLINE_S = 90  # SuperLink accepting connections
-RUN_DEADLINE_S = 480  # `flwr run --stream` returns when the run has finished
+RUN_DEADLINE_S = 720  # `flwr run --stream` returns when the run has finished
 STOP_DEADLINE_S = 30  # every process gone after SIGTERM (then SIGKILL)
 
 
@@ -234,6 +235,7 @@ def test_flwr_run_over_loopback_releases_the_exact_secure_sum(tmp_path):
             f"schema={toml_string(str(DATA / 'adult.schema.yaml'))}",
             f"out={toml_string(str(release))}",
             f"parties={PARTIES} epsilon=1.0 delta=1e-6 min-survivors=2 rounds={ROUNDS} per-round={PER_ROUND} seed=0",
+            f"teacher-steps={TEACHER_STEPS}",
         ]
     )
 
@@ -287,6 +289,10 @@ def test_flwr_run_over_loopback_releases_the_exact_secure_sum(tmp_path):
 
         spec, expected = expected_first_round(csvs, float(first["planned_mu"]))
         assert first["dim"] == spec.dim
+        teacher = [e for e in ledger if e["phase"] == "teacher"]
+        assert [e["mechanism"] for e in teacher] == [f"DP-SGD step {i}" for i in (1, 2)]
+        assert all(e["metadata"]["survivors"] == ["org-0", "org-1", "org-2"] for e in teacher)
+        assert privacy["plan"]["labels"] == "sample" and "teacher" in privacy["per_phase"]
         assert first["mu"] == pytest.approx(spec.mu_of_survivors(PARTIES))
 
         measurements = json.loads((release / "measurements.json").read_text(encoding="utf-8"))

@@ -27,3 +27,13 @@ def test_explicit_min_survivors_is_kept():
 def test_missing_schema_is_a_clear_error():
     with pytest.raises(ValueError, match="run-config 'schema' is required"):
         config_from_run_config(dict(DEFAULTS))
+
+
+def test_labeller_keys_reach_the_job():
+    run = {**DEFAULTS, "schema": str(bundled("adult.schema.yaml")), "labels": "argmax",
+           "budget-split": "generator=0.5,teacher=0.5", "teacher": "mlp", "teacher-steps": 7}
+    config = config_from_run_config(run)
+    assert config.labels == "argmax" and config.budget_split == {"generator": 0.5, "teacher": 0.5}
+    assert config.teacher.model == "mlp" and config.teacher.steps == 7
+    default = config_from_run_config({**DEFAULTS, "schema": str(bundled("adult.schema.yaml"))})
+    assert default.labels == "sample" and default.teacher.steps == 30

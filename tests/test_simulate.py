@@ -1,6 +1,8 @@
 """`fedsynth simulate` end to end: a small non-IID federation in Flower's simulation engine."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,14 +11,18 @@ from dp_accounting import ComposedDpEvent
 
 from fedsynth.cli import bundled, main
 from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
+from fedsynth.common.accounting import BudgetError
 from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import load_schema
-from fedsynth.server.job import JobConfig
+from fedsynth.common.teacher import Features, TeacherSettings, predict_proba
+from fedsynth.server.job import JobConfig, parse_budget_split, plan_job
+from fedsynth.server.release import load_labeller
 from fedsynth.simulations.main import simulate
 from fedsynth.simulations.split import split_table
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
 SMALL = GeneratorSettings(rounds=1, per_round=2, fit_iters=100, final_iters=200, score_sample=20_000)
+TEACHER_STEPS = 3
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,8 @@ def release(table, tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "release"
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
     config = JobConfig(
-        schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=out, min_survivors=2, generator=SMALL
+        schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=out, min_survivors=2, generator=SMALL,
+        teacher=TeacherSettings(steps=TEACHER_STEPS),
     )
     return simulate(config, parties, progress=lambda _m: None)
 
@@ -37,7 +44,8 @@ def release(table, tmp_path_factory):
 def test_release_is_complete(release):
     names = sorted(p.name for p in release.path.iterdir())
     assert names == sorted(
-        ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json"]
+        ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json",
+         "labeller.pt"]
     )
     assert not release.path.with_name("release.partial").exists()
 
@@ -48,8 +56,14 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
     recomputed = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in ledger.entries]))
     assert statement["epsilon"] == pytest.approx(recomputed.epsilon(1e-6).epsilon, rel=1e-9)
     assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] <= 1.0
-    # 1-way round, then one selection round and one measurement round
-    assert [e["mechanism"].split()[0] for e in statement["events"]] == ["1-way", "selection", "round"]
+    # 1-way round, one selection round, one measurement round, then the teacher's DP-SGD steps;
+    # the student's distillation and the labelling add no event (post-processing).
+    assert [e["mechanism"].split()[0] for e in statement["events"]] == ["1-way", "selection", "round"] + [
+        "DP-SGD"
+    ] * TEACHER_STEPS
+    assert set(statement["per_phase"]) == {"generator", "teacher"}
+    assert statement["plan"]["labels"] == "sample" and statement["plan"]["budget_split"] == {
+        "generator": 0.7, "teacher": 0.3}
     assert all(s == ["party-0", "party-1", "party-2"] for s in statement["survivors_per_round"].values())
     assert statement["libraries"]["flwr"] == "1.41.0"
 
@@ -61,6 +75,47 @@ def test_synthetic_rows_conform_to_the_schema(release):
     assert 4_500 < len(synthetic) < 5_500  # the noisy count of 5,000 rows, paid for by the 1-way round
     parquet = pd.read_parquet(release.path / "synthetic.parquet")
     assert len(parquet) == len(synthetic)
+
+
+def test_release_labels_come_from_the_released_student(release):
+    features = Features(SCHEMA.domain(), "Y")
+    models = load_labeller(release.path, features)
+    codes = SCHEMA.encode(SCHEMA.read_csv(release.path / "synthetic.csv"))
+    proba = predict_proba(models["student"], features.x(codes))[:, 1]
+    labels = codes[:, list(SCHEMA.domain()).index("Y")]
+    # Drawn from the student's probabilities: in each half (by probability) the share of >50K
+    # labels is the mean probability there, within 4 standard errors.
+    halves = [proba > np.median(proba), proba <= np.median(proba)]
+    for rows in halves:
+        p = proba[rows]
+        assert abs(labels[rows].mean() - p.mean()) < 4 * np.sqrt(np.mean(p * (1 - p)) / rows.sum()) + 1e-3
+    assert proba[halves[0]].mean() > proba[halves[1]].mean()
+
+
+def test_generator_labels_train_no_teacher_and_spend_everything_on_the_generator():
+    base = JobConfig(schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=Path("unused"), min_survivors=2)
+    alone = plan_job(replace(base, labels="generator"))
+    shared = plan_job(base)
+    assert alone.teacher is None and shared.teacher is not None
+    assert alone.generator.sigma < shared.generator.sigma  # the whole budget buys less noise
+    assert alone.epsilon_planned <= 1.0 and shared.epsilon_planned <= 1.0
+
+
+def test_budget_split_is_parsed_and_checked():
+    assert parse_budget_split("generator=0.6, teacher=0.4") == {"generator": 0.6, "teacher": 0.4}
+    with pytest.raises(BudgetError, match="phases are generator, teacher"):
+        parse_budget_split("generator=0.6,labeller=0.4")
+    with pytest.raises(BudgetError, match="not PHASE=SHARE"):
+        parse_budget_split("generator")
+
+
+def test_labels_without_a_label_column_are_refused(tmp_path, capsys):
+    unlabelled = tmp_path / "schema.yaml"
+    unlabelled.write_text(bundled("adult.schema.yaml").read_text().replace("label: Y", "label: null"))
+    code = main(["simulate", "--schema", str(unlabelled), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "names no label column" in err and "labels 'generator'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_measurements_are_what_the_coordinator_saw(release):

@@ -4,6 +4,7 @@
   their JSON form.
 * ``accountant``: ``CombinedAccountant`` -- dp-accounting's RDP and PLD accountants
   side by side, reporting the tighter epsilon.
+* ``subsampled``: RDP of Poisson-subsampled mechanisms beyond the Gaussian.
 * ``planner``: noise multipliers from an (epsilon, delta) target (the inverse).
 * ``ledger``: the persistent, hash-chained, capped ledger of a federation's spends.
 
@@ -29,10 +30,11 @@ from .events import (
     gaussian_event,
     gaussian_rho,
     laplace_event,
+    skellam_dpsgd_event,
     skellam_event,
 )
 from .ledger import BudgetExceeded, Entry, Ledger, LedgerCorrupt
-from .planner import BudgetError, Plan, noise_for_epsilon, plan_noise
+from .planner import BudgetError, EventFn, Plan, noise_for_epsilon, plan_noise
 
 __all__ = [
     "DEFAULT_ORDERS",
@@ -42,6 +44,7 @@ __all__ = [
     "BudgetExceeded",
     "CombinedAccountant",
     "Entry",
+    "EventFn",
     "Epsilon",
     "ExponentialMechanismDpEvent",
     "Ledger",
@@ -59,5 +62,6 @@ __all__ = [
     "laplace_event",
     "noise_for_epsilon",
     "plan_noise",
+    "skellam_dpsgd_event",
     "skellam_event",
 ]

@@ -23,6 +23,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from .events import ExponentialMechanismDpEvent, SkellamDpEvent
 from .skellam import skellam_pld, skellam_rdp
+from .subsampled import poisson_subsampled_rdp
 
 #: Opacus' default RDP orders (``opacus.accountants.RDPAccountant.DEFAULT_ALPHAS``).
 OPACUS_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
@@ -48,7 +49,8 @@ class RdpAccountant(_ExplainsUnsupported, rdp_privacy_accountant.RdpAccountant):
     """dp-accounting's RDP accountant, plus the exponential and Skellam mechanisms.
 
     Exponential mechanism: bounded-range, alpha * epsilon^2 / 8 (as dp-accounting's
-    ``ZCDpEvent``). Skellam: ``skellam.skellam_rdp``.
+    ``ZCDpEvent``). Skellam: ``skellam.skellam_rdp``; Poisson-subsampled Skellam (distributed
+    DP-SGD): ``subsampled.poisson_subsampled_rdp`` over it.
     """
 
     def __init__(self, orders: Sequence[float] = DEFAULT_ORDERS):
@@ -59,9 +61,18 @@ class RdpAccountant(_ExplainsUnsupported, rdp_privacy_accountant.RdpAccountant):
             return super()._maybe_compose(dp_event.ZCDpEvent(rho=event.epsilon**2 / 8), count, do_compose)
         if isinstance(event, SkellamDpEvent):
             if do_compose:
-                self._rdp += count * skellam_rdp(event.mu, event.l1_sensitivity, event.l2_sensitivity, self._orders)
+                self._rdp += count * _skellam_curve(event)(self._orders)
+            return None
+        if isinstance(event, dp_event.PoissonSampledDpEvent) and isinstance(event.event, SkellamDpEvent):
+            if do_compose:
+                rdp = poisson_subsampled_rdp(_skellam_curve(event.event), event.sampling_probability, self._orders)
+                self._rdp += count * rdp
             return None
         return super()._maybe_compose(event, count, do_compose)
+
+
+def _skellam_curve(event: SkellamDpEvent):
+    return lambda orders: skellam_rdp(event.mu, event.l1_sensitivity, event.l2_sensitivity, orders)
 
 
 class PldAccountant(_ExplainsUnsupported, pld_privacy_accountant.PLDAccountant):

@@ -98,6 +98,26 @@ def dpsgd_event(noise_multiplier: float, sampling_rate: float, steps: int) -> Dp
     return dp_event.SelfComposedDpEvent(step, steps)
 
 
+def skellam_dpsgd_event(
+    mu: float, l1_sensitivity: float, l2_sensitivity: float, sampling_rate: float, steps: int
+) -> DpEvent:
+    """Distributed DP-SGD on the integer grid: ``steps`` Poisson-subsampled Skellam releases.
+
+    Each step samples every record with probability ``sampling_rate``; the sum of the
+    batch's clipped, integer-rounded per-example gradients (sensitivities ``l1`` and ``l2``
+    on the grid) is released with Sk(mu) noise per coordinate. Accounted in RDP with Zhu &
+    Wang's general Poisson-subsampling bound (``subsampled``); PLD does not support it.
+    With ``sampling_rate == 1`` (full batches) a step is the plain Skellam mechanism.
+    """
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
+    if sampling_rate == 1:
+        return skellam_event(mu, l1_sensitivity, l2_sensitivity, count=steps)
+    _check_count(steps)
+    step = dp_event.PoissonSampledDpEvent(sampling_rate, SkellamDpEvent(mu, l1_sensitivity, l2_sensitivity))
+    return _repeat(step, steps)
+
+
 def laplace_event(scale: float, l1_sensitivity: float = 1.0, count: int = 1) -> DpEvent:
     """Laplace mechanism, ``count`` times: Lap(scale) per coordinate, L1 sensitivity d1.
 

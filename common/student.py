@@ -1,0 +1,76 @@
+"""The student labeller: the DP teacher's knowledge distilled onto synthetic rows.
+
+The student is trained at the coordinator on the generator's synthetic features with the
+teacher's soft labels at temperature ``T`` (Hinton et al. 2015; PrivFlow-style): it sees
+only the synthetic table and the released teacher, so it is post-processing and costs no
+privacy. The release's label column is then drawn from the student's probabilities
+(``sample``), set to their most likely class (``argmax``), or left as the generator drew it
+(``generator``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba
+
+LABEL_MODES = ("sample", "argmax", "generator")
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    """The student network and its distillation schedule (no privacy parameters: none needed)."""
+
+    model: str = "mlp"
+    hidden: int = 64
+    temperature: float = 2.0
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("student temperature, epochs and batch size must be positive")
+
+
+def distil(teacher: nn.Module, features: Features, codes: np.ndarray, settings: StudentSettings, seed: int) -> nn.Module:
+    """Train a student on ``codes``' features to match the teacher's soft labels at temperature T.
+
+    The loss is ``T^2 * KL(teacher_T || student_T)``, the usual distillation scaling.
+    """
+    x = features.x(codes)
+    soft = torch.from_numpy(predict_proba(teacher, x, settings.temperature))
+    student = build_model(TeacherSettings(model=settings.model, hidden=settings.hidden), features, seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=settings.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(settings.epochs):
+        for rows in torch.randperm(len(x), generator=generator).split(settings.batch_size):
+            log_student = torch.log_softmax(student(x[rows]) / settings.temperature, dim=1)
+            loss = nn.functional.kl_div(log_student, soft[rows], reduction="batchmean") * settings.temperature**2
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return student
+
+
+def relabel(
+    codes: np.ndarray, features: Features, student: nn.Module, mode: str, rng: np.random.Generator
+) -> np.ndarray:
+    """``codes`` with the label column replaced per ``mode`` (``LABEL_MODES``)."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    if mode == "generator":
+        return codes
+    proba = predict_proba(student, features.x(codes))
+    if mode == "argmax":
+        labels = proba.argmax(axis=1)
+    else:
+        cumulative = np.cumsum(proba, axis=1)
+        labels = (rng.random((len(proba), 1)) > cumulative[:, :-1]).sum(axis=1)
+    out = codes.copy()
+    out[:, list(features.domain).index(features.label)] = labels
+    return out

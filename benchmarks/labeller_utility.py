@@ -129,9 +129,10 @@ def main() -> None:
                 np.random.default_rng(0),
             )
             fed_step = federated_step_seconds(taught.path)
+            generator_labelled = schema.read_csv(plain.path / "synthetic.csv")
         central = central_opacus_teacher(base, train, features, schema)
         releases = {"student sample": sampled, "student argmax": argmax,
-                    "generator labels": schema.read_csv(plain.path / "synthetic.csv")}
+                    "generator labels": generator_labelled}
         row = {"epsilon": eps, "spent_taught": taught.statement["epsilon"], "spent_plain": plain.statement["epsilon"],
                "seconds_taught": taught_seconds, "seconds_plain": plain_seconds,
                "teacher_auc": holdout_auc(models["teacher"], features, schema, test),

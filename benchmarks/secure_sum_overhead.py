@@ -64,6 +64,8 @@ def worker(n: int, dims: list[int], reps: int, budget: float, cpus: float, out: 
     class Party:
         """A client whose vector is a fixed function of (party, round): counts below max_abs."""
 
+        guard = None
+
         def __init__(self, context: Context) -> None:
             self.party = int(context.node_config["partition-id"])
             self.name = f"party-{self.party}"

@@ -8,33 +8,45 @@ data: the organisation's name, and whether it accepts a job (its table conforms 
 job's schema), answered by column and kind of problem only.
 
 ``app`` at the bottom is the deployment ClientApp (``fedsynth.client.app:app``): each
-SuperNode reads its own table from node config ``data-path``.
+SuperNode reads its daemon's config file (node config ``config``; ``fedsynth client`` sets
+it) or, bare, its table from node config ``data-path``.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from importlib import import_module
 from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import Mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
+from fedsynth.client.daemon import DaemonConfig
+from fedsynth.client.guard import Guard
 from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config
+from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
 
 log = logging.getLogger(__name__)
+
+# Masks from a ChaCha20 stream keyed by the whole shared secret, not Flower's 32-bit-seeded
+# RandomState (upstream #7522); the coordinator does the same in ``server.secure_sum``.
+harden(import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
 
 class Contributor(Protocol):
     """What the adapter needs from an organisation (``Organisation`` is the real one)."""
 
     name: str
+    guard: Guard | None
 
     def contribute(
         self, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
@@ -64,13 +76,42 @@ def noise_rng(context: Context, round_: int, fixed_seed: int | None) -> np.rando
     if seed is None:
         return np.random.default_rng(secrets.randbits(128))
     log.warning("%s: noise drawn from a fixed seed (tests only)", org_name(context))
-    partition = int(context.node_config.get("partition-id", 0))
-    return np.random.default_rng([int(seed), partition, round_])
+    return np.random.default_rng([int(seed), seed_stream(context), round_])
 
 
-def build_client_app(make_org: OrganisationFactory, *, fixed_seed: int | None = None) -> ClientApp:
-    """A ClientApp whose SecAgg+ rounds send the organisation's vector plus a noise share."""
-    app = ClientApp()
+def seed_stream(context: Context) -> int:
+    """Distinct per node under a fixed seed: the partition id, else a CRC of the org's name."""
+    if "partition-id" in context.node_config:
+        return int(context.node_config["partition-id"])
+    return zlib.crc32(org_name(context).encode("utf-8"))
+
+
+def guarded_share(
+    org: Contributor, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
+    """One round's vector plus noise share, admitted and recorded by the organisation's guard.
+
+    The guard judges the round before any data is read and records it (fsynced) after the
+    share is computed and before it is returned to Flower: a refusal sends nothing, and a
+    sent share is always in the organisation's own ledger.
+    """
+    spec = NoisySumSpec.from_config(request)
+    ranges = secure_ranges(spec, int(request["num_clients"]))
+    event = org.guard.admit(request, spec) if org.guard is not None else None
+    share = noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
+    if org.guard is not None:
+        org.guard.record(event, request, spec)
+    return share
+
+
+def build_client_app(
+    make_org: OrganisationFactory, *, fixed_seed: int | None = None, mods: Sequence[Mod] = ()
+) -> ClientApp:
+    """A ClientApp whose SecAgg+ rounds send the organisation's vector plus a noise share.
+
+    ``mods`` wrap every message outside SecAgg+ (they see exactly what leaves the node).
+    """
+    app = ClientApp(mods=list(mods))
     orgs: dict[int, Contributor] = {}  # one per node; simulation hosts several per process
 
     def organisation(context: Context) -> Contributor:
@@ -82,11 +123,8 @@ def build_client_app(make_org: OrganisationFactory, *, fixed_seed: int | None = 
     def train(msg: Message, context: Context) -> Message:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         request = dict(fitins.config)
-        spec = NoisySumSpec.from_config(request)
-        ranges = secure_ranges(spec, int(request["num_clients"]))
         rng = noise_rng(context, int(request["round"]), fixed_seed)
-        vector = organisation(context).contribute(request, parameters_to_ndarrays(fitins.parameters), rng)
-        share = noisy_share(vector, spec, ranges, rng)
+        share = guarded_share(organisation(context), request, parameters_to_ndarrays(fitins.parameters), rng)
         reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([share]), MAX_WEIGHT, {})
         return Message(compat.fitres_to_recorddict(reply, keep_input=False), reply_to=msg)
 
@@ -108,7 +146,10 @@ def build_client_app(make_org: OrganisationFactory, *, fixed_seed: int | None = 
 
 
 def table_organisation(context: Context) -> Organisation:
-    """Deployment organisation: the SuperNode's own table at node config ``data-path``."""
+    """Deployment organisation: a daemon's config file (node config ``config``, see
+    ``client.daemon``: table, accepted schema, guard), else the bare table at ``data-path``."""
+    if "config" in context.node_config:
+        return DaemonConfig.load(str(context.node_config["config"])).organisation()
     return Organisation(org_name(context), partial(read_csv_from_node_config, context.node_config))
 
 

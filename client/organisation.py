@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from fedsynth.common.marginals import (
     split_blocks,
 )
 from fedsynth.common.schema import Schema, SchemaError
+
+if TYPE_CHECKING:
+    from fedsynth.client.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +74,46 @@ class LocalTable:
 
 
 class Organisation:
-    """Answers the coordinator's requests from one local table."""
+    """Answers the coordinator's requests from one local table.
 
-    def __init__(self, name: str, load: Callable[[Schema], pd.DataFrame]) -> None:
+    ``accepts``: the only schema the organisation takes part with (None: any the table
+    conforms to). ``guard``: its own privacy guard (``client.guard``), consulted by the
+    ClientApp before every contribution and at the job's pre-flight check.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[Schema], pd.DataFrame],
+        *,
+        accepts: Schema | None = None,
+        guard: Guard | None = None,
+    ) -> None:
         self.name = name
         self._load = load
+        self.accepts = accepts
+        self.guard = guard
         self._tables: dict[str, LocalTable] = {}
 
     def table(self, schema_json: str) -> LocalTable:
         """The local table for the job's schema (validated and encoded once per schema)."""
         if schema_json not in self._tables:
             schema = Schema.from_dict(json.loads(schema_json))
+            self._refuse_other_schema(schema)
             self._tables[schema_json] = LocalTable.from_frame(schema, self._load(schema), self.name)
         return self._tables[schema_json]
+
+    def _refuse_other_schema(self, schema: Schema) -> None:
+        if self.accepts is None or schema.dumps("json") == self.accepts.dumps("json"):
+            return
+        ours, theirs = self.accepts.to_dict(), schema.to_dict()
+        columns = [{c["name"]: c for c in d.pop("columns")} for d in (ours, theirs)]
+        differ = [k for k in ours | theirs if ours.get(k) != theirs.get(k)]
+        differ += [f"column {c}" for c in columns[0] | columns[1] if columns[0].get(c) != columns[1].get(c)]
+        raise RequestRefused(
+            f"{self.name} accepts only its agreed schema '{self.accepts.name}'; the job's schema "
+            f"'{schema.name}' differs in: {', '.join(differ)}"
+        )
 
     def contribute(
         self, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
@@ -133,6 +163,8 @@ class Organisation:
         return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)
 
     def check(self, request: Mapping[str, Any]) -> None:
-        """Validate the local table against the job's schema (raises ``RequestRefused``)."""
+        """Pre-flight: the job's schema and plan are acceptable (raises ``RequestRefused``)."""
         self.table(str(request["schema"]))
+        if self.guard is not None:
+            self.guard.admit_job(request)
 

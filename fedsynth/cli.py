@@ -35,6 +35,24 @@ def _simulate(args: argparse.Namespace) -> int:
     return run_simulate(args)
 
 
+def _client(args: argparse.Namespace) -> int:
+    from fedsynth.client.daemon import run_daemon
+
+    return run_daemon(args.config, args.check)
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from fedsynth.server.coordinator import serve
+
+    return serve(args.config)
+
+
+def _job(args: argparse.Namespace) -> int:
+    from fedsynth.server.operator import run_job_command
+
+    return run_job_command(args)
+
+
 def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--data", type=Path, default=bundled("adult.csv"),
                      help="CSV table to split into parties (default: bundled Adult sample)")
@@ -88,6 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_simulate_options(sim)
     sim.set_defaults(func=_simulate)
+
+    client = sub.add_parser(
+        "client",
+        help="run an organisation's daemon (a Flower SuperNode with fedsynth's ClientApp)",
+        description="Check the organisation's config file, its local table against the schema it "
+        "accepts and its privacy guard's ledger, then run flower-supernode with fedsynth's ClientApp "
+        "(see fedsynth.client.daemon for the file).",
+    )
+    client.add_argument("--config", type=Path, required=True, help="the organisation's daemon config (TOML)")
+    client.add_argument("--check", action="store_true", help="only check the config and the table, then exit")
+    client.set_defaults(func=_client)
+
+    coordinator = sub.add_parser(
+        "coordinator",
+        help="serve the coordinator's gRPC API and run jobs on the SuperLink",
+        description="Serve protos/coordinator.proto (submit, follow, fetch jobs; read the federation "
+        "ledger), running each job on the SuperLink (see fedsynth.server.coordinator for the file).",
+    )
+    coordinator.add_argument("--config", type=Path, required=True, help="the coordinator's config (TOML)")
+    coordinator.set_defaults(func=_coordinator)
+
+    job = sub.add_parser("job", help="submit and follow jobs on a coordinator service")
+    from fedsynth.server.operator import add_job_commands
+
+    add_job_commands(job)
+    job.set_defaults(func=_job)
 
     schema = sub.add_parser("schema", help="draft or validate a public schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)

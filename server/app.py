@@ -6,7 +6,9 @@ Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...
 paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator shape),
 ``timeout`` (seconds a round waits for organisations; 0 = Flower's default), ``labels``
 (sample | argmax | generator), ``budget-split`` (e.g. ``generator=0.7,teacher=0.3``),
-``teacher`` (logreg | mlp) and ``teacher-steps``.
+``teacher`` (logreg | mlp) and ``teacher-steps``; set by the coordinator service:
+``ledger`` and ``cap`` (the federation's ledger and epsilon cap), ``job-id`` and ``state``
+(its job and database: progress and outcome are reported there, see ``server.jobstore``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import load_schema
 from fedsynth.common.teacher import TeacherSettings
 from fedsynth.server.job import JobConfig, parse_budget_split, run_job
+from fedsynth.server.jobstore import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
+from fedsynth.server.release import Release
 
 
 def config_from_run_config(run_config: dict) -> JobConfig:
@@ -55,8 +59,39 @@ def config_from_run_config(run_config: dict) -> JobConfig:
             steps=int(run_config.get("teacher-steps", teacher.steps)),
         ),
         labels=str(run_config.get("labels", "sample")),
+        ledger=Path(str(run_config["ledger"])) if str(run_config.get("ledger", "")) else None,
+        cap=float(run_config.get("cap", 0)) or None,
         budget_split=parse_budget_split(str(run_config.get("budget-split", "generator=0.7,teacher=0.3"))),
     )
+
+
+class JobReporter:
+    """Progress and outcome of a coordinator service's job, written to its database."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+
+    def start(self) -> bool:
+        """Claim the job (SUBMITTED -> RUNNING); False if the service has given up on it."""
+        return self.store.transition(self.job_id, RUNNING, expect=[SUBMITTED], message="running on the SuperLink")
+
+    def progress(self, message: str) -> None:
+        self.store.add_event(self.job_id, message)
+
+    def succeed(self, release: Release) -> None:
+        self.store.transition(
+            self.job_id, SUCCEEDED, expect=[RUNNING],
+            message=f"release written: {release.rows:,} rows, epsilon {release.statement['epsilon']:.4f}",
+        )
+
+    def fail(self, error: str) -> None:
+        self.store.transition(self.job_id, FAILED, expect=[RUNNING], message=f"failed: {error}", error=error)
+
+
+def reporter_for(run_config: dict) -> JobReporter | None:
+    """The job's reporter when the coordinator service submitted it (``job-id`` and ``state``)."""
+    job_id, url = str(run_config.get("job-id", "")), str(run_config.get("state", ""))
+    return JobReporter(JobStore(url), job_id) if job_id and url else None
 
 
 app = ServerApp()
@@ -64,8 +99,25 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = config_from_run_config(dict(context.run_config))
-    release = run_job(grid, context, config, progress=lambda message: log(INFO, "%s", message))
+    run_config = dict(context.run_config)
+    reporter = reporter_for(run_config)
+    if reporter is not None and not reporter.start():
+        log(INFO, "job %s is no longer waiting to run (see the coordinator); nothing was done", reporter.job_id)
+        return
+
+    def progress(message: str) -> None:
+        log(INFO, "%s", message)
+        if reporter is not None:
+            reporter.progress(message)
+
+    try:
+        release = run_job(grid, context, config_from_run_config(run_config), progress=progress)
+    except Exception as exc:
+        if reporter is not None:
+            reporter.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    if reporter is not None:
+        reporter.succeed(release)
     log(
         INFO,
         "release written to %s: %d rows, epsilon %.4f (delta %g)",

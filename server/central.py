@@ -15,7 +15,8 @@ import numpy as np
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
-from fedsynth.server.secure_sum import EventForSurvivors, SumResult, skellam_noise
+from fedsynth.common.rounds import round_event
+from fedsynth.server.secure_sum import SumResult
 
 
 class CentralAggregator:
@@ -35,12 +36,10 @@ class CentralAggregator:
         *,
         phase: str,
         mechanism: str,
-        event: EventForSurvivors | None = None,
         parameters: list[np.ndarray] | None = None,
     ) -> SumResult:
         self._round += 1
-        event = event or skellam_noise(spec)
-        self.ledger.check(event(spec.min_survivors), phase=phase)
+        self.ledger.check(round_event(request, spec), phase=phase)
         ranges = secure_ranges(spec, self.num_clients)
         shares = [
             noisy_share(org.contribute(request, parameters or [], self._rng), spec, ranges, self._rng)
@@ -48,6 +47,6 @@ class CentralAggregator:
         ]
         names = tuple(org.name for org in self.orgs)
         mu = spec.mu_of_survivors(self.num_clients)
-        self.ledger.append(phase, mechanism, event(self.num_clients), {"round": self._round, "survivors": list(names), "mu": mu})
+        self.ledger.append(phase, mechanism, round_event(request, spec, mu), {"round": self._round, "survivors": list(names), "mu": mu})
         total = np.rint(np.sum(shares, axis=0)).astype(np.int64)
         return SumResult(total=total, survivors=names, dropped=(), mu=mu, round=self._round)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsynth.common.accounting import exponential_event
 from fedsynth.common.generator import GeneratorSettings, MarginalModel, Measurement, penalties
 from fedsynth.common.marginals import (
     Clique,
@@ -43,7 +42,7 @@ from fedsynth.common.marginals import (
 )
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec
-from fedsynth.server.secure_sum import Federation, skellam_noise
+from fedsynth.server.secure_sum import Federation
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +78,7 @@ def measure(
         max_abs=plan.max_rows,
     )
     request = {**_schema_request(schema), "task": "marginals", "cliques": cliques_to_json(cliques)}
-    result = fed.noisy_sum(
-        spec, request, phase=PHASE, mechanism=what, event=skellam_noise(spec, blocks=len(cliques))
-    )
+    result = fed.noisy_sum(spec, request, phase=PHASE, mechanism=what)
     sigma = float(np.sqrt(2.0 * result.mu))
     return [
         Measurement(cl, block, sigma)
@@ -118,7 +115,6 @@ def select(
         request,
         phase=PHASE,
         mechanism=f"selection of {k} marginals (exponential mechanism, per organisation)",
-        event=lambda _survivors: exponential_event(epsilon, count=k),
         parameters=[model_marginals, pens],
     ).total
     tie_break = rng.random(len(candidates))

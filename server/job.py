@@ -21,6 +21,7 @@ from dp_accounting import ComposedDpEvent, DpEvent
 
 from fedsynth.common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
 from fedsynth.common.generator import GeneratorSettings, generator_event
+from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
 from fedsynth.common.student import LABEL_MODES, StudentSettings, distil, relabel
@@ -60,10 +61,11 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.parties < 1:
             raise ValueError(f"a job needs at least one organisation, got {self.parties}")
-        if not 1 <= self.min_survivors <= self.parties:
+        if not 1 <= self.min_survivors < self.parties:
             raise ValueError(
-                f"min_survivors (t) must be between 1 and the number of organisations "
-                f"({self.parties}), got {self.min_survivors}"
+                f"min_survivors (t) must be at least 1 and below the number of organisations "
+                f"({self.parties}; SecAgg+ needs its reconstruction threshold below its number of "
+                f"shares), got {self.min_survivors}"
             )
         if self.labels not in LABEL_MODES:
             raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
@@ -93,6 +95,17 @@ class JobPlan:
     split: Mapping[str, float]
     labels: str
     student: StudentSettings
+
+    def noise_multipliers(self) -> dict[str, float]:
+        """Each phase's aggregate noise std over its L2 sensitivity, at ``t`` survivors."""
+        multipliers = {GENERATOR: self.generator.sigma}  # counts: L2 sensitivity 1
+        if self.teacher is not None:
+            multipliers[TEACHER] = self.teacher.noise_multiplier
+        return multipliers
+
+    def guard_request(self) -> dict:
+        """The plan as every organisation's guard judges it before the first round."""
+        return plan_request(self.event, self.generator.min_survivors, self.noise_multipliers())
 
     def summary(self) -> dict:
         summary = {
@@ -203,7 +216,7 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
 
     rng = np.random.default_rng(config.seed)
     with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
-        fed.check({"schema": config.schema.dumps("json")})
+        fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
         report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
         model = fit_generator(fed, config.schema, plan.generator, rng, report)
         teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None

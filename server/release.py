@@ -155,8 +155,9 @@ def write_release(
     post-processing, and what an ML engineer needs to label further rows (``load_labeller``).
     """
     statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
-    if ledger.path.parent != staging:
+    if ledger.path.parent != staging:  # the federation's ledger: copy it with its head (verifiable)
         shutil.copyfile(ledger.path, staging / "ledger.jsonl")
+        shutil.copyfile(ledger.head_path, staging / "ledger.jsonl.head")
     noisy = [{"clique": list(m.clique), "sigma": m.sigma, "counts": m.noisy.tolist()} for m in measurements]
     _write_text(staging / "measurements.json", json.dumps(noisy) + "\n")
     synthetic.to_csv(staging / "synthetic.csv", index=False, na_rep=missing_token)

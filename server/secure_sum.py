@@ -10,8 +10,10 @@ cannot be unmasked (reconstruction threshold ``t``) and raises :class:`RoundAbor
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 import numpy as np
@@ -26,9 +28,9 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from dp_accounting import DpEvent
-
-from fedsynth.common.accounting import Ledger, skellam_event
+from fedsynth.common.accounting import Ledger
+from fedsynth.common.rounds import round_event
+from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import (
     MAX_WEIGHT,
     NoisySumSpec,
@@ -37,6 +39,10 @@ from fedsynth.common.secure_sum import (
 )
 
 log = logging.getLogger(__name__)
+
+# Unmasking regenerates the clients' masks: it must use the same secure PRG as
+# ``client.app`` (ChaCha20 keyed by the whole shared secret; see ``common.secure_prg``).
+harden(import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 
 HELLO = "hello"
 
@@ -47,21 +53,6 @@ class RoundAborted(RuntimeError):
 
 class JobRefused(RuntimeError):
     """One or more organisations refused the job before any data was touched."""
-
-
-#: The ledger event of a round, given how many organisations' vectors it summed.
-EventForSurvivors = Callable[[int], DpEvent]
-
-
-def skellam_noise(spec: NoisySumSpec, blocks: int = 1) -> EventForSurvivors:
-    """Event of a noisy sum of ``blocks`` independent blocks, each with the spec's sensitivity.
-
-    A record changes each of a round's ``blocks`` marginals by one count, so the round is
-    ``blocks`` Skellam mechanisms with sensitivity 1 on one vector (composition).
-    """
-    return lambda survivors: skellam_event(
-        spec.mu_of_survivors(survivors), spec.l1_sensitivity, spec.l2_sensitivity, count=blocks
-    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +89,33 @@ class _OneRound(FedAvg):
             self.mean = parameters_to_ndarrays(results[0][1].parameters)[0]
             self.survivor_ids = [proxy.node_id for proxy, _ in results]
         return None, {}
+
+
+class _ErrorsByNode:
+    """The grid as SecAgg+ sees it, keeping each node's error reply (a refusal, a crash).
+
+    Flower's workflow drops failed replies without a word; these let the coordinator say why.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.errors: dict[int, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001 (Grid's API)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for reply in replies:
+            if reply.has_error():
+                self.errors[reply.metadata.src_node_id] = client_error(reply.error.reason)
+        return replies
+
+
+def client_error(reason: str) -> str:
+    """The exception message inside Flower's ``"<class 'X'>:<'message'>"`` error reason."""
+    match = re.fullmatch(r"<class '[\w.]+'>:<'(.*)'>", reason, flags=re.DOTALL)
+    return match.group(1) if match else reason
 
 
 class _TrackedSecAggPlus(SecAggPlusWorkflow):
@@ -205,21 +223,19 @@ class Federation:
         *,
         phase: str,
         mechanism: str,
-        event: EventForSurvivors | None = None,
         parameters: list[np.ndarray] | None = None,
     ) -> SumResult:
         """Run one SecAgg+ round of ``spec`` and return the decoded sum.
 
-        ``event`` gives the round's ledger event from the number of survivors (default: the
-        Skellam noise they added). Before the round, the ledger checks that the event at the
-        minimum ``t`` survivors fits the federation's cap (so no spend can be refused after
-        data were touched); after it, the actual event is appended (fsynced) before the sum
-        is returned.
+        The round's ledger event is ``common.rounds.round_event`` of the request, the same
+        function every organisation's guard uses. Before the round, the ledger checks that
+        the event at the minimum ``t`` survivors fits the federation's cap (so no spend can be
+        refused after data were touched); after it, the event with the survivors' actual noise
+        is appended (fsynced) before the sum is returned.
         """
         self._round += 1
-        event = event or skellam_noise(spec)
         if self.ledger is not None:
-            self.ledger.check(event(spec.min_survivors), phase=phase)
+            self.ledger.check(round_event(request, spec), phase=phase)
         elif spec.mu > 0:
             raise ValueError("a noisy sum without a ledger is only for noise-free tests")
         ranges = secure_ranges(spec, self.num_clients)
@@ -242,7 +258,9 @@ class Federation:
             modulus_range=ranges.modulus_range,
             timeout=self.timeout,
         )
-        workflow(self.grid, self._legacy)
+        grid = _ErrorsByNode(self.grid)
+        workflow(grid, self._legacy)
+        reasons = "".join(f"\n- {self.name(n)}: {why}" for n, why in sorted(grid.errors.items()))
         if strategy.mean is None:
             alive = tuple(sorted(self.name(n) for n in workflow.active))
             lost = tuple(sorted(set(self.org_names.values()) - set(alive)))
@@ -250,7 +268,7 @@ class Federation:
                 f"{phase} round {self._round} ({mechanism}) aborted at the {workflow.stage} "
                 f"stage: {len(alive)} of {self.num_clients} organisations remained, at least "
                 f"t={spec.min_survivors} must; dropped or failed: {', '.join(lost) or 'none'}; "
-                f"remaining: {', '.join(alive) or 'none'}. Nothing from this round was used."
+                f"remaining: {', '.join(alive) or 'none'}. Nothing from this round was used.{reasons}"
             )
         survivors = tuple(sorted(self.name(n) for n in strategy.survivor_ids))
         dropped = tuple(sorted(set(self.org_names.values()) - set(survivors)))
@@ -259,7 +277,7 @@ class Federation:
             self.ledger.append(
                 phase,
                 mechanism,
-                event(len(survivors)),
+                round_event(request, spec, mu),
                 metadata={
                     "round": self._round,
                     "survivors": list(survivors),
@@ -277,5 +295,7 @@ class Federation:
             round=self._round,
         )
         if dropped:
-            log.warning("round %d: %s dropped out; survivors' noise mu=%.3g", self._round, ", ".join(dropped), mu)
+            log.warning(
+                "round %d: %s dropped out; survivors' noise mu=%.3g%s", self._round, ", ".join(dropped), mu, reasons
+            )
         return result

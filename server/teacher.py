@@ -27,7 +27,6 @@ from fedsynth.common.teacher import (
     dimension,
     get_flat,
     grid_sensitivity,
-    teacher_event,
 )
 from fedsynth.server.secure_sum import Federation
 
@@ -79,18 +78,12 @@ def fit_teacher(
             request,
             phase=PHASE,
             mechanism=f"DP-SGD step {step}",
-            event=lambda survivors: teacher_event(_multiplier(spec, survivors), settings, spec.dim, steps=1),
             parameters=[get_flat(model)],
         )
         _apply(model, optimizer, result.total * (settings.clip / settings.resolution) / batch)
         if step % 10 == 0 or step == settings.steps:
             progress(f"teacher: DP-SGD step {step}/{settings.steps}")
     return model
-
-
-def _multiplier(spec: NoisySumSpec, survivors: int) -> float:
-    """Noise multiplier the survivors' shares actually give (std / L2 sensitivity)."""
-    return float(np.sqrt(2.0 * spec.mu_of_survivors(survivors)) / spec.l2_sensitivity)
 
 
 def _apply(model: nn.Module, optimizer: torch.optim.Optimizer, gradient: np.ndarray) -> None:

@@ -31,6 +31,8 @@ def local_vector(party: int, round_: int, kind: str) -> np.ndarray:
 class VectorParty:
     """An organisation whose vector the test knows; it can be told to fail mid-round."""
 
+    guard = None
+
     def __init__(self, context):
         self.party = int(context.node_config["partition-id"])
         self.name = f"party-{self.party}"

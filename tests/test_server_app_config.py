@@ -8,7 +8,7 @@ import pytest
 from fedsynth.cli import bundled
 from fedsynth.server.app import config_from_run_config
 
-DEFAULTS = tomllib.loads((Path(__file__).resolve().parents[1] / "deploy/app/pyproject.toml").read_text())[
+DEFAULTS = tomllib.loads((Path(__file__).resolve().parents[1] / "fedsynth/flower_app/pyproject.toml").read_text())[
     "tool"]["flwr"]["app"]["config"]
 
 

@@ -1,0 +1,249 @@
+"""The organisation's daemon: one config file, checked up front, then a Flower SuperNode.
+
+``fedsynth client --config org.toml`` reads the file below, checks it (the local table
+against the schema the organisation accepts, the guard's ledger against its hash chain) and
+then replaces itself with ``flower-supernode`` running fedsynth's ClientApp, which reads the
+same file (node config ``config``) for every message. Nothing is sent before the checks pass.
+
+```toml
+[organisation]
+name = "hospital-a"                        # public name in releases
+data = "/srv/fedsynth/data/table.csv"      # the local table (.csv or .parquet); read only here
+# data = "postgresql+psycopg://reader@db/clinic"   # or a database (SQLAlchemy URL) ...
+# query = "SELECT age, sex, ... FROM visits"        # ... and the query that gives the table
+schema = "/etc/fedsynth/schema.yaml"       # the only schema this organisation accepts
+
+[superlink]
+address = "coordinator.example.org:9092"
+root-certificates = "/etc/fedsynth/ca.crt" # TLS (or: insecure = true, loopback trials only)
+auth-key = "/etc/fedsynth/hospital-a.key"  # this node's private key, registered at the SuperLink
+clientappio-port = 9094                    # local port of the SuperNode (one per SuperNode on a host)
+
+[guard]                                    # the organisation's own privacy guard (client.guard)
+ledger = "/var/lib/fedsynth/ledger.jsonl"
+epsilon-cap = 4.0
+delta = 1e-6
+min-noise-multiplier = 0.5
+min-survivors = 2
+```
+
+Relative paths are relative to the config file. A ``[testing] noise-seed`` makes the noise
+reproducible for tests; it is logged as a warning and must never be set in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy
+
+from fedsynth.client.guard import Guard, GuardPolicy
+from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused
+from fedsynth.common.schema import Schema, load_schema
+
+log = logging.getLogger(__name__)
+
+SECTIONS = {
+    "organisation": {"name", "data", "schema", "query"},
+    "superlink": {"address", "root-certificates", "auth-key", "insecure", "clientappio-port"},
+    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors"},
+    "testing": {"noise-seed"},
+}
+REQUIRED = {
+    "organisation": {"name", "data", "schema"},
+    "superlink": {"address"},
+    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors"},
+}
+
+
+class ConfigError(ValueError):
+    """The daemon's config file is wrong (the message names the file, section and key)."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """One organisation's daemon settings (see the module docstring for the file)."""
+
+    path: Path
+    name: str
+    data: Path | str  # a file, or an SQLAlchemy URL read with ``query``
+    schema: Path
+    address: str
+    root_certificates: Path | None
+    auth_key: Path | None
+    insecure: bool
+    clientappio_port: int | None
+    guard: GuardPolicy
+    query: str | None = None
+    noise_seed: int | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DaemonConfig":
+        path = Path(path).resolve()
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the daemon config: {exc}") from None
+        _check_keys(path, raw)
+        org, link, guard = raw["organisation"], raw["superlink"], raw["guard"]
+
+        def file(value: Any) -> Path:
+            return (path.parent / str(value)).resolve()
+
+        insecure = bool(link.get("insecure", False))
+        if not insecure and "root-certificates" not in link:
+            raise ConfigError(f"{path} [superlink]: give root-certificates (TLS), or insecure = true for loopback trials")
+        try:
+            policy = GuardPolicy(
+                ledger=file(guard["ledger"]),
+                epsilon_cap=float(guard["epsilon-cap"]),
+                delta=float(guard["delta"]),
+                min_noise_multiplier=float(guard["min-noise-multiplier"]),
+                min_survivors=int(guard["min-survivors"]),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{path} [guard]: {exc}") from None
+        seed = raw.get("testing", {}).get("noise-seed")
+        is_url = "://" in str(org["data"])
+        if is_url != ("query" in org):
+            raise ConfigError(f"{path} [organisation]: a database URL in data needs a query, and only it")
+        return cls(
+            path=path,
+            name=str(org["name"]),
+            data=str(org["data"]) if is_url else file(org["data"]),
+            query=str(org["query"]) if is_url else None,
+            schema=file(org["schema"]),
+            address=str(link["address"]),
+            root_certificates=file(link["root-certificates"]) if "root-certificates" in link else None,
+            auth_key=file(link["auth-key"]) if "auth-key" in link else None,
+            insecure=insecure,
+            clientappio_port=int(link["clientappio-port"]) if "clientappio-port" in link else None,
+            guard=policy,
+            noise_seed=None if seed is None else int(seed),
+        )
+
+    def accepted_schema(self) -> Schema:
+        return load_schema(self.schema)
+
+    def read_table(self, schema: Schema) -> pd.DataFrame:
+        """The local table with every cell as text (missing: NaN), as the schema checks it."""
+        if self.query is not None:
+            return _as_text(self._read_sql())
+        if self.data.suffix.lower() == ".parquet":
+            return _as_text(pd.read_parquet(self.data))
+        return schema.read_csv(self.data)
+
+    def _read_sql(self) -> pd.DataFrame:
+        url = sqlalchemy.engine.make_url(str(self.data))
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return pd.read_sql_query(sqlalchemy.text(self.query), conn)
+        except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+            log.error("%s: reading the table failed: %s", self.name, exc)
+            cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+            raise RequestRefused(
+                f"{self.name}: cannot read its table from {url.render_as_string(hide_password=True)} "
+                f"({type(cause).__name__}; details in {self.name}'s own log)"
+            ) from None
+        finally:
+            engine.dispose()
+
+    def organisation(self) -> Organisation:
+        """The organisation this daemon speaks for, with its guard and its one schema."""
+        return Organisation(
+            self.name,
+            self.read_table,
+            accepts=self.accepted_schema(),
+            guard=Guard(self.name, self.guard),
+        )
+
+    def node_config(self) -> str:
+        """Flower ``--node-config``: the ClientApp finds everything else in this file."""
+        entries = [f'config="{self.path}"', f'org="{self.name}"']
+        if self.noise_seed is not None:
+            entries.append(f"noise-seed={self.noise_seed}")
+        return " ".join(entries)
+
+    def supernode_command(self) -> list[str]:
+        """The ``flower-supernode`` command line for this daemon."""
+        binary = shutil.which("flower-supernode", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if binary is None:
+            raise ConfigError("flower-supernode is not installed next to this Python (pip install fedsynth)")
+        cmd = [binary, "--superlink", self.address, "--node-config", self.node_config()]
+        if self.insecure:
+            cmd.append("--insecure")
+        else:
+            cmd += ["--root-certificates", str(self.root_certificates)]
+        if self.auth_key is not None:
+            cmd += ["--auth-supernode-private-key", str(self.auth_key)]
+        if self.clientappio_port is not None:
+            cmd += ["--port", str(self.clientappio_port)]
+        return cmd
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Typed cells (Parquet, SQL) as the text a CSV would hold; missing stays missing."""
+    return frame.map(lambda v: np.nan if pd.isna(v) else str(v)).astype(object)
+
+
+def _check_keys(path: Path, raw: dict[str, Any]) -> None:
+    for section in raw.keys() - SECTIONS.keys():
+        raise ConfigError(f"{path}: unknown section [{section}] (sections: {', '.join(SECTIONS)})")
+    for section, keys in SECTIONS.items():
+        given = raw.get(section, {})
+        unknown = sorted(given.keys() - keys)
+        missing = sorted(REQUIRED.get(section, set()) - given.keys())
+        if unknown:
+            raise ConfigError(f"{path} [{section}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(keys))})")
+        if missing:
+            raise ConfigError(f"{path} [{section}]: missing key(s) {', '.join(missing)}")
+
+
+def preflight(config: DaemonConfig) -> str:
+    """Check everything the daemon can check alone; return a one-line summary or raise."""
+    files = [("schema", config.schema), ("root-certificates", config.root_certificates), ("auth-key", config.auth_key)]
+    if config.query is None:
+        files.append(("data", config.data))
+    for what, file in files:
+        if file is None:
+            continue
+        if not file.is_file():
+            raise ConfigError(f"{config.path}: {what} file {file} does not exist")
+    schema = config.accepted_schema()
+    org = config.organisation()  # opens and verifies the guard's ledger
+    try:
+        table = LocalTable.from_frame(schema, config.read_table(schema), config.name)
+    except RequestRefused as exc:
+        raise ConfigError(f"{exc} (see the validation report above)") from None
+    spent = org.guard.ledger.epsilon().epsilon if org.guard and len(org.guard.ledger) else 0.0
+    return (
+        f"{config.name}: {len(table.codes):,} rows conform to schema '{schema.name}'; guard ledger "
+        f"{config.guard.ledger} holds {len(org.guard.ledger) if org.guard else 0} contributions, "
+        f"epsilon {spent:.4g} of cap {config.guard.epsilon_cap:g} (delta {config.guard.delta:g})"
+    )
+
+
+def run_daemon(config_path: Path, check_only: bool) -> int:
+    """``fedsynth client``: check the config and table, then exec ``flower-supernode``."""
+    try:
+        config = DaemonConfig.load(config_path)
+        print(preflight(config), flush=True)
+        command = config.supernode_command()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if check_only:
+        return 0
+    print("starting: " + " ".join(command), flush=True)
+    os.execv(command[0], command)
+    return 0  # not reached

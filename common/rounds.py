@@ -1,0 +1,98 @@
+"""The privacy event of one secure round, read from the round's public request alone.
+
+Coordinator and organisations must agree on what a round costs: the coordinator records it
+in the federation's ledger (with the noise of the survivors it saw), every organisation's
+privacy guard records it in its own ledger (with the planned noise, which holds even if up to
+``n - t`` organisations collude with the coordinator) before its vector leaves. Both compute
+it here, from what the request says the organisation will compute, never from a number the
+coordinator could misstate:
+
+* ``marginals``: one Skellam mechanism per requested clique, L1 = L2 sensitivity 1 (a record
+  adds one count to each marginal; the organisation computes exactly these counts).
+* ``select``: ``k`` exponential mechanisms with the request's ``epsilon`` (the organisation
+  draws its vote with exactly that epsilon; the vote itself carries no Skellam noise).
+* ``gradients``: one (Poisson-subsampled) Skellam DP-SGD step, with the sensitivity of the
+  clipped, integer-rounded gradient sum derived from the request's teacher settings and the
+  vector's length (the organisation clips and rounds with exactly those settings).
+* anything else is a generic sum of a test or benchmark vector, one Skellam mechanism with
+  the spec's declared sensitivity. Organisations never compute such vectors
+  (``Organisation`` and its guard refuse unknown tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from dp_accounting import DpEvent
+
+from fedsynth.common.accounting import (
+    event_from_dict,
+    event_to_dict,
+    exponential_event,
+    skellam_dpsgd_event,
+    skellam_event,
+)
+from fedsynth.common.marginals import cliques_from_json
+from fedsynth.common.secure_sum import NoisySumSpec
+
+TASKS = ("marginals", "select", "gradients")
+#: Keys of a job's pre-flight ``check`` request that carry its privacy plan.
+PLAN_EVENT, PLAN_T, PLAN_NOISE = "plan.event", "plan.min_survivors", "plan.noise_multipliers"
+
+
+def sensitivity(request: Mapping[str, Any], spec: NoisySumSpec) -> tuple[float, float]:
+    """(L1, L2) per-record sensitivity of the vector the request asks for, from its settings."""
+    task = request.get("task")
+    if task == "marginals":
+        return 1.0, 1.0
+    if task == "gradients":
+        from fedsynth.common.teacher import TeacherSettings, grid_sensitivity  # torch: only here
+
+        return grid_sensitivity(TeacherSettings.from_config(request), spec.dim)
+    return spec.l1_sensitivity, spec.l2_sensitivity
+
+
+def noise_multiplier(request: Mapping[str, Any], spec: NoisySumSpec, mu: float | None = None) -> float:
+    """Aggregate noise std over L2 sensitivity, for Skellam parameter ``mu`` (default: planned)."""
+    return math.sqrt(2.0 * (spec.mu if mu is None else mu)) / sensitivity(request, spec)[1]
+
+
+def round_event(request: Mapping[str, Any], spec: NoisySumSpec, mu: float | None = None) -> DpEvent:
+    """The event of one round of ``request`` whose sum carries Skellam parameter ``mu``.
+
+    ``mu`` defaults to the spec's planned ``mu`` (exactly ``t`` honest survivors); the
+    coordinator passes ``spec.mu_of_survivors(s)`` for the ``s`` survivors it saw.
+    """
+    task = request.get("task")
+    if task == "select":
+        return exponential_event(float(request["epsilon"]), count=int(request["k"]))
+    mu = spec.mu if mu is None else mu
+    l1, l2 = sensitivity(request, spec)
+    if task == "marginals":
+        return skellam_event(mu, l1, l2, count=len(cliques_from_json(str(request["cliques"]))))
+    if task == "gradients":
+        from fedsynth.common.teacher import TeacherSettings
+
+        return skellam_dpsgd_event(mu, l1, l2, TeacherSettings.from_config(request).sampling_rate, steps=1)
+    return skellam_event(mu, l1, l2)
+
+
+def plan_request(event: DpEvent, min_survivors: int, noise_multipliers: Mapping[str, float]) -> dict[str, Any]:
+    """A job's whole plan (its event at ``t`` survivors, ``t``, each phase's noise multiplier)
+    as flat config values, so that every organisation's guard can judge the job up front."""
+    return {
+        PLAN_EVENT: json.dumps(event_to_dict(event)),
+        PLAN_T: int(min_survivors),
+        PLAN_NOISE: json.dumps({k: float(v) for k, v in noise_multipliers.items()}),
+    }
+
+
+def read_plan(request: Mapping[str, Any]) -> tuple[DpEvent, int, dict[str, float]] | None:
+    """The plan ``plan_request`` wrote, or None if the request carries none."""
+    if PLAN_EVENT not in request:
+        return None
+    multipliers = {k: float(v) for k, v in json.loads(str(request[PLAN_NOISE])).items()}
+    return event_from_dict(json.loads(str(request[PLAN_EVENT]))), int(request[PLAN_T]), multipliers

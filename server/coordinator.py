@@ -1,0 +1,454 @@
+"""The coordinator service: takes synthesis jobs over gRPC and runs them on the SuperLink.
+
+``fedsynth coordinator --config coordinator.toml`` serves ``protos/coordinator.proto``:
+
+```toml
+[coordinator]
+listen = "0.0.0.0:7000"
+state = "sqlite:////var/lib/fedsynth/coordinator.db"  # or postgresql+psycopg://user:pw@db/fedsynth
+workdir = "/var/lib/fedsynth"          # job schemas, releases, the federation's ledger
+certificate = "/etc/fedsynth/server.pem"
+private-key = "/etc/fedsynth/server.key"
+# insecure = true                      # loopback trials only
+
+[federation]
+epsilon-cap = 10.0                     # over all jobs ever run on this federation
+delta = 1e-6
+
+[superlink]
+address = "superlink:9092"
+root-certificates = "/etc/fedsynth/ca.crt"
+# insecure = true
+```
+
+How a job runs. ``SubmitJob`` validates the spec and plans it exactly as the ServerApp will
+(``server.app.config_from_run_config`` + ``server.job.preflight``), then refuses it unless the
+federation's ledger plus the plans of all unfinished jobs plus this one stay within the cap.
+Jobs run one at a time, oldest first: the service hands the job to the SuperLink with
+``flwr run`` of the bundled Flower app (``fedsynth/flower_app``), whose ServerApp claims it in
+the database, reports progress there, appends every spend to the federation's ledger (a
+hash-chained file in the workdir, the same format as each organisation's guard ledger) and
+writes the release into the workdir.
+
+Restarts. The ServerApp runs under the SuperLink, not under this service, so a crash of the
+service interrupts no job: on restart it finds its unfinished jobs in the database and keeps
+following them. A job whose Flower run ended without the ServerApp reporting an outcome (it
+crashed or was stopped) is failed; the spend of the rounds it ran is in the ledger already, as
+it is written before each noisy result is used, and nothing is ever written twice, because
+only the ServerApp writes the ledger. A job the service marked submitted but has no Flower run
+id for (a crash in between) is failed, and its ServerApp, should it start late, finds it
+failed and touches no data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+from dp_accounting import ComposedDpEvent
+
+from fedsynth.common.accounting import BudgetError, BudgetExceeded, Ledger, LedgerCorrupt, event_from_dict, event_to_dict
+from fedsynth.common.schema import SchemaError
+from fedsynth.protos import coordinator_pb2 as pb
+from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
+from fedsynth.server.app import config_from_run_config
+from fedsynth.server.job import preflight
+from fedsynth.server.jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, TERMINAL, UNFINISHED, JobRow, JobStore, new_job_id
+
+log = logging.getLogger(__name__)
+
+CONNECTION = "fedsynth"  # the SuperLink's name in the service's own Flower configuration
+CHUNK = 1 << 20
+TICK_S = 2.0  # how often the scheduler looks at its jobs
+EVENT_POLL_S = 0.5  # how often an event stream looks for new events
+
+
+class ConfigError(ValueError):
+    """The coordinator's config file is wrong (the message names the file and key)."""
+
+
+class SpecError(ValueError):
+    """A submitted job spec is invalid (INVALID_ARGUMENT)."""
+
+
+def flower_app() -> Path:
+    """The Flower app the service submits: ``fedsynth/flower_app`` (config only, no code)."""
+    return Path(str(resources.files("fedsynth") / "flower_app"))
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    path: Path
+    listen: str
+    state: str
+    workdir: Path
+    certificate: Path | None
+    private_key: Path | None
+    insecure: bool
+    epsilon_cap: float
+    delta: float
+    superlink: str
+    superlink_root_certificates: Path | None
+    superlink_insecure: bool
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CoordinatorConfig":
+        path = Path(path).resolve()
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            service, federation, link = raw["coordinator"], raw["federation"], raw["superlink"]
+
+            def file(value: Any) -> Path:
+                return (path.parent / str(value)).resolve()
+
+            insecure, link_insecure = bool(service.get("insecure", False)), bool(link.get("insecure", False))
+            config = cls(
+                path=path,
+                listen=str(service["listen"]),
+                state=str(service.get("state", "")) or f"sqlite:///{file(service['workdir']) / 'coordinator.db'}",
+                workdir=file(service["workdir"]),
+                certificate=None if insecure else file(service["certificate"]),
+                private_key=None if insecure else file(service["private-key"]),
+                insecure=insecure,
+                epsilon_cap=float(federation["epsilon-cap"]),
+                delta=float(federation["delta"]),
+                superlink=str(link["address"]),
+                superlink_root_certificates=None if link_insecure else file(link["root-certificates"]),
+                superlink_insecure=link_insecure,
+            )
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the coordinator config: {exc}") from None
+        except KeyError as exc:
+            raise ConfigError(f"{path}: missing key {exc} (see `fedsynth coordinator --help`)") from None
+        return config
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.workdir / "federation-ledger.jsonl"
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.ledger_path, cap_epsilon=self.epsilon_cap, delta=self.delta)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.workdir / "jobs" / job_id
+
+
+class FlowerRuns:
+    """The SuperLink, as the service reaches it: the ``flwr`` CLI with its own Flower home."""
+
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.home = config.workdir / "flwr-home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        security = (
+            "insecure = true" if config.superlink_insecure
+            else f"root-certificates = {json.dumps(str(config.superlink_root_certificates))}"
+        )
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f"address = {json.dumps(config.superlink)}\n{security}\n",
+            encoding="utf-8",
+        )
+        self._flwr = str(Path(sys.executable).with_name("flwr"))
+
+    def _call(self, *args: str) -> dict:
+        env = {**os.environ, "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0"}
+        done = subprocess.run([self._flwr, *args, "--format", "json"], capture_output=True, text=True, env=env, timeout=120)
+        try:
+            return json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"`flwr {args[0]}` failed (exit {done.returncode}): {done.stdout}{done.stderr}") from None
+
+    def start(self, run_config: Path) -> int:
+        """Submit the bundled app with this run-config file; return Flower's run id."""
+        out = self._call("run", str(flower_app()), CONNECTION, "--run-config", str(run_config))
+        if not out.get("success") or out.get("run-id") is None:
+            raise RuntimeError(f"the SuperLink did not start the run: {out.get('error-message', out)}")
+        return int(out["run-id"])
+
+    def status(self, run_id: int) -> str:
+        """Flower's status of a run: pending, starting, running, finished:<how>."""
+        out = self._call("ls", CONNECTION, "--run-id", str(run_id))
+        runs = out.get("runs") or []
+        return str(runs[0]["status"]) if runs else "unknown"
+
+
+class Coordinator:
+    """The service's logic (no gRPC): accept jobs, run them one at a time, reconcile."""
+
+    def __init__(self, config: CoordinatorConfig, runs: FlowerRuns) -> None:
+        self.config = config
+        self.runs = runs
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(config.state)
+        config.ledger()  # reading it verifies its hash chain: refuse to start on a corrupt ledger
+
+    # ---- submission
+    def run_config(self, job_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The Flower run-config of a job: the spec's settings plus the service's own keys."""
+        folder = self.config.job_dir(job_id)
+        values = {
+            "schema": str(folder / "schema.yaml"),
+            "out": str(folder / "release"),
+            "parties": int(spec.get("parties", 0)),
+            "epsilon": float(spec.get("epsilon", 0.0)),
+            "delta": float(spec.get("delta", 0.0)) or self.config.delta,
+            "min-survivors": int(spec.get("min_survivors", 0)),
+            "max-rows": int(spec.get("max_rows", 0)) or 1_000_000,
+            "rows": int(spec.get("rows", 0)),
+            "seed": int(spec.get("seed", 0)),
+            "rounds": int(spec.get("rounds", 0)),
+            "per-round": int(spec.get("per_round", 0)),
+            "labels": str(spec.get("labels", "")) or "sample",
+            "budget-split": str(spec.get("budget_split", "")) or "generator=0.7,teacher=0.3",
+            "teacher": str(spec.get("teacher", "")) or "logreg",
+            "teacher-steps": int(spec.get("teacher_steps", 0)),
+            "timeout": float(spec.get("timeout_s", 0.0)) or 600.0,
+            "ledger": str(self.config.ledger_path),
+            "cap": self.config.epsilon_cap,
+            "job-id": job_id,
+            "state": self.config.state,
+        }
+        return {k: v for k, v in values.items() if v != 0 or k not in ("rounds", "per-round", "teacher-steps")}
+
+    def submit(self, spec: Mapping[str, Any]) -> JobRow:
+        """Queue a job, or raise ``SpecError`` / ``BudgetExceeded`` having queued nothing."""
+        job_id = new_job_id()
+        folder = self.config.job_dir(job_id)
+        folder.mkdir(parents=True)
+        try:
+            (folder / "schema.yaml").write_text(str(spec.get("schema", "")), encoding="utf-8")
+            try:
+                job = config_from_run_config(self.run_config(job_id, spec))
+                if job.delta != self.config.delta:
+                    raise SpecError(f"delta must be the federation's ({self.config.delta:g}), got {job.delta:g}")
+                plan = preflight(job)
+            except (ValueError, KeyError, SchemaError) as exc:
+                if isinstance(exc, (BudgetExceeded, SpecError)):
+                    raise
+                raise SpecError(f"invalid job: {exc}") from None
+            self._check_federation_cap(plan.event)
+            (folder / "run-config.toml").write_text(_toml(self.run_config(job_id, spec)), encoding="utf-8")
+            return self.store.create(job_id, dict(spec), event_to_dict(plan.event), plan.epsilon_planned)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _check_federation_cap(self, event, job_id: str = "") -> None:  # noqa: ANN001 (a DpEvent)
+        """Ledger + plans of the unfinished jobs (other than ``job_id``) + ``event`` within the cap."""
+        pending = [event_from_dict(job.plan_event) for job in self.store.jobs(UNFINISHED) if job.job_id != job_id]
+        try:
+            self.config.ledger().check(ComposedDpEvent([*pending, event]), phase="this job (planned)")
+        except BudgetExceeded as exc:
+            raise BudgetExceeded(
+                f"the federation's cap {self.config.epsilon_cap:g} would be passed: {exc} "
+                f"(counting the ledger and the plans of {len(pending)} unfinished job(s))"
+            ) from None
+
+    # ---- scheduling
+    def tick(self) -> None:
+        """Follow the active job; when none is active, hand the oldest queued one to Flower."""
+        active = self.store.jobs((SUBMITTED, RUNNING))
+        for job in active:
+            self._follow(job)
+        if any(self.store.get(j.job_id).state not in TERMINAL for j in active):
+            return
+        queued = self.store.jobs((QUEUED,))
+        if queued:
+            self._start(queued[0])
+
+    def _follow(self, job: JobRow) -> None:
+        if job.flower_run_id == 0:
+            self.store.transition(
+                job.job_id, FAILED, expect=[SUBMITTED],
+                message="failed: the service stopped while submitting it; it never ran",
+                error="interrupted while being submitted; nothing ran",
+            )
+            return
+        status = self.runs.status(job.flower_run_id)
+        if status.startswith("finished"):
+            self.store.transition(
+                job.job_id, FAILED, expect=[SUBMITTED, RUNNING],
+                message=f"failed: Flower run {job.flower_run_id} ended ({status}) without an outcome",
+                error=f"the ServerApp ended ({status}) without reporting; spends of finished rounds are in the ledger",
+            )
+
+    def _start(self, job: JobRow) -> None:
+        try:
+            self._check_federation_cap(event_from_dict(job.plan_event), job.job_id)  # the ledger has grown
+        except BudgetExceeded as exc:
+            self.store.transition(job.job_id, FAILED, expect=[QUEUED], message=f"refused: {exc}", error=str(exc))
+            return
+        if not self.store.transition(job.job_id, SUBMITTED, expect=[QUEUED], message="submitting to the SuperLink"):
+            return
+        try:
+            run_id = self.runs.start(self.config.job_dir(job.job_id) / "run-config.toml")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            self.store.transition(job.job_id, FAILED, expect=[SUBMITTED], message=f"failed: {exc}", error=str(exc))
+            return
+        self.store.set_run_id(job.job_id, run_id)
+        self.store.add_event(job.job_id, f"Flower run {run_id} started")
+
+    # ---- reading
+    def release_files(self, job_id: str) -> list[Path]:
+        release = self.config.job_dir(job_id) / "release"
+        return sorted(p for p in release.iterdir() if p.is_file()) if release.is_dir() else []
+
+    def job_message(self, job: JobRow) -> pb.Job:
+        spent = 0.0
+        if job.state == SUCCEEDED:
+            statement = json.loads((self.config.job_dir(job.job_id) / "release" / "privacy.json").read_text())
+            spent = float(statement["epsilon"])
+        return pb.Job(
+            job_id=job.job_id,
+            state=pb.JobState.Value(job.state),
+            error=job.error,
+            epsilon_planned=job.epsilon_planned,
+            epsilon_spent=spent,
+            created=job.created,
+            updated=job.updated,
+            flower_run_id=job.flower_run_id,
+            release_files=[p.name for p in self.release_files(job.job_id)] if job.state == SUCCEEDED else [],
+            spec=pb.JobSpec(**job.spec),
+        )
+
+
+def _toml(values: Mapping[str, Any]) -> str:
+    """A flat TOML table (JSON's string escaping is valid TOML)."""
+    return "".join(f"{k} = {json.dumps(v) if isinstance(v, str) else repr(v)}\n" for k, v in values.items())
+
+
+def spec_dict(spec: pb.JobSpec) -> dict[str, Any]:
+    """The set fields of a JobSpec as a plain dict (proto3 defaults mean "unset")."""
+    return {field.name: value for field, value in spec.ListFields()}
+
+
+class Servicer(pb_grpc.CoordinatorServicer):
+    """gRPC adapter over :class:`Coordinator`."""
+
+    def __init__(self, coordinator: Coordinator, stopping: threading.Event) -> None:
+        self.coordinator = coordinator
+        self.stopping = stopping
+
+    def _job(self, job_id: str, context: grpc.ServicerContext) -> JobRow:
+        job = self.coordinator.store.get(job_id)
+        if job is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}")
+        return job
+
+    def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
+        try:
+            job = self.coordinator.submit(spec_dict(request.spec))
+        except SpecError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (BudgetExceeded, BudgetError) as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.info("job %s queued (planned epsilon %.4f)", job.job_id, job.epsilon_planned)
+        return self.coordinator.job_message(job)
+
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
+        return self.coordinator.job_message(self._job(request.job_id, context))
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:  # noqa: N802
+        return pb.ListJobsResponse(jobs=[self.coordinator.job_message(j) for j in self.coordinator.store.jobs()])
+
+    def StreamEvents(self, request: pb.StreamEventsRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:  # noqa: N802
+        self._job(request.job_id, context)
+        seq = request.after_seq
+        while context.is_active() and not self.stopping.is_set():
+            events = self.coordinator.store.events_after(request.job_id, seq)
+            for event in events:
+                seq = event.seq
+                yield pb.JobEvent(seq=event.seq, time=event.time, message=event.message, state=pb.JobState.Value(event.state))
+            if not events and self.coordinator.store.get(request.job_id).state in TERMINAL:
+                return
+            self.stopping.wait(EVENT_POLL_S)
+
+    def FetchRelease(self, request: pb.FetchReleaseRequest, context: grpc.ServicerContext) -> Iterator[pb.ReleaseChunk]:  # noqa: N802
+        job = self._job(request.job_id, context)
+        if job.state != SUCCEEDED:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.job_id} has no release (state {job.state})")
+        files = self.coordinator.release_files(job.job_id)
+        if request.file:
+            files = [p for p in files if p.name == request.file]
+            if not files:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"the release of job {job.job_id} has no file {request.file!r}")
+        for path in files:
+            with open(path, "rb") as f:
+                while True:
+                    data = f.read(CHUNK)
+                    last = len(data) < CHUNK
+                    yield pb.ReleaseChunk(file=path.name, data=data, last=last)
+                    if last:
+                        break
+
+    def GetLedger(self, request: pb.GetLedgerRequest, context: grpc.ServicerContext) -> pb.LedgerResponse:  # noqa: N802
+        try:
+            ledger = self.coordinator.config.ledger()
+        except LedgerCorrupt as exc:
+            context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        epsilon = ledger.epsilon() if len(ledger) else None
+        return pb.LedgerResponse(
+            epsilon=epsilon.epsilon if epsilon else 0.0,
+            delta=ledger.delta,
+            cap=ledger.cap_epsilon,
+            method=epsilon.method if epsilon else "",
+            entries=[
+                pb.LedgerEntry(
+                    seq=e.seq, time=e.time, phase=e.phase, mechanism=e.mechanism, event_json=json.dumps(e.event),
+                    metadata_json=json.dumps(e.metadata), prev_hash=e.prev_hash, hash=e.hash,
+                )
+                for e in ledger.entries
+            ],
+        )
+
+
+def _credentials(config: CoordinatorConfig) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([(config.private_key.read_bytes(), config.certificate.read_bytes())])
+
+
+def serve(config_path: Path) -> int:
+    """``fedsynth coordinator``: serve the API and run the scheduler until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        config = CoordinatorConfig.load(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    coordinator = Coordinator(config, FlowerRuns(config))
+    stopping = threading.Event()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    pb_grpc.add_CoordinatorServicer_to_server(Servicer(coordinator, stopping), server)
+    if config.insecure:
+        server.add_insecure_port(config.listen)
+    else:
+        server.add_secure_port(config.listen, _credentials(config))
+    server.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    unfinished = coordinator.store.jobs(UNFINISHED)
+    log.info(
+        "coordinator listening on %s (%s); %d unfinished job(s) resumed; federation ledger %s",
+        config.listen, "insecure" if config.insecure else "TLS", len(unfinished), config.ledger_path,
+    )
+    while not stopping.is_set():
+        try:
+            coordinator.tick()
+        except Exception:  # a broken tick must not stop the service; it is retried
+            log.exception("scheduler tick failed")
+        stopping.wait(TICK_S)
+    server.stop(grace=5).wait()
+    return 0

@@ -1,0 +1,154 @@
+"""``fedsynth job ...``: the operator's client of the coordinator service's gRPC API.
+
+A thin layer over the generated stub (``fedsynth.protos.coordinator_pb2_grpc``): submit a
+job, show it, follow its events, fetch its release, read the federation's ledger. TLS by
+default (``--root-certificates``); ``--insecure`` for loopback trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from fedsynth.protos import coordinator_pb2 as pb
+from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
+
+TERMINAL = (pb.SUCCEEDED, pb.FAILED)
+
+
+def channel(address: str, root_certificates: Path | None) -> grpc.Channel:
+    """A channel to the coordinator: TLS with ``root_certificates``, else insecure."""
+    if root_certificates is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates.read_bytes()))
+
+
+def write_release(chunks: Iterable[pb.ReleaseChunk], out: Path) -> list[Path]:
+    """Write streamed release files into ``out`` (each file appears only when complete)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written, open_files = [], {}
+    for chunk in chunks:
+        name = Path(chunk.file).name  # never outside ``out``
+        part = out / f".{name}.part"
+        handle = open_files.get(name) or open_files.setdefault(name, open(part, "wb"))
+        handle.write(chunk.data)
+        if chunk.last:
+            handle.close()
+            del open_files[name]
+            part.replace(out / name)
+            written.append(out / name)
+    for name, handle in open_files.items():
+        handle.close()
+        (out / f".{name}.part").unlink()
+        raise RuntimeError(f"the stream ended before {name} was complete")
+    return written
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """``--coordinator`` and its security, accepted by every ``fedsynth job`` subcommand."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--coordinator", required=True, help="the coordinator service's HOST:PORT")
+    security = parser.add_mutually_exclusive_group(required=True)
+    security.add_argument("--root-certificates", type=Path, help="CA certificate of the coordinator's TLS")
+    security.add_argument("--insecure", action="store_true", help="no TLS (loopback trials only)")
+    return parser
+
+
+def add_job_commands(parser: argparse.ArgumentParser) -> None:
+    connection = _connection_options()
+    sub = parser.add_subparsers(dest="job_command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[connection])
+
+    submit = command("submit", "queue a job; prints its id")
+    submit.add_argument("--schema", type=Path, required=True, help="the job's public schema (YAML or JSON)")
+    submit.add_argument("--parties", type=int, required=True)
+    submit.add_argument("--epsilon", type=float, required=True)
+    submit.add_argument("--delta", type=float, default=0.0, help="default: the federation's delta")
+    submit.add_argument("--min-survivors", type=int, default=0, help="t (default: parties - 1)")
+    submit.add_argument("--rows", type=int, default=0)
+    submit.add_argument("--seed", type=int, default=0)
+    submit.add_argument("--rounds", type=int, default=0)
+    submit.add_argument("--per-round", type=int, default=0)
+    submit.add_argument("--labels", default="", choices=("", "sample", "argmax", "generator"))
+    submit.add_argument("--budget-split", default="")
+    submit.add_argument("--teacher", default="", choices=("", "logreg", "mlp"))
+    submit.add_argument("--teacher-steps", type=int, default=0)
+    for name, help_ in (("status", "show a job"), ("events", "follow a job's progress until it ends")):
+        command(name, help_).add_argument("job_id")
+    fetch = command("fetch", "download a finished job's release")
+    fetch.add_argument("job_id")
+    fetch.add_argument("--out", type=Path, required=True)
+    command("list", "list every job")
+    command("ledger", "print the federation's ledger and its epsilon")
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    with channel(args.coordinator, None if args.insecure else args.root_certificates) as chan:
+        stub = pb_grpc.CoordinatorStub(chan)
+        try:
+            return _COMMANDS[args.job_command](stub, args)
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+
+
+def _submit(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    spec = pb.JobSpec(
+        schema=args.schema.read_text(encoding="utf-8"), parties=args.parties, epsilon=args.epsilon, delta=args.delta,
+        min_survivors=args.min_survivors, rows=args.rows, seed=args.seed, rounds=args.rounds,
+        per_round=args.per_round, labels=args.labels, budget_split=args.budget_split, teacher=args.teacher,
+        teacher_steps=args.teacher_steps,
+    )
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec))
+    print(job.job_id)
+    return 0
+
+
+def _print(message) -> None:  # noqa: ANN001 (any protobuf message)
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _status(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    job = stub.GetJob(pb.GetJobRequest(job_id=args.job_id))
+    job.spec.schema = f"<{len(job.spec.schema)} characters>"
+    _print(job)
+    return 0
+
+
+def _events(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    state = pb.JOB_STATE_UNSPECIFIED
+    for event in stub.StreamEvents(pb.StreamEventsRequest(job_id=args.job_id)):
+        state = event.state
+        print(f"{event.time}  {pb.JobState.Name(event.state):<9}  {event.message}", flush=True)
+    return 0 if state == pb.SUCCEEDED else 1
+
+
+def _fetch(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    for path in write_release(stub.FetchRelease(pb.FetchReleaseRequest(job_id=args.job_id)), args.out):
+        print(path)
+    return 0
+
+
+def _list(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    for job in stub.ListJobs(pb.ListJobsRequest()).jobs:
+        print(f"{job.job_id}  {pb.JobState.Name(job.state):<9}  planned {job.epsilon_planned:.4f}  {job.created}")
+    return 0
+
+
+def _ledger(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    ledger = stub.GetLedger(pb.GetLedgerRequest())
+    for e in ledger.entries:
+        print(f"{e.seq:>5}  {e.time}  {e.phase:<10}  {e.mechanism}")
+    print(f"epsilon {ledger.epsilon:.4f} ({ledger.method}) of cap {ledger.cap:g} at delta {ledger.delta:g}")
+    return 0
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "events": _events, "fetch": _fetch, "list": _list, "ledger": _ledger}

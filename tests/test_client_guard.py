@@ -1,0 +1,227 @@
+"""An organisation's own privacy guard and its daemon config, without Flower.
+
+The guard is checked against the same accountant the coordinator uses: every admitted round
+is in its ledger as ``round_event`` of the request, every refusal names the organisation and
+the rule and leaves the ledger and the organisation's data untouched.
+"""
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsynth.cli import bundled, main
+from fedsynth.client.app import guarded_share
+from fedsynth.client.daemon import ConfigError, DaemonConfig, preflight
+from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused
+from fedsynth.client.organisation import Organisation, RequestRefused
+from fedsynth.common.accounting import CombinedAccountant, Ledger, skellam_event
+from fedsynth.common.marginals import cliques_to_json
+from fedsynth.common.rounds import plan_request, round_event
+from fedsynth.common.schema import load_schema
+from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
+
+SCHEMA = load_schema(bundled("adult.schema.yaml"))
+TABLE = SCHEMA.read_csv(bundled("adult.csv")).iloc[:500]
+CLIQUES = [("age",), ("sex",)]
+DIM = SCHEMA.domain()["age"] + SCHEMA.domain()["sex"]
+
+
+def policy(tmp_path, **changes) -> GuardPolicy:
+    base = GuardPolicy(tmp_path / "guard" / "ledger.jsonl", epsilon_cap=2.0, delta=1e-6,
+                       min_noise_multiplier=1.0, min_survivors=2)
+    return replace(base, **changes)
+
+
+def marginals_round(sigma: float = 20.0, t: int = 2, round_: int = 1) -> tuple[dict, NoisySumSpec]:
+    spec = NoisySumSpec(dim=DIM, mu=sigma**2 / 2, min_survivors=t, max_abs=1_000_000)
+    request = {"schema": SCHEMA.dumps("json"), "task": "marginals", "cliques": cliques_to_json(CLIQUES),
+               "round": round_, "num_clients": 3, **spec.to_config()}
+    return request, spec
+
+
+class CountingOrganisation(Organisation):
+    """The real organisation, counting how often its table was read for a contribution."""
+
+    def __init__(self, guard):
+        super().__init__("hospital-a", lambda _schema: TABLE, accepts=SCHEMA, guard=guard)
+        self.computed = 0
+
+    def contribute(self, request, arrays, rng):
+        self.computed += 1
+        return super().contribute(request, arrays, rng)
+
+
+def test_an_admitted_round_is_in_the_guards_ledger_before_the_share_is_returned(tmp_path):
+    org = CountingOrganisation(Guard("hospital-a", policy(tmp_path)))
+    request, spec = marginals_round()
+    share = guarded_share(org, request, [], np.random.default_rng(0))
+    expected = noisy_share(org.contribute(request, [], np.random.default_rng(0)), spec,
+                           secure_ranges(spec, 3), np.random.default_rng(0))
+    np.testing.assert_array_equal(share, expected)
+    on_disk = Ledger(policy(tmp_path).ledger, cap_epsilon=2.0, delta=1e-6)  # read back from the file
+    assert len(on_disk) == 1
+    entry = on_disk.entries[0]
+    assert entry.dp_event() == round_event(request, spec) == skellam_event(spec.mu, 1.0, 1.0, count=2)
+    assert entry.metadata == {"round": 1, "t": 2, "mu": spec.mu, "dim": DIM}
+
+
+@pytest.mark.parametrize(
+    ("round_", "rule"),
+    [
+        (marginals_round(t=1), "min-survivors"),  # fewer honest shares than the policy allows
+        (marginals_round(sigma=0.5), "min-noise-multiplier"),  # z = 0.5 < 1
+        (marginals_round(sigma=0.0), "min-noise-multiplier"),  # un-noised counts
+    ],
+    ids=["low-t", "weak-noise", "no-noise"],
+)
+def test_a_refused_round_reads_no_data_and_spends_nothing(tmp_path, round_, rule):
+    org = CountingOrganisation(Guard("hospital-a", policy(tmp_path)))
+    request, _spec = round_
+    with pytest.raises(GuardRefused, match=rf"hospital-a's privacy guard refuses \(rule '{rule}'\)"):
+        guarded_share(org, request, [], np.random.default_rng(0))
+    assert org.computed == 0
+    assert len(org.guard.ledger) == 0 and not policy(tmp_path).ledger.exists()
+
+
+def test_the_cap_holds_across_restarts_of_the_daemon(tmp_path):
+    """Rounds are admitted until the next would pass the cap; a fresh guard over the same
+    file (a restarted daemon) refuses it too, and the refused round adds nothing."""
+    admitted = 0
+    while True:
+        guard = Guard("hospital-a", policy(tmp_path))  # a new ClientApp process per message
+        request, spec = marginals_round(sigma=8.0, round_=admitted + 1)
+        try:
+            guarded_share(CountingOrganisation(guard), request, [], np.random.default_rng(admitted))
+        except GuardRefused as exc:
+            assert "rule 'epsilon-cap'" in str(exc) and f"over {admitted} contributions" in str(exc)
+            break
+        admitted += 1
+    assert admitted >= 1
+    ledger = Ledger(policy(tmp_path).ledger, cap_epsilon=2.0, delta=1e-6)
+    assert len(ledger) == admitted
+    composed = CombinedAccountant().compose(skellam_event(32.0, 1.0, 1.0, count=2 * admitted))
+    assert ledger.epsilon().epsilon == pytest.approx(composed.epsilon(1e-6).epsilon)
+    assert ledger.epsilon().epsilon <= 2.0
+    over = CombinedAccountant().compose(skellam_event(32.0, 1.0, 1.0, count=2 * (admitted + 1)))
+    assert over.epsilon(1e-6).epsilon > 2.0
+
+
+def test_unknown_tasks_are_refused(tmp_path):
+    request, _ = marginals_round()
+    guard = Guard("hospital-a", policy(tmp_path))
+    with pytest.raises(GuardRefused, match="rule 'task'.*'dump'"):
+        guarded_share(CountingOrganisation(guard), {**request, "task": "dump"}, [], np.random.default_rng(0))
+
+
+def test_the_job_preflight_judges_the_whole_plan(tmp_path):
+    org = Organisation("hospital-a", lambda _s: TABLE, accepts=SCHEMA, guard=Guard("hospital-a", policy(tmp_path)))
+    job = {"schema": SCHEMA.dumps("json")}
+    small = skellam_event(800.0, 1.0, 1.0, count=10)
+    org.check({**job, **plan_request(small, 2, {"generator": 40.0})})  # admitted, nothing spent
+    assert len(org.guard.ledger) == 0
+    with pytest.raises(GuardRefused, match="rule 'epsilon-cap'"):
+        org.check({**job, **plan_request(skellam_event(2.0, 1.0, 1.0, count=50), 2, {"generator": 2.0})})
+    with pytest.raises(GuardRefused, match="rule 'min-survivors'.*t=1"):
+        org.check({**job, **plan_request(small, 1, {"generator": 40.0})})
+    with pytest.raises(GuardRefused, match="rule 'min-noise-multiplier'.*teacher"):
+        org.check({**job, **plan_request(small, 2, {"generator": 40.0, "teacher": 0.3})})
+    with pytest.raises(GuardRefused, match="rule 'plan'"):
+        org.check(job)
+
+
+def test_an_organisation_takes_part_only_with_its_agreed_schema():
+    other = replace(SCHEMA, columns=tuple(replace(c, name="years") if c.name == "age" else c for c in SCHEMA.columns))
+    org = Organisation("hospital-a", lambda _s: TABLE, accepts=SCHEMA)
+    with pytest.raises(RequestRefused, match="hospital-a accepts only its agreed schema.*column age.*column years"):
+        org.check({"schema": other.dumps("json")})
+
+
+# ---- the daemon's config file
+
+
+def write_config(folder: Path, **sections) -> Path:
+    (folder / "table.csv").write_text(bundled("adult.csv").read_text(encoding="utf-8")[:20000].rsplit("\n", 1)[0] + "\n")
+    config = {
+        "organisation": {"name": "hospital-a", "data": "table.csv", "schema": str(bundled("adult.schema.yaml"))},
+        "superlink": {"address": "link.example.org:9092", "root-certificates": "ca.crt", "auth-key": "node.key",
+                      "clientappio-port": 9300},
+        "guard": {"ledger": "state/ledger.jsonl", "epsilon-cap": 4.0, "delta": 1e-6,
+                  "min-noise-multiplier": 0.5, "min-survivors": 2},
+    }
+    for section, values in sections.items():
+        config[section] = values
+    for name in ("ca.crt", "node.key"):
+        (folder / name).write_text("test\n")
+    text = "".join(
+        f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+        for section, values in config.items() if values is not None
+    )
+    path = folder / "org.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
+    config = DaemonConfig.load(write_config(tmp_path))
+    assert config.data == tmp_path / "table.csv" and config.guard.ledger == tmp_path / "state" / "ledger.jsonl"
+    cmd = config.supernode_command()
+    assert Path(cmd[0]).name == "flower-supernode"
+    joined = " ".join(cmd)
+    assert "--superlink link.example.org:9092" in joined and "--insecure" not in joined
+    assert f"--root-certificates {tmp_path / 'ca.crt'}" in joined
+    assert f"--auth-supernode-private-key {tmp_path / 'node.key'}" in joined and "--port 9300" in joined
+    assert cmd[cmd.index("--node-config") + 1] == f'config="{tmp_path / "org.toml"}" org="hospital-a"'
+    summary = preflight(config)
+    assert "hospital-a:" in summary and "conform to schema 'adult'" in summary and "0 contributions" in summary
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"guard": {"ledger": "l.jsonl", "epsilon-cap": 4.0}}, r"\[guard\]: missing key\(s\) delta, min-noise-multiplier"),
+        ({"superlink": {"address": "x:1", "root-certificate": "ca.crt"}}, r"\[superlink\]: unknown key\(s\) root-certificate"),
+        ({"superlink": {"address": "x:1"}}, r"\[superlink\]: give root-certificates"),
+        ({"extra": {"a": 1}}, r"unknown section \[extra\]"),
+        ({"guard": {"ledger": "l", "epsilon-cap": 4.0, "delta": 1e-6, "min-noise-multiplier": 0.5,
+                    "min-survivors": 1}}, r"\[guard\]: guard min-survivors must be at least 2"),
+    ],
+)
+def test_a_wrong_daemon_config_names_its_section_and_key(tmp_path, sections, message):
+    with pytest.raises(ConfigError, match=message):
+        DaemonConfig.load(write_config(tmp_path, **sections))
+
+
+def test_fedsynth_client_check_refuses_a_table_that_breaks_the_schema(tmp_path, capsys):
+    path = write_config(tmp_path)
+    assert main(["client", "--config", str(path), "--check"]) == 0
+    assert "rows conform to schema 'adult'" in capsys.readouterr().out
+    with open(tmp_path / "table.csv", "a", encoding="utf-8") as f:
+        f.write("250, Private, 1, Bachelors, 13, Never-married, Sales, Husband, White, Male, 0, 0, 40, Cuba, <=50K\n")
+    assert main(["client", "--config", str(path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "hospital-a: local table does not conform to schema 'adult'" in err and "age" in err
+    assert os.path.exists(tmp_path / "state" / "ledger.jsonl") is False
+
+
+def test_the_table_can_come_from_parquet_or_a_database(tmp_path):
+    path = write_config(tmp_path)
+    typed = TABLE.copy()
+    typed["age"] = typed["age"].astype(int)  # as a database or Parquet would store it
+    typed.to_parquet(tmp_path / "table.parquet")
+    typed.to_sql("visits", f"sqlite:///{tmp_path / 'clinic.db'}", index=False)
+    text = path.read_text().replace('data = "table.csv"', 'data = "table.parquet"')
+    path.write_text(text)
+    assert f"{len(TABLE):,} rows conform" in preflight(DaemonConfig.load(path))
+    url = f"sqlite:///{tmp_path / 'clinic.db'}"
+    path.write_text(text.replace('data = "table.parquet"', f'data = "{url}"\nquery = "SELECT * FROM visits"'))
+    config = DaemonConfig.load(path)
+    assert f"{len(TABLE):,} rows conform" in preflight(config)
+    with pytest.raises(ConfigError, match="cannot read its table from sqlite:///.*OperationalError"):
+        preflight(replace(config, query="SELECT * FROM nowhere"))
+    path.write_text(text.replace('data = "table.parquet"', f'data = "{url}"'))
+    with pytest.raises(ConfigError, match="a database URL in data needs a query"):
+        DaemonConfig.load(path)

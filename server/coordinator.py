@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from concurrent import futures
@@ -73,7 +75,8 @@ log = logging.getLogger(__name__)
 
 CONNECTION = "fedsynth"  # the SuperLink's name in the service's own Flower configuration
 CHUNK = 1 << 20
-TICK_S = 2.0  # how often the scheduler looks at its jobs
+TICK_S = 2.0  # how often the scheduler looks at its jobs (in its database)
+FOLLOW_S = 30.0  # how often it asks the SuperLink whether an active job's run still runs
 EVENT_POLL_S = 0.5  # how often an event stream looks for new events
 
 
@@ -189,9 +192,11 @@ class FlowerRuns:
 class Coordinator:
     """The service's logic (no gRPC): accept jobs, run them one at a time, reconcile."""
 
-    def __init__(self, config: CoordinatorConfig, runs: FlowerRuns) -> None:
+    def __init__(self, config: CoordinatorConfig, runs: FlowerRuns, follow_s: float = FOLLOW_S) -> None:
         self.config = config
         self.runs = runs
+        self.follow_s = follow_s  # each ask is a `flwr` process: not every tick
+        self._asked: dict[str, float] = {}
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(config.state)
         config.ledger()  # reading it verifies its hash chain: refuse to start on a corrupt ledger
@@ -278,6 +283,9 @@ class Coordinator:
                 error="interrupted while being submitted; nothing ran",
             )
             return
+        if time.monotonic() - self._asked.get(job.job_id, -math.inf) < self.follow_s:
+            return
+        self._asked[job.job_id] = time.monotonic()
         status = self.runs.status(job.flower_run_id)
         if status.startswith("finished"):
             self.store.transition(

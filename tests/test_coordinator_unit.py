@@ -89,7 +89,7 @@ def test_the_cap_counts_the_ledger_and_every_unfinished_jobs_plan(tmp_path):
 
 def test_jobs_run_one_at_a_time_and_a_run_without_an_outcome_fails(tmp_path):
     runs = StandInRuns()
-    coord = Coordinator(config(tmp_path), runs)
+    coord = Coordinator(config(tmp_path), runs, follow_s=0.0)  # ask the SuperLink on every tick
     first, second = coord.submit(SPEC), coord.submit(SPEC)
     coord.tick()
     assert [coord.store.get(j.job_id).state for j in (first, second)] == [SUBMITTED, QUEUED]

@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import import_module, metadata
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +23,7 @@ from torch import nn
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
 from fedsynth.common.generator import Measurement
+from fedsynth.common.secure_prg import is_hardened
 from fedsynth.common.teacher import Features, TeacherSettings, build_model
 
 UNIT_OF_PRIVACY = (
@@ -54,6 +55,17 @@ def epsilon_of(entries: Iterable, delta: float) -> dict:
     events = [e.dp_event() for e in entries]
     eps = CombinedAccountant().compose(ComposedDpEvent(events)).epsilon(delta)
     return {"epsilon": eps.epsilon, "method": eps.method, "rdp": eps.rdp, "pld": eps.pld}
+
+
+def secure_aggregation() -> str:
+    """What masked the organisations' vectors, read from the SecAgg+ code this process runs."""
+    workflow = import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
+    if is_hardened(workflow):
+        return (
+            "Flower SecAgg+ with masks from a ChaCha20 stream keyed by the whole shared secret "
+            "(fedsynth.common.secure_prg), not Flower 1.41's 32-bit-seeded generator (upstream issue #7522)"
+        )
+    return "Flower SecAgg+ with Flower's own mask generator (32-bit seeds, upstream issue #7522)"
 
 
 def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisations: Iterable[str]) -> dict:
@@ -91,7 +103,7 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
             "actually contributed to each round",
             "if_up_to_n_minus_t_organisations_collude_with_the_coordinator": "epsilon is at "
             f"most {plan['epsilon_planned']:.4f}, the planned epsilon (t honest shares remain)",
-            "secure_aggregation": "Flower SecAgg+ (masks from Flower 1.41's PRG, upstream issue #7522)",
+            "secure_aggregation": secure_aggregation(),
         },
         "plan": plan,
         "libraries": library_versions(),

@@ -251,3 +251,16 @@ def test_fedsynth_hardens_both_sides_of_secagg_plus():
         module = importlib.import_module(name)
         assert is_hardened(module), name
         assert module.pseudo_rand_gen is mask_prg
+
+
+def test_the_privacy_statement_names_the_mask_generator_in_use(monkeypatch):
+    import importlib
+
+    from flwr.common.secure_aggregation import secaggplus_utils
+
+    from fedsynth.server.release import secure_aggregation
+
+    assert "ChaCha20" in secure_aggregation()
+    workflow = importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
+    monkeypatch.setattr(workflow, "pseudo_rand_gen", secaggplus_utils.pseudo_rand_gen)
+    assert "Flower's own mask generator (32-bit seeds" in secure_aggregation()

@@ -62,6 +62,7 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
         "DP-SGD"
     ] * TEACHER_STEPS
     assert set(statement["per_phase"]) == {"generator", "teacher"}
+    assert "masks from a ChaCha20 stream" in statement["trust"]["secure_aggregation"]  # read from the code run
     assert statement["plan"]["labels"] == "sample" and statement["plan"]["budget_split"] == {
         "generator": 0.7, "teacher": 0.3}
     assert all(s == ["party-0", "party-1", "party-2"] for s in statement["survivors_per_round"].values())

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
-from flwr.clientapp.typing import Mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # Masks from a ChaCha20 stream keyed by the whole shared secret, not Flower's 32-bit-seeded
 # RandomState (upstream #7522); the coordinator does the same in ``server.secure_sum``.
 harden(import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
+
 
 class Contributor(Protocol):
     """What the adapter needs from an organisation (``Organisation`` is the real one)."""

@@ -34,6 +34,7 @@ from fedsynth.common.accounting import BudgetExceeded, Ledger
 from fedsynth.common.rounds import TASKS, noise_multiplier, read_plan, round_event
 from fedsynth.common.secure_sum import NoisySumSpec
 
+
 class GuardRefused(RequestRefused):
     """The organisation's own guard refuses the request (the message names the rule)."""
 

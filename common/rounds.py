@@ -55,9 +55,9 @@ def sensitivity(request: Mapping[str, Any], spec: NoisySumSpec) -> tuple[float, 
     return spec.l1_sensitivity, spec.l2_sensitivity
 
 
-def noise_multiplier(request: Mapping[str, Any], spec: NoisySumSpec, mu: float | None = None) -> float:
-    """Aggregate noise std over L2 sensitivity, for Skellam parameter ``mu`` (default: planned)."""
-    return math.sqrt(2.0 * (spec.mu if mu is None else mu)) / sensitivity(request, spec)[1]
+def noise_multiplier(request: Mapping[str, Any], spec: NoisySumSpec) -> float:
+    """The planned aggregate noise std (``t`` honest shares) over the L2 sensitivity."""
+    return math.sqrt(2.0 * spec.mu) / sensitivity(request, spec)[1]
 
 
 def round_event(request: Mapping[str, Any], spec: NoisySumSpec, mu: float | None = None) -> DpEvent:

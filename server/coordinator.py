@@ -88,9 +88,24 @@ class SpecError(ValueError):
     """A submitted job spec is invalid (INVALID_ARGUMENT)."""
 
 
+#: JobSpec field -> run-config key of the Flower app (``fedsynth/flower_app/pyproject.toml``).
+SPEC_KEYS = {
+    "parties": "parties", "epsilon": "epsilon", "delta": "delta", "min_survivors": "min-survivors",
+    "max_rows": "max-rows", "rows": "rows", "seed": "seed", "rounds": "rounds", "per_round": "per-round",
+    "labels": "labels", "budget_split": "budget-split", "teacher": "teacher", "teacher_steps": "teacher-steps",
+    "timeout_s": "timeout",
+}
+
+
 def flower_app() -> Path:
     """The Flower app the service submits: ``fedsynth/flower_app`` (config only, no code)."""
     return Path(str(resources.files("fedsynth") / "flower_app"))
+
+
+def app_defaults() -> dict[str, Any]:
+    """The run-config defaults the Flower app declares (what Flower passes for unset keys)."""
+    pyproject = tomllib.loads((flower_app() / "pyproject.toml").read_text(encoding="utf-8"))
+    return dict(pyproject["tool"]["flwr"]["app"]["config"])
 
 
 @dataclass(frozen=True)
@@ -203,31 +218,25 @@ class Coordinator:
 
     # ---- submission
     def run_config(self, job_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The Flower run-config of a job: the spec's settings plus the service's own keys."""
+        """The Flower run-config of a job, as the ServerApp will receive it.
+
+        Flower gives every key the app's default unless overridden, so this starts from the
+        bundled app's defaults, overrides them with the spec's set fields (proto3: 0 or "" is
+        unset) and adds the service's own keys. The job is validated and planned from exactly
+        this, so the service refuses what the ServerApp would.
+        """
         folder = self.config.job_dir(job_id)
-        values = {
+        values = {**app_defaults(), "delta": self.config.delta}
+        values.update({key: spec[field] for field, key in SPEC_KEYS.items() if spec.get(field)})
+        values.update({
             "schema": str(folder / "schema.yaml"),
             "out": str(folder / "release"),
-            "parties": int(spec.get("parties", 0)),
-            "epsilon": float(spec.get("epsilon", 0.0)),
-            "delta": float(spec.get("delta", 0.0)) or self.config.delta,
-            "min-survivors": int(spec.get("min_survivors", 0)),
-            "max-rows": int(spec.get("max_rows", 0)) or 1_000_000,
-            "rows": int(spec.get("rows", 0)),
-            "seed": int(spec.get("seed", 0)),
-            "rounds": int(spec.get("rounds", 0)),
-            "per-round": int(spec.get("per_round", 0)),
-            "labels": str(spec.get("labels", "")) or "sample",
-            "budget-split": str(spec.get("budget_split", "")) or "generator=0.7,teacher=0.3",
-            "teacher": str(spec.get("teacher", "")) or "logreg",
-            "teacher-steps": int(spec.get("teacher_steps", 0)),
-            "timeout": float(spec.get("timeout_s", 0.0)) or 600.0,
             "ledger": str(self.config.ledger_path),
             "cap": self.config.epsilon_cap,
             "job-id": job_id,
             "state": self.config.state,
-        }
-        return {k: v for k, v in values.items() if v != 0 or k not in ("rounds", "per-round", "teacher-steps")}
+        })
+        return values
 
     def submit(self, spec: Mapping[str, Any]) -> JobRow:
         """Queue a job, or raise ``SpecError`` / ``BudgetExceeded`` having queued nothing."""

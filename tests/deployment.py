@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -173,32 +174,60 @@ class Processes:
                 proc.kill()
                 proc.wait(timeout=STOP_DEADLINE_S)
         # Flower's own children watch their parent's pid and leave shortly after it.
-        poll_until(lambda: not self.tagged(), STOP_DEADLINE_S)
-        for pid in self.tagged():
+        for pid in wait_for_exit(self.tagged(), STOP_DEADLINE_S):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        poll_until(lambda: not self.tagged(), 5)
+        wait_for_exit(self.tagged(), 5)
         return self.tagged()
 
 
-def poll_until(condition: Callable[[], bool], deadline_s: float, interval_s: float = 0.2) -> bool:
+def wait_for_exit(pids: set[int], deadline_s: float) -> set[int]:
+    """Block until every process in ``pids`` has exited, or ``deadline_s`` passed; return the rest.
+
+    Waits on Linux pidfds (readable when the process exits), so it also works for Flower's
+    grandchildren, which are not the test's to ``wait`` on.
+    """
+    fds: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:  # already gone
+            pass
+    deadline = time.monotonic() + deadline_s
+    try:
+        while fds and (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(fds), [], [], remaining)
+            for fd in ready:
+                os.close(fd)
+                del fds[fd]
+        return set(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def poll_until(condition: Callable[[], bool], deadline_s: float, proc: subprocess.Popen, interval_s: float = 0.2) -> bool:
     """Check ``condition`` until it holds or ``deadline_s`` passes; return whether it held.
 
-    Only for states the test cannot wait on directly (a port starting to listen, Flower's
-    grandchild processes leaving); processes the test started are waited on with ``wait``.
+    For states nothing signals (a port starting to listen, a node listed online): between
+    checks the test waits on ``proc``, the process that should reach that state, so a crash
+    ends the wait at once instead of after a blind sleep.
     """
     deadline = time.monotonic() + deadline_s
     while not condition():
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval_s)
+        try:
+            proc.wait(timeout=interval_s)
+        except subprocess.TimeoutExpired:
+            pass
     return True
 
 
 def wait_until_listening(port: int, proc: subprocess.Popen, deadline_s: float) -> None:
-    """Readiness check: poll until ``port`` accepts TCP connections (or the process died)."""
+    """Readiness check: until ``port`` accepts TCP connections (or the process died)."""
 
     def listening() -> bool:
         if proc.poll() is not None:
@@ -209,7 +238,7 @@ def wait_until_listening(port: int, proc: subprocess.Popen, deadline_s: float) -
         except OSError:
             return False
 
-    if not poll_until(listening, deadline_s):
+    if not poll_until(listening, deadline_s, proc):
         raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {deadline_s} s")
 
 

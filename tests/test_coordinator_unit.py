@@ -8,6 +8,7 @@ dies between marking a job submitted and learning its run id. The end-to-end loo
 
 import json
 import threading
+import tomllib
 from concurrent import futures
 
 import grpc
@@ -17,7 +18,7 @@ from fedsynth.cli import bundled
 from fedsynth.common.accounting import BudgetExceeded, Ledger, skellam_event
 from fedsynth.protos import coordinator_pb2 as pb
 from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
-from fedsynth.server.coordinator import Coordinator, CoordinatorConfig, Servicer, SpecError
+from fedsynth.server.coordinator import Coordinator, CoordinatorConfig, Servicer, SpecError, app_defaults
 from fedsynth.server.jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, JobStore, new_job_id
 from fedsynth.server.operator import write_release
 
@@ -54,9 +55,12 @@ def test_a_job_is_planned_as_the_serverapp_will_run_it(tmp_path):
     coord = Coordinator(config(tmp_path), StandInRuns())
     job = coord.submit(SPEC)
     assert job.state == QUEUED and 0.9 < job.epsilon_planned <= 1.0
-    run_config = (coord.config.job_dir(job.job_id) / "run-config.toml").read_text()
-    assert f'job-id = "{job.job_id}"' in run_config and "rounds = 1" in run_config and "teacher-steps" in run_config
-    assert f'ledger = "{coord.config.ledger_path}"' in run_config and "cap = 1.6" in run_config
+    run_config = tomllib.loads((coord.config.job_dir(job.job_id) / "run-config.toml").read_text())
+    assert run_config.keys() == app_defaults().keys()  # Flower refuses keys the app does not declare
+    assert run_config["rounds"] == 1 and run_config["teacher-steps"] == 2 and run_config["parties"] == 3
+    assert run_config["labels"] == "sample" and run_config["timeout"] == 600.0  # unset: the app's defaults
+    assert run_config["job-id"] == job.job_id and run_config["ledger"] == str(coord.config.ledger_path)
+    assert run_config["cap"] == 1.6 and run_config["state"] == coord.config.state
     assert [e.message for e in coord.store.events_after(job.job_id, 0)] == [
         f"queued; planned epsilon {job.epsilon_planned:.4f}"
     ]

@@ -144,7 +144,7 @@ def test_tls_superlink_admits_only_registered_supernodes(tmp_path):
                 n["node-id"] == node_id and n["status"] == "online" for n in listed["nodes"]
             )
 
-        assert poll_until(online, ONLINE_DEADLINE_S), f"org-0 not online: {listed}\n{procs.all_logs()}"
+        assert poll_until(online, ONLINE_DEADLINE_S, accepted), f"org-0 not online: {listed}\n{procs.all_logs()}"
         assert [n["node-id"] for n in listed["nodes"]] == [node_id], listed
         assert f"SuperNode ID: {node_id}" in procs.log("supernode-org-0", tail=10**6)
     finally:

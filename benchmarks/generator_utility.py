@@ -30,7 +30,7 @@ from fedsynth.common.accounting import Ledger
 from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.metrics import all_cliques, mean_tvd, random_cliques, tstr_auc
 from fedsynth.server.central import CentralAggregator
-from fedsynth.server.generator import fit_generator
+from fedsynth.server.generator import fit_generator, sample_rows
 from fedsynth.server.job import JobConfig, plan_job
 from fedsynth.simulations.main import simulate
 from fedsynth.simulations.split import split_table
@@ -46,7 +46,8 @@ def central(config: JobConfig, train) -> tuple[np.ndarray, float]:
         ledger = Ledger(Path(tmp) / "ledger.jsonl", cap_epsilon=config.epsilon, delta=DELTA)
         agg = CentralAggregator([Organisation("pooled", lambda _schema: train)], ledger, seed=config.seed)
         model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
-        return model.sample(config.rows, seed=config.seed), ledger.epsilon().epsilon
+        frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
+        return config.schema.encode(frame), ledger.epsilon().epsilon
 
 
 def federated(config: JobConfig, train, split: str) -> tuple[np.ndarray, float]:
@@ -86,13 +87,16 @@ def main() -> None:
     print("-" * len(header))
     rows = []
     for eps in (float(e) for e in args.epsilons.split(",")):
-        base = JobConfig(schema=schema, parties=1, epsilon=eps, delta=DELTA, out=Path("unused"),
-                         min_survivors=1, rows=len(train), seed=0, labels="generator")
+        # Central: one curator adding the whole noise (t = 1; "2 parties" only to pass the job's checks).
+        base = JobConfig(schema=schema, parties=2, epsilon=eps, delta=DELTA, out=Path("unused"),
+                         min_survivors=1, rows=len(train), seed=0, labels="generator",
+                         generator=GeneratorSettings(organisation_column=False))
         runs = [("central (1 party, same code)", base, None),
-                ("independent 1-way (floor)", replace(base, generator=GeneratorSettings(rounds=0)), None)]
+                ("independent 1-way (floor)", replace(base, generator=GeneratorSettings(rounds=0, organisation_column=False)), None)]
         for n in (int(p) for p in args.parties.split(",")):
             for split in args.splits.split(","):
-                runs.append((f"fedsynth {n} parties {split}", replace(base, parties=n, min_survivors=n - 1), split))
+                federation = replace(base, parties=n, min_survivors=n - 1, generator=GeneratorSettings())
+                runs.append((f"fedsynth {n} parties {split}", federation, split))
         central_tvd = None
         for name, config, split in runs:
             started = time.time()

@@ -1,15 +1,23 @@
 """Flower adapter for a fedsynth organisation: an :class:`Organisation` in, a ClientApp out.
 
 Every SecAgg+ round reaches the ``train`` handler through ``secaggplus_mod``; the handler
-asks the organisation for its vector, adds the noise share
-(``fedsynth.common.secure_sum.noisy_share``) and returns it with the constant weight
-``MAX_WEIGHT``: no row count, no metric, nothing else leaves. ``query`` messages carry no
-data: the organisation's name, and whether it accepts a job (its table conforms to the
-job's schema), answered by column and kind of problem only.
+checks that the SecAgg+ setup this node joined with is what the round's request implies
+(``client.guard.verify_setup``), lets the guard admit and record the round, asks the
+organisation for its vector, adds the noise share (``fedsynth.common.secure_sum.noisy_share``)
+and returns it with the constant weight ``MAX_WEIGHT``: no row count, no metric, nothing else
+leaves. A mod before ``secaggplus_mod`` refuses an inconsistent unmask request
+(``client.guard.verify_unmask``) before any share of a secret is revealed. ``query`` messages
+carry no data: the organisation's name, and whether it accepts a job, as a fixed refusal code.
+
+Nothing else can carry data out: the outermost mod (:func:`public_errors`) lets a refusal
+(``RequestRefused``, whose text is a fixed code and public parameters) through and replaces
+any other exception, whose text could hold anything, by the fixed code ``internal-error``;
+the exception itself goes to the organisation's own log.
 
 ``app`` at the bottom is the deployment ClientApp (``fedsynth.client.app:app``): each
 SuperNode reads its daemon's config file (node config ``config``; ``fedsynth client`` sets
-it) or, bare, its table from node config ``data-path``.
+it) or, bare, its table from node config ``data-path`` with a default guard
+(:func:`default_guard`): no deployed ClientApp runs without one.
 """
 
 from __future__ import annotations
@@ -20,19 +28,21 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from importlib import import_module
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import Mod
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
 from fedsynth.client.daemon import DaemonConfig
-from fedsynth.client.guard import Guard
-from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config
+from fedsynth.client.guard import Guard, GuardPolicy, verify_setup, verify_unmask
+from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
 
@@ -87,22 +97,56 @@ def seed_stream(context: Context) -> int:
     return zlib.crc32(org_name(context).encode("utf-8"))
 
 
-def guarded_share(
-    org: Contributor, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
-) -> np.ndarray:
-    """One round's vector plus noise share, admitted and recorded by the organisation's guard.
+class ClientError(RuntimeError):
+    """What reaches the coordinator instead of an unexpected exception: a fixed code."""
 
-    The guard judges the round before any data is read and records it (fsynced) after the
-    share is computed and before it is returned to Flower: a refusal sends nothing, and a
-    sent share is always in the organisation's own ledger.
+
+def public_errors(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Outermost mod: only fixed refusal codes leave; any other exception is logged here only."""
+    try:
+        return call_next(msg, context)
+    except RequestRefused:
+        raise
+    except Exception:
+        name = org_name(context)
+        log.exception("%s: a %s message failed (only a fixed code was sent)", name, msg.metadata.message_type)
+        raise ClientError(f"{name}: error (rule internal-error; details in {name}'s own log)") from None
+
+
+def unmask_check(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Before ``secaggplus_mod``: refuse an unmask request that could reveal two kinds of share."""
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS, {})
+    if configs.get(Key.STAGE) == Stage.UNMASK:
+        state = context.state.config_records.get(RECORD_KEY_STATE, {})
+        active = list(configs.get(Key.ACTIVE_NODE_ID_LIST, []))
+        dead = list(configs.get(Key.DEAD_NODE_ID_LIST, []))
+        verify_unmask(org_name(context), active, dead, int(state.get("threshold", 0)))  # 0: no setup yet
+    return call_next(msg, context)
+
+
+def guarded_share(
+    org: Contributor,
+    request: Mapping[str, Any],
+    arrays: list[np.ndarray],
+    rng: np.random.Generator,
+    setup: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """One round's vector plus noise share, checked, admitted and recorded before it is computed.
+
+    ``setup``: the SecAgg+ setup this node joined with (``secaggplus_mod``'s state); it must be
+    what the request implies. The guard judges the round before any data is read and records
+    it (fsynced) before the vector is computed: a refusal sends nothing, and a computed share
+    is always in the organisation's own ledger.
     """
     spec = NoisySumSpec.from_config(request)
-    ranges = secure_ranges(spec, int(request["num_clients"]))
-    event = org.guard.admit(request, spec) if org.guard is not None else None
-    share = noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
+    event = org.guard.admit(request, spec, arrays) if org.guard is not None else None
+    num_clients = int(request["num_clients"])
+    ranges = secure_ranges(spec, num_clients)
+    if setup is not None:
+        verify_setup(org.name, setup, spec, ranges, num_clients)
     if org.guard is not None:
         org.guard.record(event, request, spec)
-    return share
+    return noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
 
 
 def build_client_app(
@@ -110,9 +154,10 @@ def build_client_app(
 ) -> ClientApp:
     """A ClientApp whose SecAgg+ rounds send the organisation's vector plus a noise share.
 
-    ``mods`` wrap every message outside SecAgg+ (they see exactly what leaves the node).
+    ``mods`` wrap every message outside SecAgg+ (they see exactly what leaves the node), inside
+    :func:`public_errors`.
     """
-    app = ClientApp(mods=list(mods))
+    app = ClientApp(mods=[public_errors, *mods])
     orgs: dict[int, Contributor] = {}  # one per node; simulation hosts several per process
 
     def organisation(context: Context) -> Contributor:
@@ -120,12 +165,13 @@ def build_client_app(
             orgs[context.node_id] = make_org(context)
         return orgs[context.node_id]
 
-    @app.train(mods=[secaggplus_mod])
+    @app.train(mods=[unmask_check, secaggplus_mod])
     def train(msg: Message, context: Context) -> Message:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         request = dict(fitins.config)
         rng = noise_rng(context, int(request["round"]), fixed_seed)
-        share = guarded_share(organisation(context), request, parameters_to_ndarrays(fitins.parameters), rng)
+        setup = dict(context.state.config_records[RECORD_KEY_STATE])
+        share = guarded_share(organisation(context), request, parameters_to_ndarrays(fitins.parameters), rng, setup)
         reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([share]), MAX_WEIGHT, {})
         return Message(compat.fitres_to_recorddict(reply, keep_input=False), reply_to=msg)
 
@@ -140,18 +186,35 @@ def build_client_app(
             except RequestRefused as exc:
                 answer.update(ok=False, reason=str(exc))
         elif config["action"] != "hello":
-            answer.update(ok=False, reason=f"unknown query action {config['action']!r}")
+            answer.update(ok=False, reason=refusal(org.name, "query-action", f"unknown action {config['action']!r}"))
         return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)
 
     return app
 
 
+#: The guard of a bare ClientApp (no daemon config): node config ``guard-ledger`` overrides the
+#: ledger's place; the rest is a conservative default an organisation should replace by its own.
+DEFAULT_GUARD = {"epsilon_cap": 4.0, "delta": 1e-6, "min_noise_multiplier": 0.5, "min_survivors": 2}
+
+
+def default_guard(context: Context) -> Guard:
+    """The guard a ClientApp uses when its organisation configured none (logged as a warning)."""
+    name = org_name(context)
+    default = Path.home() / ".local" / "state" / "fedsynth" / name / "guard-ledger.jsonl"
+    ledger = Path(str(context.node_config.get("guard-ledger", default)))
+    log.warning("%s: no guard configured; using the default guard %s with ledger %s", name, DEFAULT_GUARD, ledger)
+    return Guard(name, GuardPolicy(ledger=ledger, **DEFAULT_GUARD))
+
+
 def table_organisation(context: Context) -> Organisation:
     """Deployment organisation: a daemon's config file (node config ``config``, see
-    ``client.daemon``: table, accepted schema, guard), else the bare table at ``data-path``."""
+    ``client.daemon``: table, accepted schema, guard), else the bare table at ``data-path``
+    under :func:`default_guard`."""
     if "config" in context.node_config:
         return DaemonConfig.load(str(context.node_config["config"])).organisation()
-    return Organisation(org_name(context), partial(read_csv_from_node_config, context.node_config))
+    return Organisation(
+        org_name(context), partial(read_csv_from_node_config, context.node_config), guard=default_guard(context)
+    )
 
 
 app = build_client_app(table_organisation)

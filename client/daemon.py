@@ -25,9 +25,12 @@ epsilon-cap = 4.0
 delta = 1e-6
 min-noise-multiplier = 0.5
 min-survivors = 2
+noise-accounting = "planned"               # or "own-share": account only this organisation's noise
 ```
 
-Relative paths are relative to the config file. A ``[testing] noise-seed`` makes the noise
+Relative paths are relative to the config file. Next to the guard's ledger the daemon keeps
+``<ledger>.cap-seed`` (created once from OS entropy, readable by the daemon's user only): the
+secret seed of the row-cap subsample, so that every ClientApp process draws the same rows. A ``[testing] noise-seed`` makes the noise
 reproducible for tests; it is logged as a warning and must never be set in production.
 """
 
@@ -35,8 +38,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +52,7 @@ import pandas as pd
 import sqlalchemy
 
 from fedsynth.client.guard import Guard, GuardPolicy
-from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused
+from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused, TableDoesNotConform, refusal
 from fedsynth.common.schema import Schema, load_schema
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,7 @@ log = logging.getLogger(__name__)
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
     "superlink": {"address", "root-certificates", "auth-key", "insecure", "clientappio-port"},
-    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors"},
+    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors", "noise-accounting"},
     "testing": {"noise-seed"},
 }
 REQUIRED = {
@@ -67,6 +72,35 @@ REQUIRED = {
 
 class ConfigError(ValueError):
     """The daemon's config file is wrong (the message names the file, section and key)."""
+
+
+class TableUnreadable(RequestRefused):
+    """The table cannot be read: a fixed public code; ``details`` stay local."""
+
+    def __init__(self, public: str, details: str) -> None:
+        super().__init__(public)
+        self.details = details
+
+
+def cap_seed(path: Path) -> int:
+    """The organisation's secret row-cap seed, created once (mode 0600) from OS entropy.
+
+    Written in full to a private temporary file that is then hard-linked into place: a
+    concurrent creator either wins the link or reads the complete seed of the one that did.
+    """
+    if not path.exists():
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(str(secrets.randbits(128)))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temp)
+    return int(path.read_text(encoding="ascii"))
 
 
 @dataclass(frozen=True)
@@ -109,6 +143,7 @@ class DaemonConfig:
                 delta=float(guard["delta"]),
                 min_noise_multiplier=float(guard["min-noise-multiplier"]),
                 min_survivors=int(guard["min-survivors"]),
+                noise_accounting=str(guard.get("noise-accounting", "planned")),
             )
         except ValueError as exc:
             raise ConfigError(f"{path} [guard]: {exc}") from None
@@ -151,20 +186,22 @@ class DaemonConfig:
         except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
             log.error("%s: reading the table failed: %s", self.name, exc)
             cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
-            raise RequestRefused(
-                f"{self.name}: cannot read its table from {url.render_as_string(hide_password=True)} "
-                f"({type(cause).__name__}; details in {self.name}'s own log)"
+            raise TableUnreadable(
+                refusal(self.name, "table-unreadable"),
+                f"cannot read its table from {url.render_as_string(hide_password=True)} ({type(cause).__name__})",
             ) from None
         finally:
             engine.dispose()
 
     def organisation(self) -> Organisation:
-        """The organisation this daemon speaks for, with its guard and its one schema."""
+        """The organisation this daemon speaks for, with its guard, its one schema and its cap seed."""
+        guard = Guard(self.name, self.guard)
         return Organisation(
             self.name,
             self.read_table,
             accepts=self.accepted_schema(),
-            guard=Guard(self.name, self.guard),
+            guard=guard,
+            cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),
         )
 
     def node_config(self) -> str:
@@ -223,8 +260,13 @@ def preflight(config: DaemonConfig) -> str:
     org = config.organisation()  # opens and verifies the guard's ledger
     try:
         table = LocalTable.from_frame(schema, config.read_table(schema), config.name)
-    except RequestRefused as exc:
-        raise ConfigError(f"{exc} (see the validation report above)") from None
+    except TableDoesNotConform as exc:
+        raise ConfigError(
+            f"{config.name}: local table does not conform to schema '{schema.name}': {exc.details} "
+            "(see the validation report above)"
+        ) from None
+    except TableUnreadable as exc:
+        raise ConfigError(f"{config.name}: {exc.details}") from None
     spent = org.guard.ledger.epsilon().epsilon if org.guard and len(org.guard.ledger) else 0.0
     return (
         f"{config.name}: {len(table.codes):,} rows conform to schema '{schema.name}'; guard ledger "

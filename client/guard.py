@@ -1,38 +1,63 @@
 """An organisation's own privacy guard, independent of the coordinator.
 
-The coordinator keeps the federation's ledger, but an organisation need not trust it to stop:
-its daemon keeps a ledger of its own (the same hash-chained, fsynced file and the same
+The coordinator keeps the federation's ledger, but an organisation need not trust it: its
+daemon keeps a ledger of its own (the same hash-chained, fsynced, file-locked file and the same
 combined accountant, ``common.accounting.Ledger``) of every noisy contribution its data has
-made, over all jobs and coordinators, and refuses, before anything is computed or sent:
+made, over all jobs and coordinators. The guard judges every round from what the organisation
+itself will send, never from a number only the coordinator vouches for, and refuses, before
+any data is read or anything is sent:
 
-* ``min-survivors``: a round whose SecAgg+ threshold ``t`` is below the policy. ``t`` is what
-  sets each organisation's noise share (``mu / t``); a lower ``t`` means fewer honest shares
-  protect the sum should the others collude with the coordinator.
-* ``min-noise-multiplier``: a Skellam round whose planned aggregate noise std over its L2
-  sensitivity is below the policy, and any round of counts or gradients without noise.
-* ``epsilon-cap``: a round whose event (``common.rounds.round_event`` at the planned noise,
-  i.e. exactly ``t`` honest shares: the worst case the organisation can rely on) would take
-  its ledger past the cap at the policy's delta.
-* a request of a task it does not know.
+* ``task``: a task it does not know; ``scale``: a known task at a scale other than 1 (the
+  scale multiplies what is sent; ``common.rounds.sensitivity``).
+* ``min-survivors``: a SecAgg+ threshold ``t`` below the policy. ``shamir-threshold``: a round
+  with ``2t <= n`` or ``t > n`` for its ``n`` clients. Every client gives every other one a
+  Shamir share (threshold ``t``) of its mask secrets, so ``t`` colluders with the coordinator
+  could unmask an honest client's vector, which carries only its own share ``mu / t`` of the
+  noise; with ``2t > n`` no ``n - t`` colluders can.
+* ``secagg-setup``: SecAgg+ setup parameters that differ from what the round's request implies
+  (threshold ``t``, number of shares ``n``, clipping, quantization and modulus ranges, weight):
+  compared at the masked-vector stage, before the vector is computed (:func:`verify_setup`).
+  ``secagg-unmask``: an unmask request whose active and dead node sets overlap or that names
+  fewer than ``t`` active nodes (:func:`verify_unmask`): answering it could reveal both a
+  node's mask seed and its private key.
+* ``model-marginals``: a selection or scores round whose model marginals are not finite and
+  non-negative or do not match its candidates, or (a vote) whose penalties are not finite or
+  whose ``epsilon``/``k`` are out of range. The score sensitivity
+  (``common.marginals.SCORE_SENSITIVITY``) holds only for a non-negative model marginal
+  (``local_scores`` normalises it).
+* ``min-noise-multiplier``: a Skellam round whose accounted noise std over its L2 sensitivity
+  is below the policy, and any round of counts or gradients without noise.
+* ``epsilon-cap``: a round whose event would take its ledger past the cap at the policy's delta.
 
-Each refusal names the organisation and the rule and reaches the coordinator as the round's
-error; nothing is sent. An admitted round is written to the ledger (fsynced) before the
-organisation's share leaves, so a crash can over-count a spend, never lose one.
+The event is ``common.rounds.round_event`` of the request with the noise the policy's
+``noise-accounting`` vouches for: ``planned`` (``mu``, i.e. ``t`` honest shares; what holds
+with at most ``n - t`` colluders when ``2t > n``) or ``own-share`` (``mu / t``, only the
+organisation's own share: what holds whatever the others and the coordinator do). An admitted
+round is written to the ledger (fsynced) before its vector is computed, so a crash can
+over-count a spend, never lose one. Refusals name the organisation, the rule and public
+parameters only (``client.organisation.refusal``); nothing is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from dp_accounting import DpEvent
 
-from fedsynth.client.organisation import RequestRefused
+from fedsynth.client.organisation import RequestRefused, refusal
 from fedsynth.common.accounting import BudgetExceeded, Ledger
-from fedsynth.common.rounds import TASKS, noise_multiplier, read_plan, round_event
-from fedsynth.common.secure_sum import NoisySumSpec
+from fedsynth.common.marginals import cells, cliques_from_json
+from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
+from fedsynth.common.schema import Schema
+from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
+
+NOISE_ACCOUNTING = ("planned", "own-share")
 
 
 class GuardRefused(RequestRefused):
@@ -48,12 +73,17 @@ class GuardPolicy:
     delta: float
     min_noise_multiplier: float
     min_survivors: int
+    noise_accounting: str = "planned"
 
     def __post_init__(self) -> None:
         if self.min_survivors < 2:
             raise ValueError(f"guard min-survivors must be at least 2, got {self.min_survivors}")
         if self.min_noise_multiplier < 0:
             raise ValueError(f"guard min-noise-multiplier must be >= 0, got {self.min_noise_multiplier}")
+        if self.noise_accounting not in NOISE_ACCOUNTING:
+            raise ValueError(
+                f"guard noise-accounting must be one of {', '.join(NOISE_ACCOUNTING)}, got {self.noise_accounting!r}"
+            )
 
 
 class Guard:
@@ -80,26 +110,45 @@ class Guard:
             self._check_multiplier(z, f"the job's {phase} phase")
         self._check_cap(event, "this job")
 
-    def admit(self, request: Mapping[str, Any], spec: NoisySumSpec) -> DpEvent:
-        """The round's event if the policy admits it; raise :class:`GuardRefused` otherwise."""
+    def admit(self, request: Mapping[str, Any], spec: NoisySumSpec, arrays: Sequence[np.ndarray] = ()) -> DpEvent:
+        """The round's event, at the noise the policy vouches for, if the policy admits it."""
         task = request.get("task")
         if task not in TASKS:
             raise self._refused("task", f"unknown task {task!r}")
+        try:
+            _, l2 = sensitivity(request, spec)
+        except ScaleRefused as exc:
+            raise self._refused("scale", str(exc)) from None
         self._check_threshold(spec.min_survivors)
-        if task != "select":  # a vote is private by its exponential mechanism; it has no Skellam noise
-            self._check_multiplier(noise_multiplier(request, spec) if spec.mu > 0 else 0.0, f"this {task} round")
-        event = round_event(request, spec)
+        self._check_shamir(spec.min_survivors, int(request["num_clients"]))
+        mu = self.accounted_mu(spec)
+        if task in ("select", "scores"):
+            self._check_model(request, arrays)
+        if task != "select":  # a vote is private by its exponential mechanism; it carries no Skellam noise
+            self._check_multiplier(math.sqrt(2.0 * mu) / l2, f"this {task} round")
+        event = round_event(request, spec, mu)
         self._check_cap(event, f"this {task} round")
         return event
 
+    def accounted_mu(self, spec: NoisySumSpec) -> float:
+        """The Skellam parameter this organisation accounts: planned ``mu`` or its own share."""
+        return spec.mu if self.policy.noise_accounting == "planned" else spec.mu_share
+
     def record(self, event: DpEvent, request: Mapping[str, Any], spec: NoisySumSpec) -> None:
-        """Write the admitted round to the guard's ledger (fsynced) before the share leaves."""
+        """Write the admitted round to the guard's ledger (fsynced) before anything is computed."""
         try:
             self.ledger.append(
                 "contribution",
                 str(request.get("task")),
                 event,
-                metadata={"round": int(request.get("round", 0)), "t": spec.min_survivors, "mu": spec.mu, "dim": spec.dim},
+                metadata={
+                    "round": int(request.get("round", 0)),
+                    "t": spec.min_survivors,
+                    "n": int(request["num_clients"]),
+                    "mu": self.accounted_mu(spec),
+                    "noise_accounting": self.policy.noise_accounting,
+                    "dim": spec.dim,
+                },
             )
         except BudgetExceeded as exc:
             raise self._refused("epsilon-cap", str(exc)) from None
@@ -110,12 +159,38 @@ class Guard:
                 "min-survivors", f"the round's threshold t={t} is below the policy's {self.policy.min_survivors}"
             )
 
+    def _check_shamir(self, t: int, n: int) -> None:
+        if not n / 2 < t <= n:
+            raise self._refused(
+                "shamir-threshold", f"t={t} of n={n}: need n/2 < t <= n, else t colluders can unmask a vector"
+            )
+
     def _check_multiplier(self, z: float, what: str) -> None:
         if z <= 0 or z < self.policy.min_noise_multiplier:
             raise self._refused(
                 "min-noise-multiplier",
                 f"{what} has noise multiplier {z:.4g}, the policy requires at least {self.policy.min_noise_multiplier:g}",
             )
+
+    def _check_model(self, request: Mapping[str, Any], arrays: Sequence[np.ndarray]) -> None:
+        """A model view (and, for a vote, penalties, epsilon and k) that keeps the score sensitivity."""
+        candidates = cliques_from_json(str(request["cliques"]))
+        domain = Schema.from_dict(json.loads(str(request["schema"]))).domain()
+        vote = request["task"] == "select"
+        if len(arrays) != (2 if vote else 1):
+            raise self._refused("model-marginals", f"a {request['task']} round has the wrong number of arrays")
+        model = np.asarray(arrays[0], dtype=np.float64).reshape(-1)
+        if model.size != sum(cells(domain, c) for c in candidates):
+            raise self._refused("model-marginals", "the model marginals do not match the candidates")
+        if not (np.all(np.isfinite(model)) and np.all(model >= 0)):
+            raise self._refused("model-marginals", "model marginals must be finite and non-negative")
+        if vote:
+            penalties = np.asarray(arrays[1], dtype=np.float64).reshape(-1)
+            epsilon, k = float(request["epsilon"]), int(request["k"])
+            if penalties.size != len(candidates) or not np.all(np.isfinite(penalties)):
+                raise self._refused("model-marginals", "penalties must be finite, one per candidate")
+            if not (math.isfinite(epsilon) and epsilon > 0 and 1 <= k <= len(candidates)):
+                raise self._refused("model-marginals", "a vote needs epsilon > 0 and 1 <= k <= candidates")
 
     def _check_cap(self, event: DpEvent, what: str) -> None:
         try:
@@ -127,4 +202,30 @@ class Guard:
             ) from None
 
     def _refused(self, rule: str, why: str) -> GuardRefused:
-        return GuardRefused(f"{self.org}'s privacy guard refuses (rule '{rule}'): {why}; nothing was sent")
+        return GuardRefused(refusal(self.org, rule, why))
+
+
+def verify_setup(org: str, setup: Mapping[str, Any], spec: NoisySumSpec, ranges: SecureRanges, n: int) -> None:
+    """Refuse unless the SecAgg+ setup this node joined with is what the round's request implies."""
+    expected = {
+        "threshold": spec.min_survivors,
+        "share_num": n,
+        "sample_num": n,
+        "clipping_range": float(ranges.clipping_range),
+        "target_range": ranges.quantization_range,
+        "mod_range": ranges.modulus_range,
+        "max_weight": float(MAX_WEIGHT),
+    }
+    differ = sorted(k for k, v in expected.items() if setup.get(k) != v)
+    if differ:
+        got = ", ".join(f"{k}={setup.get(k)!r} (request implies {expected[k]!r})" for k in differ)
+        raise GuardRefused(refusal(org, "secagg-setup", got))
+
+
+def verify_unmask(org: str, active: Sequence[int], dead: Sequence[int], threshold: int) -> None:
+    """Refuse an unmask request with overlapping active/dead sets, repeated nodes, fewer than
+    ``threshold`` active nodes, or no setup to unmask (``threshold`` 0)."""
+    if threshold < 1 or set(active) & set(dead) or len(set(active)) < threshold or len(set(active)) != len(active):
+        raise GuardRefused(
+            refusal(org, "secagg-unmask", f"active and dead nodes must be disjoint, at least t={threshold} active")
+        )

@@ -3,14 +3,24 @@
 The ClientApp (``fedsynth.client.app``) is a thin Flower adapter over :class:`Organisation`;
 everything here runs and is tested without Flower. What leaves this module is always a
 vector for the secure noisy sum (counts, a selection vote, or a clipped gradient sum), never rows, row counts or
-a validation report with values: problems with the table are logged here in full and
-reported to the coordinator only by column and kind.
+a validation report: a refusal that reaches the coordinator is a fixed code naming a rule and
+public parameters only (:func:`refusal`); problems with the table are logged here in full and
+reach the coordinator only as the code ``table-does-not-conform``.
+
+Contribution bounding: before any count is computed the table is capped at the round's public
+row cap by uniform subsampling (:meth:`LocalTable.capped`), drawn from a seed that stays with
+the organisation. Every coordinate of a count vector is then at most the cap, so no round can
+fail because of the data. Under add/remove of one row the two capped tables can be coupled to
+differ in at most one row (added or removed below the cap, replaced at the cap); the
+sensitivity this costs is accounted in ``common.rounds.COUNT_SENSITIVITY``. The subsample is a
+function of the secret seed and the table only, so the coupling holds for every round at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,10 +32,13 @@ from fedsynth.common.marginals import (
     SCORE_SENSITIVITY,
     cliques_from_json,
     exponential_mechanism_top_k,
+    in_slot,
     local_scores,
+    scores_on_grid,
     marginals,
     split_blocks,
 )
+from fedsynth.common.rounds import row_cap
 from fedsynth.common.schema import Schema, SchemaError
 
 if TYPE_CHECKING:
@@ -38,13 +51,30 @@ TableLoader = Callable[[Mapping[str, Any], Schema], pd.DataFrame]
 
 
 class RequestRefused(RuntimeError):
-    """The organisation will not answer this request (the message says why)."""
+    """The organisation will not answer this request; the message is public (see :func:`refusal`)."""
+
+
+#: The fixed code of a local table that does not conform to the job's schema.
+TABLE_DOES_NOT_CONFORM = "table-does-not-conform"
+
+
+def refusal(org: str, rule: str, public: str = "") -> str:
+    """The one form of a refusal that may leave the organisation: its name, a rule, public facts."""
+    return f"{org}: refused (rule {rule}{'; ' + public if public else ''}); nothing was sent"
+
+
+class TableDoesNotConform(RequestRefused):
+    """The local table breaks the schema: a fixed public code; ``details`` stay in the local log."""
+
+    def __init__(self, org: str, schema: str, details: str) -> None:
+        super().__init__(refusal(org, TABLE_DOES_NOT_CONFORM, f"schema '{schema}'"))
+        self.details = details
 
 
 def read_csv_from_node_config(node_config: Mapping[str, Any], schema: Schema) -> pd.DataFrame:
     """Deployment loader: the table at node config ``data-path``, read per the schema."""
     if "data-path" not in node_config:
-        raise RequestRefused("node config has no 'data-path' pointing at the local table")
+        raise RequestRefused(refusal(str(node_config.get("org", "organisation")), "no-data-path", "node config has no 'data-path'"))
     return schema.read_csv(str(node_config["data-path"]))
 
 
@@ -62,11 +92,19 @@ class LocalTable:
         except SchemaError as exc:
             log.error("%s: local table does not conform to the job's schema:\n%s", org, exc)
             problems = sorted({f"{v.column} ({v.problem})" for v in exc.report.errors})
-            raise RequestRefused(
-                f"{org}: local table does not conform to schema '{schema.name}': "
-                f"{'; '.join(problems)} (details in {org}'s own log)"
-            ) from None
+            raise TableDoesNotConform(org, schema.name, "; ".join(problems)) from None
         return cls(schema, schema.encode(frame))
+
+    def capped(self, cap: int | None, seed: int) -> "LocalTable":
+        """At most ``cap`` rows, a uniform subsample fixed by ``seed`` (None: the whole table).
+
+        The permutation depends only on the secret seed and the row count, so the same table
+        gives the same subsample in every round and in every process of the organisation.
+        """
+        if cap is None or len(self.codes) <= cap:
+            return self
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self.codes))[:cap])
+        return LocalTable(self.schema, self.codes[keep])
 
     @property
     def domain(self) -> dict[str, int]:
@@ -78,7 +116,9 @@ class Organisation:
 
     ``accepts``: the only schema the organisation takes part with (None: any the table
     conforms to). ``guard``: its own privacy guard (``client.guard``), consulted by the
-    ClientApp before every contribution and at the job's pre-flight check.
+    ClientApp before every contribution and at the job's pre-flight check. ``cap_seed``: the
+    secret seed of the row-cap subsample (default: drawn from OS entropy once per instance; the
+    daemon keeps one on disk so that every process of the organisation draws the same rows).
     """
 
     def __init__(
@@ -88,11 +128,13 @@ class Organisation:
         *,
         accepts: Schema | None = None,
         guard: Guard | None = None,
+        cap_seed: int | None = None,
     ) -> None:
         self.name = name
         self._load = load
         self.accepts = accepts
         self.guard = guard
+        self.cap_seed = secrets.randbits(128) if cap_seed is None else cap_seed
         self._tables: dict[str, LocalTable] = {}
 
     def table(self, schema_json: str) -> LocalTable:
@@ -111,23 +153,54 @@ class Organisation:
         differ = [k for k in ours | theirs if ours.get(k) != theirs.get(k)]
         differ += [f"column {c}" for c in columns[0] | columns[1] if columns[0].get(c) != columns[1].get(c)]
         raise RequestRefused(
-            f"{self.name} accepts only its agreed schema '{self.accepts.name}'; the job's schema "
-            f"'{schema.name}' differs in: {', '.join(differ)}"
+            refusal(
+                self.name,
+                "agreed-schema",
+                f"it accepts only its agreed schema '{self.accepts.name}'; the job's schema '{schema.name}' "
+                f"differs in: {', '.join(differ)}",
+            )
         )
 
     def contribute(
         self, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
     ) -> np.ndarray:
-        """The un-noised vector a request asks for (the noise share is added by the caller)."""
-        table = self.table(str(request["schema"]))
+        """The un-noised vector a request asks for (the noise share is added by the caller).
+
+        The table is capped at the request's public row cap (``common.rounds.row_cap``) first.
+        """
+        table = self.table(str(request["schema"])).capped(row_cap(request), self.cap_seed)
         task = request["task"]
         if task == "marginals":
-            return marginals(table.codes, list(table.domain), table.domain, cliques_from_json(str(request["cliques"])))
+            return self._marginals(table, request)
         if task == "select":
             return self._vote(table, request, arrays, rng)
+        if task == "scores":
+            return self._scores(table, request, arrays)
         if task == "gradients":
             return self._gradients(table, request, arrays, rng)
-        raise RequestRefused(f"{self.name}: unknown task {task!r}")
+        raise RequestRefused(refusal(self.name, "task", f"unknown task {task!r}"))
+
+    def _marginals(self, table: LocalTable, request: Mapping[str, Any]) -> np.ndarray:
+        """Counts of the requested cliques; in this organisation's own block when the request
+        keeps organisations apart (``slots``: the organisations' names, in block order)."""
+        counts = marginals(table.codes, list(table.domain), table.domain, cliques_from_json(str(request["cliques"])))
+        if "slots" not in request:
+            return counts
+        slots = json.loads(str(request["slots"]))
+        if self.name not in slots:
+            raise RequestRefused(f"{self.name}: the request's organisations ({', '.join(slots)}) do not include it")
+        return in_slot(counts, slots, self.name)
+
+    def _scores(self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray]) -> np.ndarray:
+        """Each candidate's local L1 error against the model's view sent to this organisation,
+        on the integer score grid (summed with Skellam noise: ``common.marginals.local_scores``)."""
+        candidates = cliques_from_json(str(request["cliques"]))
+        (view,) = arrays
+        local = split_blocks(
+            marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
+        )
+        model = split_blocks(view, table.domain, candidates)
+        return scores_on_grid(local_scores(local, model, np.zeros(len(candidates))))
 
     def _vote(
         self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
@@ -156,7 +229,7 @@ class Organisation:
         from fedsynth.common.teacher import Features, TeacherSettings, integer_gradient_sum, weights_for
 
         if table.schema.label is None:
-            raise RequestRefused(f"{self.name}: schema '{table.schema.name}' has no label to train a teacher on")
+            raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))
         settings = TeacherSettings.from_config(request)
         features = Features(table.domain, table.schema.label)
         model = weights_for(settings, features, arrays)

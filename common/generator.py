@@ -3,27 +3,42 @@
 It only ever sees noisy measurements (post-processing): ``mbi`` fits a Markov random field
 to them (``MirrorDescent``, weighted by each measurement's noise), and the fitted model
 answers candidate marginals for the next selection round and samples synthetic rows.
+
+**The organisation as a column.** In a federation the model carries one extra, public
+column, :data:`ORGANISATION` (the organisation a row comes from, one code per organisation).
+Its marginals with every data column are measured like any other (one record is one count in
+one organisation's block: sensitivity 1), so the model knows how organisations differ, and
+each organisation can score candidates against the model *conditioned on itself*
+(``server.generator``). Synthetic rows are sampled with it and released without it: the
+released table is the model's distribution over the union.
+
+The model runs in float64 (``jax_enable_x64``), as ``mbi`` advises from 100,000 rows on:
+float32 mirror descent stalls on large counts.
 """
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from dp_accounting import ComposedDpEvent, DpEvent
 
 from fedsynth.common.accounting import exponential_event, skellam_event
-from fedsynth.common.marginals import Clique, cells
+from fedsynth.common.marginals import Clique, cells, count_sensitivity, grid_score_sensitivity
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)  # mbi's float32/compile-cache advice
-    import jax
+import jax
 
-    jax.config.update("jax_enable_compilation_cache", False)
-    import mbi
-    from mbi.estimation import MirrorDescent
+# Both before mbi is imported, which warns about each otherwise (and is right to).
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_compilation_cache", False)
+import mbi  # noqa: E402
+from mbi.estimation import MirrorDescent  # noqa: E402
+from mbi.junction_tree import hypothetical_model_size  # noqa: E402
+
+#: The model's column for "which organisation holds this row" (never released).
+ORGANISATION = "__organisation__"
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,13 @@ class MarginalModel:
             raise RuntimeError("fit() the model before asking it for marginals")
         return np.asarray(self._model.project(clique).datavector(flatten=True), dtype=np.float64)
 
+    def size_mb(self, cliques: Sequence[Clique]) -> float:
+        """Size of the model's junction tree if it also had to represent ``cliques``."""
+        measured = [m.clique for m in self.measurements]
+        return float(hypothetical_model_size(self._mbi_domain, measured + list(cliques)))
+
     def sample(self, rows: int, seed: int) -> np.ndarray:
-        """``rows`` synthetic rows of integer codes (rows x columns, schema column order)."""
+        """``rows`` synthetic rows of integer codes (rows x columns, the model's column order)."""
         if self._model is None:
             raise RuntimeError("fit() the model before sampling")
         saved = np.random.get_state()  # mbi samples with numpy's global generator
@@ -100,19 +120,65 @@ class GeneratorSettings:
     """Shape of the federated generator (public; fixed before any data is touched).
 
     After the 1-way marginals, ``rounds`` rounds each select ``per_round`` marginals among
-    the candidates (cliques of up to ``max_size`` columns and ``max_cells`` cells) and
-    measure them. Every measurement gets the same noise; each selection costs
-    ``select_share / (1 - select_share)`` of one measurement's zCDP budget.
+    the candidates (cliques of up to ``max_size`` columns and ``max_cells`` cells, that keep
+    the model within ``max_model_mb``) and measure them. Every measurement gets the same
+    noise; each selection costs ``select_share / (1 - select_share)`` of one measurement's
+    zCDP budget. ``rounds`` or ``per_round`` None means "chosen by :meth:`resolved`" from the
+    number of columns and epsilon (both public), so the plan is fixed, and judged by every
+    organisation's guard, before round 1. A round's selection spends ``vote_share`` of its
+    budget on the organisations' votes, which shortlist ``shortlist * per_round`` candidates,
+    and the rest on the secure noisy sum of the shortlist's scores (``server.generator``).
+    ``organisation_column``: profile each organisation on its columns of at most
+    ``profile_max_values`` values (``profiled``, set by :meth:`resolved`; the whole profile
+    costs ``profile_share`` measurements) and model which organisation each row comes from
+    where they differ (see the module docstring); ignored with a single organisation.
     """
 
-    rounds: int = 5
-    per_round: int = 4
+    rounds: int | None = None
+    per_round: int | None = None
     max_size: int = 3
     max_cells: int = 2000
+    max_model_mb: float = 16.0
     select_share: float = 0.1
+    vote_share: float = 1.0 / 3.0
+    shortlist: int = 4
+    organisation_column: bool = True
+    profile_max_values: int = 32
+    profile_share: float = 2.0
+    profiled: tuple[str, ...] = ()
     fit_iters: int = 300
     final_iters: int = 1500
     score_sample: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.vote_share < 1.0:
+            raise ValueError(f"vote_share must lie strictly between 0 and 1, got {self.vote_share}")
+        if not 0.0 < self.select_share < 1.0:
+            raise ValueError(f"select_share must lie strictly between 0 and 1, got {self.select_share}")
+
+    def resolved(self, domain: Mapping[str, int], epsilon: float, organisations: int) -> "GeneratorSettings":
+        """The settings with the plan fixed from public facts: ``rounds`` and ``per_round``
+        where they are None, and the columns of the organisations' profile.
+
+        AIM measures more marginals where the budget allows; so does this plan: about one
+        selected marginal per column at epsilon 1, growing with ``log(1 + epsilon)``, measured
+        ``per_round`` at a time (one per 6 columns, at least 2) so that a wide table does not
+        need many more secure rounds. With several organisations and ``organisation_column``,
+        every column of at most ``profile_max_values`` values is profiled per organisation.
+        """
+        num_columns = len(domain)
+        per_round = self.per_round or max(2, math.ceil(num_columns / 6))
+        selections = num_columns * (0.5 + 0.75 * math.log1p(epsilon))
+        rounds = self.rounds if self.rounds is not None else int(np.clip(round(selections / per_round), 2, MAX_ROUNDS))
+        profiled = ()
+        if self.organisation_column and organisations > 1:
+            profiled = tuple(c for c, size in domain.items() if size <= self.profile_max_values)
+        return replace(self, rounds=rounds, per_round=per_round, profiled=profiled)
+
+    def profile_sigma(self, sigma: float) -> float:
+        """Noise std of the profile's per-organisation counts: the whole profile costs
+        ``profile_share`` measurements' worth of zCDP."""
+        return sigma * math.sqrt(len(self.profiled) / self.profile_share)
 
     def measurements(self, num_columns: int) -> int:
         return num_columns + self.rounds * self.per_round
@@ -120,24 +186,57 @@ class GeneratorSettings:
     def selections(self) -> int:
         return self.rounds * self.per_round
 
+    def shortlisted(self) -> int:
+        """Candidates whose global score a round asks for."""
+        return self.shortlist * self.per_round
+
+    def _select_rho(self, sigma: float) -> float:
+        """zCDP budget of one selected marginal: ``select_share / (1 - select_share)`` of a
+        measurement's ``1 / (2 sigma^2)``."""
+        return self.select_share / (1.0 - self.select_share) / (2.0 * sigma**2)
+
     def epsilon_select(self, sigma: float) -> float:
-        """Exponential-mechanism epsilon per selection when measurements have std ``sigma``.
+        """Exponential-mechanism epsilon of one vote when measurements have std ``sigma``.
 
-        A measurement is ``1 / (2 sigma^2)``-zCDP; a selection gets ``select_share /
-        (1 - select_share)`` of that, and is ``epsilon^2 / 8``-zCDP (bounded range).
+        Votes get ``vote_share`` of the selection budget; an exponential mechanism is
+        ``epsilon^2 / 8``-zCDP (bounded range).
         """
-        rho = self.select_share / (1.0 - self.select_share) / (2.0 * sigma**2)
-        return float(np.sqrt(8.0 * rho))
+        return float(np.sqrt(8.0 * self.vote_share * self._select_rho(sigma)))
+
+    def score_mu(self, sigma: float) -> float:
+        """Skellam parameter of a round's summed scores, in grid units (``marginals.SCORE_GRID``).
+
+        The rest of the round's selection budget, ``(1 - vote_share) * per_round`` selections'
+        worth of zCDP, buys a Gaussian-like sum of the shortlist's scores: variance
+        ``L2^2 / (2 rho)``, i.e. ``mu = L2^2 / (4 rho)``.
+        """
+        rho = (1.0 - self.vote_share) * self.per_round * self._select_rho(sigma)
+        l2 = grid_score_sensitivity(self.shortlisted())[1]
+        return l2**2 / (4.0 * rho)
 
 
-def generator_event(sigma: float, num_columns: int, settings: GeneratorSettings) -> DpEvent:
+#: Upper bound on an automatically planned generator's select-and-measure rounds.
+MAX_ROUNDS = 40
+
+
+def generator_event(
+    sigma: float, num_columns: int, settings: GeneratorSettings, row_cap: int | None = None
+) -> DpEvent:
     """The generator phase's whole privacy cost when every measurement has std ``sigma``.
 
     Each marginal measurement is a Skellam mechanism (variance ``sigma^2``, i.e. ``mu =
-    sigma^2 / 2``) with L1 = L2 sensitivity 1; each selection an exponential mechanism.
-    This is the plan with exactly ``t`` survivors; more survivors only add noise.
+    sigma^2 / 2``) with the sensitivity of counts (``marginals.count_sensitivity``: 1, or
+    that of a replaced row when organisations cap their rows at ``row_cap``); each vote an exponential mechanism; each
+    round's summed scores a Skellam mechanism with the grid scores' sensitivity. This is the
+    plan with exactly ``t`` survivors; more survivors only add noise.
     """
-    events = [skellam_event(sigma**2 / 2.0, 1.0, 1.0, count=settings.measurements(num_columns))]
+    l1, l2 = count_sensitivity(row_cap)
+    events = [skellam_event(sigma**2 / 2.0, l1, l2, count=settings.measurements(num_columns))]
+    if settings.profiled:
+        profile = settings.profile_sigma(sigma)
+        events.append(skellam_event(profile**2 / 2.0, l1, l2, count=len(settings.profiled)))
     if settings.selections():
         events.append(exponential_event(settings.epsilon_select(sigma), count=settings.selections()))
+        l1, l2 = grid_score_sensitivity(settings.shortlisted())
+        events.append(skellam_event(settings.score_mu(sigma), l1, l2, count=settings.rounds))
     return ComposedDpEvent(events)

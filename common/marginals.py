@@ -8,6 +8,7 @@ removing one record changes exactly one cell of a marginal by 1: L1 = L2 sensiti
 from __future__ import annotations
 
 import itertools
+import math
 import json
 from collections.abc import Mapping, Sequence
 
@@ -24,6 +25,12 @@ def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int
     return np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int64)
 
 
+def count_sensitivity(row_cap: int | None) -> tuple[float, float]:
+    """(L1, L2) per-record sensitivity of one marginal: 1 without a row cap; with one, a row of
+    the capped table may be replaced rather than added or removed (``common.rounds``)."""
+    return (1.0, 1.0) if row_cap is None else (2.0, math.sqrt(2.0))
+
+
 def marginals(
     codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], cliques: Sequence[Clique]
 ) -> np.ndarray:
@@ -35,6 +42,22 @@ def marginals(
 
 def cells(domain: Mapping[str, int], clique: Clique) -> int:
     return int(np.prod([domain[c] for c in clique]))
+
+
+def total_cells(domain: Mapping[str, int], cliques: Sequence[Clique]) -> int:
+    """Length of the concatenated marginals of ``cliques``."""
+    return sum(cells(domain, cl) for cl in cliques)
+
+
+def in_slot(vector: np.ndarray, slots: Sequence[str], name: str) -> np.ndarray:
+    """``vector`` in block ``slots.index(name)`` of ``len(slots)`` blocks, zeros elsewhere.
+
+    One organisation's contribution to a sum that keeps organisations apart: a record moves
+    only its own organisation's block, so the sensitivity is that of ``vector`` itself.
+    """
+    out = np.zeros((len(slots), vector.size), dtype=vector.dtype)
+    out[list(slots).index(name)] = vector
+    return out.ravel()
 
 
 def candidate_cliques(
@@ -73,6 +96,35 @@ def local_scores(local: Sequence[np.ndarray], model: Sequence[np.ndarray], penal
 
 #: Per-record sensitivity of :func:`local_scores`.
 SCORE_SENSITIVITY = 2.0
+
+#: Scores are summed on an integer grid of ``1 / SCORE_GRID`` (deterministic rounding).
+SCORE_GRID = 4
+
+
+def scores_on_grid(scores: np.ndarray) -> np.ndarray:
+    """``scores`` rounded to the integer grid of :data:`SCORE_GRID` steps per unit."""
+    return np.rint(SCORE_GRID * np.asarray(scores, dtype=np.float64)).astype(np.int64)
+
+
+def grid_score_sensitivity(candidates: int) -> tuple[float, float]:
+    """(L1, L2) per-record sensitivity of ``candidates`` scores on the grid.
+
+    Each score moves by at most ``SCORE_SENSITIVITY`` (``SCORE_GRID * SCORE_SENSITIVITY`` grid
+    steps), and rounding two values adds at most one step between them.
+    """
+    per_score = SCORE_GRID * SCORE_SENSITIVITY + 1.0
+    return per_score * candidates, per_score * float(np.sqrt(candidates))
+
+
+def expected_sampling_l1(rows: float, distribution: np.ndarray) -> float:
+    """Expected L1 distance between ``rows`` draws from ``distribution`` and their mean.
+
+    The normal approximation ``sum_x sqrt(2 rows p_x (1 - p_x) / pi)``: how far even a
+    perfect model is from an organisation's counts, by sampling alone.
+    """
+    p = np.asarray(distribution, dtype=np.float64)
+    p = p / max(p.sum(), 1e-12)
+    return float(np.sqrt(2.0 * max(rows, 0.0) / np.pi) * np.sqrt(p * (1.0 - p)).sum())
 
 
 def exponential_mechanism_top_k(

@@ -10,6 +10,8 @@ reveals carries exactly ``Sk(s * mu_share)``, a distribution the accountant can 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -39,11 +41,32 @@ def sample_skellam(rng: np.random.Generator, mu: float, size: int) -> np.ndarray
     return rng.poisson(mu, size).astype(np.int64) - rng.poisson(mu, size).astype(np.int64)
 
 
-def skellam_tail_bound(mu: float, z: float = 12.0) -> int:
-    """An integer ``b`` with ``P(|Sk(mu)| > b)`` negligible (``z`` standard deviations plus 8).
+#: Per-coordinate probability that a noise share exceeds :func:`skellam_tail_bound`.
+TAIL_PROBABILITY = 2.0**-100
 
-    Skellam tails are lighter than Gaussian ones at the same variance for small ``mu`` and
-    approach them for large ``mu``; ``z = 12`` puts the per-coordinate overflow chance far
-    below 1e-30. The constant 8 covers tiny ``mu`` where the standard deviation is < 1.
+
+def skellam_tail_bound(mu: float) -> int:
+    """The least integer ``b`` with ``P(|Sk(mu)| > b) <= TAIL_PROBABILITY``, by a Chernoff bound.
+
+    ``E[exp(l * Sk(mu))] = exp(2 mu (cosh l - 1))``, so ``P(Sk(mu) >= b) <= exp(-I(b))`` with
+    ``I(b) = b asinh(b / 2mu) - 2mu (sqrt(1 + (b / 2mu)^2) - 1)`` (the optimal ``l``); both tails
+    together are at most ``2 exp(-I(b + 1))`` for ``|Sk| > b``. Skellam tails are heavier than
+    Gaussian ones far out, so a fixed number of standard deviations would not give this bound.
     """
-    return int(np.ceil(z * np.sqrt(2.0 * mu))) + 8
+    if mu < 0:
+        raise ValueError(f"mu must be >= 0, got {mu}")
+    if mu == 0:
+        return 0
+    target = math.log(2.0 / TAIL_PROBABILITY)
+    low, high = 0, 1
+    while _chernoff_exponent(mu, high + 1) < target:
+        low, high = high, 2 * high
+    while low < high:  # the least b whose exponent at b + 1 reaches the target (it grows with b)
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if _chernoff_exponent(mu, mid + 1) < target else (low, mid)
+    return high
+
+
+def _chernoff_exponent(mu: float, b: float) -> float:
+    r = b / (2.0 * mu)
+    return b * math.asinh(r) - 2.0 * mu * (math.sqrt(1.0 + r * r) - 1.0)

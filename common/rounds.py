@@ -3,17 +3,38 @@
 Coordinator and organisations must agree on what a round costs: the coordinator records it
 in the federation's ledger (with the noise of the survivors it saw), every organisation's
 privacy guard records it in its own ledger (with the planned noise, which holds even if up to
-``n - t`` organisations collude with the coordinator) before its vector leaves. Both compute
-it here, from what the request says the organisation will compute, never from a number the
-coordinator could misstate:
+``n - t`` organisations collude with the coordinator when ``2t > n``, or with its own share
+only) before its vector is computed. Both compute it here, from what the request says the
+organisation will compute, never from a number the coordinator could misstate:
 
-* ``marginals``: one Skellam mechanism per requested clique, L1 = L2 sensitivity 1 (a record
-  adds one count to each marginal; the organisation computes exactly these counts).
+* ``marginals``: one Skellam mechanism per requested clique with the sensitivity
+  ``common.marginals.count_sensitivity`` of the request's ``row_cap``. Without a cap, a record
+  adds one count to each marginal (L1 = L2 = 1; the organisation projects its vector onto the
+  public box ``max_abs``, which never raises a distance: ``common.secure_sum``). With a cap,
+  each organisation first caps its table at ``row_cap`` rows by uniform subsampling
+  (``client.organisation.LocalTable.capped``). Under add/remove of one row of the table, the
+  two capped tables can be coupled so that they differ in at most one row: one row added or
+  removed while the table is below the cap, one row REPLACED by another once it reaches the
+  cap (both capped tables then hold exactly ``row_cap`` rows). A replacement moves one cell of
+  each marginal down by 1 and another up by 1: L1 = 2, L2 = sqrt(2). Whether the cap binds
+  depends on the data, so every capped count round is accounted at the replacement bound.
+  The coupling is over the subsample's randomness, a seed the organisation keeps secret and
+  draws independently of its data; it is one coupling for all rounds (the same seed caps every
+  round), so the composition of all rounds holds for the capped neighbours and hence for the
+  original ones. A request that keeps organisations apart (``slots``) has the same
+  sensitivity: a record moves only its own organisation's block.
 * ``select``: ``k`` exponential mechanisms with the request's ``epsilon`` (the organisation
   draws its vote with exactly that epsilon; the vote itself carries no Skellam noise).
+* ``scores``: one Skellam mechanism over the candidates' local scores on the integer score grid,
+  with ``common.marginals.grid_score_sensitivity`` of the number of candidates the request
+  names (the organisation scores exactly those; a score moves by at most ``SCORE_SENSITIVITY``
+  under add/remove or a replaced row, for a non-negative model view, which the guard checks).
 * ``gradients``: one (Poisson-subsampled) Skellam DP-SGD step, with the sensitivity of the
   clipped, integer-rounded gradient sum derived from the request's teacher settings and the
   vector's length (the organisation clips and rounds with exactly those settings).
+* ``scale``: the four tasks above produce integer vectors and are sent at ``scale == 1``;
+  a request with another scale multiplies what is sent, so :func:`sensitivity` refuses it
+  (``ScaleRefused``) rather than account it at the unscaled sensitivity.
 * anything else is a generic sum of a test or benchmark vector, one Skellam mechanism with
   the spec's declared sensitivity. Organisations never compute such vectors
   (``Organisation`` and its guard refuse unknown tasks).
@@ -35,19 +56,34 @@ from fedsynth.common.accounting import (
     skellam_dpsgd_event,
     skellam_event,
 )
-from fedsynth.common.marginals import cliques_from_json
+from fedsynth.common.marginals import cliques_from_json, count_sensitivity, grid_score_sensitivity
 from fedsynth.common.secure_sum import NoisySumSpec
 
-TASKS = ("marginals", "select", "gradients")
+TASKS = ("marginals", "select", "scores", "gradients")
 #: Keys of a job's pre-flight ``check`` request that carry its privacy plan.
 PLAN_EVENT, PLAN_T, PLAN_NOISE = "plan.event", "plan.min_survivors", "plan.noise_multipliers"
+
+
+class ScaleRefused(ValueError):
+    """A request of a known task asks for a scale other than 1 (it would amplify the vector)."""
+
+
+def row_cap(request: Mapping[str, Any]) -> int | None:
+    """The public per-organisation row cap of a count round (``row_cap``; absent or 0: none)."""
+    if request.get("task") != "marginals":
+        return None
+    return int(request.get("row_cap", 0)) or None
 
 
 def sensitivity(request: Mapping[str, Any], spec: NoisySumSpec) -> tuple[float, float]:
     """(L1, L2) per-record sensitivity of the vector the request asks for, from its settings."""
     task = request.get("task")
+    if task in TASKS and spec.scale != 1.0:
+        raise ScaleRefused(f"a {task} round is sent at scale 1; the request asks for scale {spec.scale:g}")
     if task == "marginals":
-        return 1.0, 1.0
+        return count_sensitivity(row_cap(request))
+    if task == "scores":
+        return grid_score_sensitivity(len(cliques_from_json(str(request["cliques"]))))
     if task == "gradients":
         from fedsynth.common.teacher import TeacherSettings, grid_sensitivity  # torch: only here
 

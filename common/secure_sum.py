@@ -8,9 +8,17 @@ that protects any single record. One round works as follows.
 
 1. Client ``i`` maps its vector to integers: ``v_i = R(scale * x_i)`` where ``R`` is unbiased
    randomized rounding (the identity on integer vectors such as counts, ``scale == 1``).
+   It projects ``v_i`` onto the public box ``[-max_abs, max_abs]`` (a no-op for the vectors an
+   organisation computes, whose bounds hold by construction; projection is non-expansive in L1
+   and L2, so it never raises the sensitivity and no round fails because of the data).
 2. It adds its noise share ``Z_i ~ Sk(mu / t)`` per coordinate (see ``fedsynth.common.noise``),
    where ``mu`` is the planned Skellam parameter of the aggregate noise and ``t`` the job's
-   guaranteed minimum number of honest survivors, and checks ``|v_i + Z_i| <= c``.
+   guaranteed minimum number of honest survivors, and checks ``|v_i + Z_i| <= c`` with
+   ``c = max_abs + b``. The check fails only if some ``|Z_i| > b``, which the tail bound ``b``
+   (``noise.skellam_tail_bound``) makes at most ``noise.TAIL_PROBABILITY`` per coordinate; a
+   round whose abort can depend on ``v_i`` is within total variation ``dim * TAIL_PROBABILITY``
+   of one that never aborts, so it adds at most ``(1 + e^epsilon) * dim * TAIL_PROBABILITY`` to
+   delta (the release adds this term: ``server.release.tail_delta``).
 3. It hands ``y_i = v_i + Z_i`` to Flower's SecAgg+ as a float vector. The ranges are chosen
    so that SecAgg+ is exact on it: quantization range ``2c`` for clipping range ``c`` makes
    the quantization step exactly 1, so Flower's stochastic rounding of the integer ``y_i + c``
@@ -25,13 +33,17 @@ Privacy argument
 ----------------
 The revealed value is ``sum_{i in S} v_i + sum_{i in S} Z_i`` and, Skellam being closed under
 summation, ``sum_{i in S} Z_i ~ Sk(|S| * mu / t)`` per coordinate with ``|S| >= t``. Adding or
-removing one record of one organisation changes ``sum_i v_i`` by at most the declared
-per-record ``l1_sensitivity`` and ``l2_sensitivity`` (integer units, after scaling and
-rounding; for a count vector both are 1). That is the Skellam mechanism of Agarwal, Kairouz &
+removing one record of one organisation changes ``sum_i v_i`` by at most the per-record L1
+and L2 sensitivity of the round (integer units, after scaling and rounding; for the counts of a
+row-capped table 2 and sqrt(2): ``common.rounds``). That is the Skellam mechanism of Agarwal, Kairouz &
 Liu (2021) with parameter ``|S| * mu / t``, which the coordinator records in the combined
 accountant with the survivors it actually saw. Everything the coordinator does afterwards is
 post-processing. Should up to ``n - t`` clients collude with the coordinator and subtract
-their own shares, at least ``t`` honest shares, i.e. ``mu``, remain: the planned statement.
+their own shares, at least ``t`` honest shares, i.e. ``mu``, remain: the planned statement,
+provided the colluders cannot unmask an honest client's vector alone. They can if they hold
+``t`` Shamir shares of its mask secrets, i.e. if ``n - t >= t``: organisations therefore
+require ``2t > n`` (``client.guard``) and the release states how many colluders each round
+tolerated (``docs/trust-model.md``).
 Noise is drawn on the client from operating-system entropy (a fixed seed is for tests only);
 the coordinator never chooses it.
 """
@@ -142,7 +154,7 @@ def secure_ranges(spec: NoisySumSpec, num_clients: int) -> SecureRanges:
         raise SecureRangeError(
             f"{num_clients} clients cannot meet the minimum of {spec.min_survivors} survivors"
         )
-    c = spec.max_abs + skellam_tail_bound(spec.mu_share)
+    c = max(1, spec.max_abs + skellam_tail_bound(spec.mu_share))  # Flower needs a range > 0
     if c > MAX_CLIPPING_RANGE:
         raise SecureRangeError(
             f"values up to {c:,} (max_abs {spec.max_abs:,} plus the noise tail) do not fit "
@@ -170,7 +182,7 @@ def to_integer_grid(x: np.ndarray, scale: float, rng: np.random.Generator) -> np
     if np.issubdtype(x.dtype, np.integer) and scale == 1.0:
         return x.astype(np.int64)
     if not np.all(np.isfinite(x)):
-        raise ContributionError("the vector contains NaN or infinite values")
+        raise ContributionError("the vector is not finite")
     return randomized_round(rng, np.asarray(x, dtype=np.float64) * scale)
 
 
@@ -180,23 +192,16 @@ def noisy_share(
     ranges: SecureRanges,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Client side: integer vector plus this client's Skellam share, ready for SecAgg+.
+    """Client side: integer vector, projected onto the public box, plus this client's Skellam share.
 
-    Raises ``ContributionError`` (and sends nothing) if the vector has the wrong length or
-    exceeds the public bound ``max_abs``: SecAgg+ would otherwise clip it silently.
+    Errors carry public parameters only (the round's dimension), never a value of the vector.
     """
     x = np.asarray(x).reshape(-1)
     if x.size != spec.dim:
-        raise ContributionError(f"vector has {x.size} entries, the round expects {spec.dim}")
-    v = to_integer_grid(x, spec.scale, rng)
-    worst = int(np.max(np.abs(v))) if v.size else 0
-    if worst > spec.max_abs:
-        raise ContributionError(
-            f"a coordinate reaches {worst:,} but the job's public bound max_abs is "
-            f"{spec.max_abs:,}; raise the job's bound (e.g. maximum rows per organisation)"
-        )
+        raise ContributionError(f"the vector does not have the round's dimension {spec.dim}")
+    v = np.clip(to_integer_grid(x, spec.scale, rng), -spec.max_abs, spec.max_abs)
     y = v + sample_skellam(rng, spec.mu_share, spec.dim)
-    if np.any(np.abs(y) > ranges.clipping_range):  # probability < 1e-30 by the tail bound
+    if np.any(np.abs(y) > ranges.clipping_range):  # only if some |noise| > tail bound (see module docstring)
         raise ContributionError("noise exceeded the secure range; retry the round")
     return y.astype(np.float64)
 

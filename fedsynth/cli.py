@@ -66,8 +66,9 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--min-survivors", type=int, default=None,
                      help="t: organisations that must survive each round (default: parties - 1, "
                      "at least 2)")
-    sim.add_argument("--max-rows", type=int, default=1_000_000,
-                     help="public upper bound on rows per organisation")
+    sim.add_argument("--max-rows", type=int, default=None,
+                     help="public cap on rows per organisation: each draws a uniform subsample of at most "
+                     "this many rows (counts then cost a replaced row's sensitivity; default: no cap)")
     sim.add_argument("--rows", type=int, default=None,
                      help="synthetic rows to release (default: the noisy row count the generator paid for)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the split and the sampling")

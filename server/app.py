@@ -2,8 +2,9 @@
 
 Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...'``):
 ``schema`` (path of the public schema on the coordinator), ``out`` (release directory),
-``parties``, ``epsilon``, ``delta``, ``min-survivors`` (0 = parties - 1), ``max-rows``, ``rows`` (0 = the
-paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator shape),
+``parties``, ``epsilon``, ``delta``, ``min-survivors`` (0 = parties - 1), ``max-rows`` (0 = no row
+cap), ``rows`` (0 = the paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator
+shape; 0 = planned from the columns and epsilon),
 ``timeout`` (seconds a round waits for organisations; 0 = Flower's default), ``labels``
 (sample | argmax | generator), ``budget-split`` (e.g. ``generator=0.7,teacher=0.3``),
 ``teacher`` (logreg | mlp) and ``teacher-steps``; set by the coordinator service:
@@ -38,7 +39,7 @@ def config_from_run_config(run_config: dict) -> JobConfig:
     parties = int(run_config["parties"])
     rows = int(run_config.get("rows", 0))
     timeout = float(run_config.get("timeout", 0))
-    defaults, teacher = GeneratorSettings(), TeacherSettings()
+    teacher = TeacherSettings()
     return JobConfig(
         schema=load_schema(Path(str(run_config["schema"]))),
         parties=parties,
@@ -46,12 +47,12 @@ def config_from_run_config(run_config: dict) -> JobConfig:
         delta=float(run_config["delta"]),
         out=Path(str(run_config["out"])),
         min_survivors=int(run_config.get("min-survivors", 0)) or max(2, parties - 1),
-        max_rows=int(run_config.get("max-rows", 1_000_000)),
+        max_rows=int(run_config.get("max-rows", 0)) or None,
         rows=rows or None,
         seed=int(run_config.get("seed", 0)),
         generator=GeneratorSettings(
-            rounds=int(run_config.get("rounds", defaults.rounds)),
-            per_round=int(run_config.get("per-round", defaults.per_round)),
+            rounds=int(run_config.get("rounds", 0)) or None,
+            per_round=int(run_config.get("per-round", 0)) or None,
         ),
         timeout=timeout or None,
         teacher=TeacherSettings(

@@ -29,6 +29,15 @@ class CentralAggregator:
         self._rng = np.random.default_rng(seed)
         self._round = 0
 
+    @property
+    def organisations(self) -> tuple[str, ...]:
+        return tuple(org.name for org in self.orgs)
+
+    def _arrays(
+        self, parameters: list[np.ndarray] | None, node_parameters: Mapping[str, list[np.ndarray]] | None
+    ) -> list[list[np.ndarray]]:
+        return [(node_parameters or {}).get(org.name, parameters or []) for org in self.orgs]
+
     def noisy_sum(
         self,
         spec: NoisySumSpec,
@@ -37,13 +46,14 @@ class CentralAggregator:
         phase: str,
         mechanism: str,
         parameters: list[np.ndarray] | None = None,
+        node_parameters: Mapping[str, list[np.ndarray]] | None = None,
     ) -> SumResult:
         self._round += 1
         self.ledger.check(round_event(request, spec), phase=phase)
         ranges = secure_ranges(spec, self.num_clients)
         shares = [
-            noisy_share(org.contribute(request, parameters or [], self._rng), spec, ranges, self._rng)
-            for org in self.orgs
+            noisy_share(org.contribute(request, arrays, self._rng), spec, ranges, self._rng)
+            for org, arrays in zip(self.orgs, self._arrays(parameters, node_parameters), strict=True)
         ]
         names = tuple(org.name for org in self.orgs)
         mu = spec.mu_of_survivors(self.num_clients)

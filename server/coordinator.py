@@ -23,7 +23,10 @@ root-certificates = "/etc/fedsynth/ca.crt"
 
 How a job runs. ``SubmitJob`` validates the spec and plans it exactly as the ServerApp will
 (``server.app.config_from_run_config`` + ``server.job.preflight``), then refuses it unless the
-federation's ledger plus the plans of all unfinished jobs plus this one stay within the cap.
+federation's ledger (every spend at its planned noise, i.e. ``t`` honest survivors, not the
+survivors the coordinator happened to see) plus the plans of all unfinished jobs plus this one
+stay within the cap; concurrent submissions are admitted one at a time, so their plans together
+stay within it too.
 Jobs run one at a time, oldest first: the service hands the job to the SuperLink with
 ``flwr run`` of the bundled Flower app (``fedsynth/flower_app``), whose ServerApp claims it in
 the database, reports progress there, appends every spend to the federation's ledger (a
@@ -63,7 +66,7 @@ from typing import Any
 import grpc
 from dp_accounting import ComposedDpEvent
 
-from fedsynth.common.accounting import BudgetError, BudgetExceeded, Ledger, LedgerCorrupt, event_from_dict, event_to_dict
+from fedsynth.common.accounting import BudgetError, BudgetExceeded, CombinedAccountant, Ledger, LedgerCorrupt, event_from_dict, event_to_dict
 from fedsynth.common.schema import SchemaError
 from fedsynth.protos import coordinator_pb2 as pb
 from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
@@ -212,6 +215,7 @@ class Coordinator:
         self.runs = runs
         self.follow_s = follow_s  # each ask is a `flwr` process: not every tick
         self._asked: dict[str, float] = {}
+        self._admission = threading.Lock()  # a cap check and the queueing it admits are one step
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(config.state)
         config.ledger()  # reading it verifies its hash chain: refuse to start on a corrupt ledger
@@ -254,23 +258,26 @@ class Coordinator:
                 if isinstance(exc, (BudgetExceeded, SpecError)):
                     raise
                 raise SpecError(f"invalid job: {exc}") from None
-            self._check_federation_cap(plan.event)
             (folder / "run-config.toml").write_text(_toml(self.run_config(job_id, spec)), encoding="utf-8")
-            return self.store.create(job_id, dict(spec), event_to_dict(plan.event), plan.epsilon_planned)
+            with self._admission:
+                self._check_federation_cap(plan.event)
+                return self.store.create(job_id, dict(spec), event_to_dict(plan.event), plan.epsilon_planned)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
     def _check_federation_cap(self, event, job_id: str = "") -> None:  # noqa: ANN001 (a DpEvent)
-        """Ledger + plans of the unfinished jobs (other than ``job_id``) + ``event`` within the cap."""
+        """Planned ledger + plans of the unfinished jobs (other than ``job_id``) + ``event`` within the cap."""
         pending = [event_from_dict(job.plan_event) for job in self.store.jobs(UNFINISHED) if job.job_id != job_id]
-        try:
-            self.config.ledger().check(ComposedDpEvent([*pending, event]), phase="this job (planned)")
-        except BudgetExceeded as exc:
+        spent = [entry.planned_event() for entry in self.config.ledger().entries]
+        eps = CombinedAccountant().compose(ComposedDpEvent([*spent, *pending, event])).epsilon(self.config.delta)
+        if eps.epsilon > self.config.epsilon_cap:
             raise BudgetExceeded(
-                f"the federation's cap {self.config.epsilon_cap:g} would be passed: {exc} "
-                f"(counting the ledger and the plans of {len(pending)} unfinished job(s))"
-            ) from None
+                f"the federation's cap {self.config.epsilon_cap:g} would be passed: this job (planned) would bring "
+                f"epsilon to {eps.epsilon:.6g} (delta {self.config.delta:g}, {eps.method}), above the cap "
+                f"{self.config.epsilon_cap:g} (counting the ledger at its planned noise and the plans of "
+                f"{len(pending)} unfinished job(s))"
+            )
 
     # ---- scheduling
     def tick(self) -> None:
@@ -305,7 +312,8 @@ class Coordinator:
 
     def _start(self, job: JobRow) -> None:
         try:
-            self._check_federation_cap(event_from_dict(job.plan_event), job.job_id)  # the ledger has grown
+            with self._admission:
+                self._check_federation_cap(event_from_dict(job.plan_event), job.job_id)  # the ledger has grown
         except BudgetExceeded as exc:
             self.store.transition(job.job_id, FAILED, expect=[QUEUED], message=f"refused: {exc}", error=str(exc))
             return

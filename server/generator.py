@@ -5,40 +5,71 @@ Design and privacy argument
 * **Measure.** Every marginal is measured by a secure noisy sum over all organisations
   (``fedsynth.common.secure_sum``): the coordinator sees the exact global counts plus Skellam
   noise, so organisations' heterogeneity does not bias any measurement. A round measuring
-  ``k`` marginals is ``k`` Skellam mechanisms with sensitivity 1 (a record adds one count to
-  each), recorded with the survivors' actual noise.
-* **Select.** The coordinator cannot see un-noised marginals, so selection happens where the
-  rows are (FLAIM-style, Maddock et al., KDD 2024): each organisation scores every candidate
-  by the L1 error between its own marginal and the current global model's (scaled to its own
-  size, with AIM's penalty for the noise a measurement would add) and draws ``k`` candidates
-  by the exponential mechanism (Gumbel top-k). Organisations hold disjoint rows, so a record
-  influences only its own organisation's draw: by parallel composition the round costs one
-  organisation's ``k`` exponential mechanisms, recorded once. The draws are sent as k-hot
-  votes through SecAgg+ (no noise needed: they are already private), so the coordinator sees
-  only the vote histogram, and measures the ``k`` most voted candidates. Heterogeneity can
-  make an organisation vote for a marginal where it differs from the others; such marginals
-  are exactly those the global model most needs, and the measurement itself is global.
+  ``k`` marginals is ``k`` Skellam mechanisms with the sensitivity of counts (1; that of a
+  replaced row when the job caps each organisation's rows: ``common.rounds``), recorded with
+  the survivors' actual noise.
+* **Profile.** With several organisations, one round measures every organisation's 1-way
+  marginals of the small columns (at most ``profile_max_values`` values) apart, each in its own
+  block of the summed vector (a record still moves one cell of each marginal: the sensitivity
+  of counts), at a noise that makes the whole profile cost ``profile_share`` measurements. It
+  tells the coordinator, noisily, how organisations differ and how many rows each holds; that
+  is all it learns about any one organisation, and it is paid for in the ledger like every
+  count. A chi-square test on the noisy counts (:func:`heterogeneous_columns`, post-processing)
+  decides on which columns organisations differ; the model gets an organisation column joined
+  to exactly those (``common.generator``), and nothing where organisations do not differ.
+* **Select.** The coordinator cannot see un-noised marginals, so scoring happens where the rows
+  are, in two stages (FLAIM, Maddock et al., KDD 2024, scores locally and sums; AIM, McKenna
+  et al., 2022, scores by L1 error minus a noise penalty):
+
+  1. *Votes.* Each organisation scores every candidate by the L1 error between its own
+     marginal and the model's view sent to it (the model conditioned on that organisation
+     when the model has the organisation column: a column on which organisations differ then
+     does not look badly fitted from every one of them) and draws ``k`` candidates by the
+     exponential mechanism (Gumbel top-k). A record influences only its own organisation's
+     draw: by parallel composition the round costs one organisation's ``k`` mechanisms. The
+     k-hot votes are summed through SecAgg+ (already private: no noise); the most voted
+     ``shortlist * k`` candidates are shortlisted.
+  2. *Scores.* Each organisation sends its local error on every shortlisted candidate, on an
+     integer grid, through the secure noisy sum (per-record sensitivity
+     ``marginals.grid_score_sensitivity``: a score moves by at most 2). The sum is the model's
+     error over the union (of ``organisation x candidate`` with the organisation column), a
+     global score that no split of the rows can bias. The coordinator subtracts the error that
+     sampling alone would leave in each organisation (``marginals.expected_sampling_l1`` at its
+     noisy row count) and AIM's penalty for the measurement's noise, and measures the ``k``
+     best. Votes take ``vote_share`` of the round's selection budget, the scores the rest.
+* **Plan.** The number of rounds and marginals per round follow from the number of columns and
+  epsilon (``GeneratorSettings.resolved``), public and bounded (``MAX_ROUNDS``), fixed before
+  round 1 so every guard judges the whole plan at pre-flight. A round whose candidates would
+  make the model larger than ``max_model_mb`` drops them; a run that runs out of candidates
+  stops early and spends less (stopping on already-released outputs is post-processing of the
+  full plan).
 * **Fit and sample.** ``mbi`` fits a graphical model to all noisy measurements (weighted by
   their actual noise); rows are sampled from it. Both are post-processing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from fedsynth.common.generator import GeneratorSettings, MarginalModel, Measurement, penalties
+from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement, penalties
 from fedsynth.common.marginals import (
     Clique,
     candidate_cliques,
     cells,
     cliques_to_json,
     first_k_not_contained,
+    SCORE_GRID,
+    expected_sampling_l1,
     marginals,
     split_blocks,
+    total_cells,
 )
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec
@@ -47,6 +78,10 @@ from fedsynth.server.secure_sum import Federation
 log = logging.getLogger(__name__)
 
 PHASE = "generator"
+
+#: Standard deviations past its degrees of freedom at which a column's per-organisation
+#: counts are taken to differ (``heterogeneous_columns``).
+HETEROGENEITY_Z = 3.0
 
 #: ``progress(message)``: one line of human-readable progress.
 Progress = Callable[[str], None]
@@ -58,12 +93,25 @@ class GeneratorPlan:
 
     sigma: float  # std of every marginal measurement's aggregate noise (counts), at t survivors
     min_survivors: int
-    max_rows: int  # public bound on one organisation's rows
-    settings: GeneratorSettings
+    max_abs: int  # public bound on any one organisation's count (vectors are projected onto it)
+    row_cap: int | None  # public cap on each organisation's rows (uniform subsample), or None
+    settings: GeneratorSettings  # resolved: rounds, per_round and profile fixed
 
 
 def _schema_request(schema: Schema) -> dict[str, str]:
     return {"schema": schema.dumps("json")}
+
+
+def _count_request(schema: Schema, plan: GeneratorPlan, cliques: list[Clique]) -> dict[str, Any]:
+    request: dict[str, Any] = {**_schema_request(schema), "task": "marginals", "cliques": cliques_to_json(cliques)}
+    if plan.row_cap is not None:
+        request["row_cap"] = plan.row_cap
+    return request
+
+
+def _spec(plan: GeneratorPlan, dim: int, sigma: float | None = None) -> NoisySumSpec:
+    sigma = plan.sigma if sigma is None else sigma
+    return NoisySumSpec(dim=dim, mu=sigma**2 / 2.0, min_survivors=plan.min_survivors, max_abs=plan.max_abs)
 
 
 def measure(
@@ -71,19 +119,127 @@ def measure(
 ) -> list[Measurement]:
     """Secure noisy sum of the marginals of ``cliques`` over all organisations."""
     domain = schema.domain()
-    spec = NoisySumSpec(
-        dim=sum(cells(domain, cl) for cl in cliques),
-        mu=plan.sigma**2 / 2.0,
-        min_survivors=plan.min_survivors,
-        max_abs=plan.max_rows,
-    )
-    request = {**_schema_request(schema), "task": "marginals", "cliques": cliques_to_json(cliques)}
-    result = fed.noisy_sum(spec, request, phase=PHASE, mechanism=what)
+    request = _count_request(schema, plan, cliques)
+    result = fed.noisy_sum(_spec(plan, total_cells(domain, cliques)), request, phase=PHASE, mechanism=what)
     sigma = float(np.sqrt(2.0 * result.mu))
     return [
         Measurement(cl, block, sigma)
         for cl, block in zip(cliques, split_blocks(result.total, domain, cliques), strict=True)
     ]
+
+
+def measure_by_organisation(
+    fed: Federation, schema: Schema, plan: GeneratorPlan, cliques: list[Clique], what: str, sigma: float
+) -> list[Measurement]:
+    """Secure noisy sum of every organisation's marginals of ``cliques``, each in its own block.
+
+    The request lists the organisations (``slots``); each writes its counts into its own
+    block and zeros elsewhere. A record still adds one count to one cell of each marginal
+    (sensitivity 1, the same event as :func:`measure`), and each block carries the whole
+    round's noise (std ``sigma`` at ``t`` survivors). The result is the marginal of
+    ``(ORGANISATION,) + clique``.
+    """
+    domain = schema.domain()
+    slots = list(fed.organisations)
+    request = {**_count_request(schema, plan, cliques), "slots": json.dumps(slots)}
+    spec = _spec(plan, len(slots) * total_cells(domain, cliques), sigma)
+    result = fed.noisy_sum(spec, request, phase=PHASE, mechanism=what)
+    sigma = float(np.sqrt(2.0 * result.mu))
+    per_slot = np.asarray(result.total).reshape(len(slots), -1)
+    edges = np.cumsum([cells(domain, cl) for cl in cliques])[:-1]
+    blocks = np.split(per_slot, edges, axis=1)
+    return [
+        Measurement((ORGANISATION, *cl), block.ravel(), sigma) for cl, block in zip(cliques, blocks, strict=True)
+    ]
+
+
+def model_marginals_by_organisation(
+    model: MarginalModel, candidates: list[Clique], organisations: int, seed: int, rows: int
+) -> list[np.ndarray]:
+    """Each organisation's view of the model: candidate marginals conditioned on it.
+
+    From ``rows`` rows sampled from the model (post-processing). Without the organisation
+    column, or for an organisation with no sampled row, every organisation gets the model's
+    marginals over the union.
+    """
+    sample = model.sample(rows, seed=seed)
+    columns = list(model.domain)
+    union = marginals(sample, columns, model.domain, candidates).astype(np.float64)
+    if ORGANISATION not in model.domain:
+        return [union] * organisations
+    org = sample[:, columns.index(ORGANISATION)]
+    views = []
+    for i in range(organisations):
+        mine = sample[org == i]
+        views.append(marginals(mine, columns, model.domain, candidates).astype(np.float64) if len(mine) else union)
+    return views
+
+
+def sampling_floor(
+    rows: np.ndarray, views: list[np.ndarray], domain: dict[str, int], candidates: list[Clique]
+) -> np.ndarray:
+    """Per candidate, the summed local error a perfect model would still show, by sampling."""
+    per_org = [
+        [expected_sampling_l1(n, block) for block in split_blocks(view, domain, candidates)]
+        for n, view in zip(rows, views, strict=True)
+    ]
+    return np.sum(per_org, axis=0)
+
+
+def shortlist(
+    fed: Federation,
+    schema: Schema,
+    plan: GeneratorPlan,
+    candidates: list[Clique],
+    views: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> list[int]:
+    """Stage 1: every organisation votes for ``per_round`` candidates, drawn by the exponential
+    mechanism on its own rows against its view of the model; the most voted are shortlisted."""
+    domain = schema.domain()
+    settings = plan.settings
+    k = min(settings.per_round, len(candidates))
+    pens = penalties(plan.sigma, candidates, domain) / fed.num_clients
+    request = {
+        **_schema_request(schema),
+        "task": "select",
+        "cliques": cliques_to_json(candidates),
+        "epsilon": settings.epsilon_select(plan.sigma),
+        "k": k,
+    }
+    spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=plan.min_survivors, max_abs=1)
+    votes = fed.noisy_sum(
+        spec,
+        request,
+        phase=PHASE,
+        mechanism=f"votes for {k} marginals (exponential mechanism, per organisation)",
+        node_parameters={name: [view, pens] for name, view in views.items()},
+    ).total
+    order = np.lexsort((rng.random(len(candidates)), -votes))
+    return first_k_not_contained(order, candidates, min(settings.shortlisted(), len(candidates)))
+
+
+def global_scores(
+    fed: Federation, schema: Schema, plan: GeneratorPlan, shortlisted: list[Clique], views: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Stage 2: the secure noisy sum of every organisation's local error on each shortlisted
+    candidate (in count units). With the organisation column, it is the model's L1 error on
+    ``(ORGANISATION,) + candidate`` over the union, the AIM score of the federation as a whole."""
+    request = {**_schema_request(schema), "task": "scores", "cliques": cliques_to_json(shortlisted)}
+    spec = NoisySumSpec(
+        dim=len(shortlisted),
+        mu=plan.settings.score_mu(plan.sigma),
+        min_survivors=plan.min_survivors,
+        max_abs=2 * SCORE_GRID * plan.max_abs,
+    )
+    total = fed.noisy_sum(
+        spec,
+        request,
+        phase=PHASE,
+        mechanism=f"scores of {len(shortlisted)} shortlisted marginals",
+        node_parameters={name: [view] for name, view in views.items()},
+    ).total
+    return np.asarray(total, dtype=np.float64) / SCORE_GRID
 
 
 def select(
@@ -92,34 +248,81 @@ def select(
     plan: GeneratorPlan,
     model: MarginalModel,
     candidates: list[Clique],
+    rows: np.ndarray,
     rng: np.random.Generator,
 ) -> list[Clique]:
-    """One selection round: every organisation votes for ``k`` candidates; take the top ``k``."""
+    """One selection round: votes shortlist candidates, their global noisy scores pick ``k``.
+
+    Each organisation sees the model conditioned on itself (when the model has the
+    organisation column), so a column on which organisations differ does not look badly
+    fitted from every one of them: how organisations differ is the organisation column's
+    business, already measured. The final choice uses global scores, minus the error that
+    sampling alone would leave (``sampling_floor``) and AIM's penalty for the measurement's
+    noise, both computed at the coordinator from public or already noisy quantities.
+    """
     domain = schema.domain()
-    settings = plan.settings
-    k = min(settings.per_round, len(candidates))
-    sample = model.sample(settings.score_sample, seed=int(rng.integers(2**31)))
-    model_marginals = marginals(sample, list(domain), domain, candidates).astype(np.float64)
-    pens = penalties(plan.sigma, candidates, domain) / fed.num_clients
-    epsilon = settings.epsilon_select(plan.sigma)
-    request = {
-        **_schema_request(schema),
-        "task": "select",
-        "cliques": cliques_to_json(candidates),
-        "epsilon": epsilon,
-        "k": k,
-    }
-    spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=plan.min_survivors, max_abs=1)
-    votes = fed.noisy_sum(
-        spec,
-        request,
-        phase=PHASE,
-        mechanism=f"selection of {k} marginals (exponential mechanism, per organisation)",
-        parameters=[model_marginals, pens],
-    ).total
-    tie_break = rng.random(len(candidates))
-    order = np.lexsort((tie_break, -votes))
-    return [candidates[i] for i in first_k_not_contained(order, candidates, k)]
+    organisations = list(fed.organisations)
+    views = model_marginals_by_organisation(
+        model, candidates, len(organisations), int(rng.integers(2**31)), plan.settings.score_sample
+    )
+    picks = shortlist(fed, schema, plan, candidates, dict(zip(organisations, views, strict=True)), rng)
+    shortlisted = [candidates[i] for i in picks]
+    own = [np.concatenate([split_blocks(v, domain, candidates)[i] for i in picks]) for v in views]
+    scores = global_scores(fed, schema, plan, shortlisted, dict(zip(organisations, own, strict=True)))
+    scores -= sampling_floor(rows, own, domain, shortlisted)
+    scores -= penalties(plan.sigma, shortlisted, domain)
+    order = np.lexsort((rng.random(len(shortlisted)), -scores))
+    k = min(plan.settings.per_round, len(shortlisted))
+    return [shortlisted[i] for i in first_k_not_contained(order, shortlisted, k)]
+
+
+def heterogeneous_columns(first: list[Measurement], organisations: int, z: float = HETEROGENEITY_Z) -> list[str]:
+    """The columns on which organisations differ by more than sampling and noise explain.
+
+    For each column's per-organisation noisy counts ``m_i`` (rows: organisations), a
+    chi-square statistic against the pooled distribution ``p``, each cell scaled by its
+    sampling variance plus the measurement's noise variance; a column is heterogeneous when the
+    statistic passes its degrees of freedom by ``z`` standard deviations. Post-processing of
+    noisy counts only; ``z`` is public.
+    """
+    out = []
+    for m in first:
+        counts = m.noisy.reshape(organisations, -1)
+        rows = counts.sum(axis=1, keepdims=True)
+        pooled = np.clip(counts.sum(axis=0), 0.0, None)
+        p = pooled / max(pooled.sum(), 1.0)
+        expected = np.clip(rows, 0.0, None) * p
+        statistic = float((((counts - expected) ** 2) / (expected + m.sigma**2)).sum())
+        df = (counts.shape[0] - 1) * (counts.shape[1] - 1)
+        if statistic > df + z * np.sqrt(2.0 * df):
+            out.append(m.clique[1])
+    return out
+
+
+def first_round(
+    fed: Federation, schema: Schema, plan: GeneratorPlan
+) -> tuple[dict[str, int], list[Measurement], np.ndarray]:
+    """The 1-way marginals and the organisations' profile: the model's domain, its first
+    measurements and each organisation's noisy row count (NaN without a profile).
+
+    The profile measures every organisation's 1-way marginals of the profiled columns apart
+    (one round, at the profile's own, larger noise). The model gets the organisation column,
+    joined to the profiled columns on which organisations differ
+    (:func:`heterogeneous_columns`); where they do not differ, it costs the model nothing.
+    """
+    domain = schema.domain()
+    ones = measure(fed, schema, plan, [(c,) for c in domain], "1-way marginals")
+    organisations = fed.num_clients
+    profiled = [(c,) for c in plan.settings.profiled]
+    if not profiled or organisations < 2:
+        return domain, ones, np.full(organisations, np.nan)
+    profile = measure_by_organisation(
+        fed, schema, plan, profiled, "profile of each organisation", plan.settings.profile_sigma(plan.sigma)
+    )
+    rows = np.mean([m.noisy.reshape(organisations, -1).sum(axis=1) for m in profile], axis=0)
+    differ = set(heterogeneous_columns(profile, organisations))
+    kept = [m for m in profile if m.clique[1] in differ]
+    return ({ORGANISATION: organisations, **domain} if kept else domain), ones + kept, rows
 
 
 def fit_generator(
@@ -127,19 +330,55 @@ def fit_generator(
 ) -> MarginalModel:
     """Run the whole generator phase and return the fitted model."""
     domain = schema.domain()
-    model = MarginalModel(domain)
-    for m in measure(fed, schema, plan, [(c,) for c in domain], "1-way marginals"):
+    settings = plan.settings
+    model_dom, first, rows = first_round(fed, schema, plan)
+    model = MarginalModel(model_dom)
+    for m in first:
         model.add(m)
-    model.fit(plan.settings.fit_iters)
-    progress(f"generator: measured {len(domain)} 1-way marginals; ~{model.total:,.0f} rows in all")
-    candidates = candidate_cliques(domain, plan.settings.max_size, plan.settings.max_cells)
-    for round_ in range(1, plan.settings.rounds + 1):
-        chosen = select(fed, schema, plan, model, candidates, rng)
+    model.fit(settings.fit_iters)
+    differ = [m.clique[1] for m in first if m.clique[0] == ORGANISATION]
+    progress(
+        f"generator: measured {len(domain)} 1-way marginals; ~{model.total:,.0f} rows in all; "
+        f"organisations differ on {', '.join(differ) if differ else 'no column'}"
+    )
+    if np.isnan(rows).any():
+        rows = np.full(fed.num_clients, model.total / fed.num_clients)
+    candidates = candidate_cliques(domain, settings.max_size, settings.max_cells)
+    for round_ in range(1, settings.rounds + 1):
+        candidates = [cl for cl in candidates if model.size_mb([cl]) <= settings.max_model_mb]
+        if not candidates:
+            progress(f"generator: no candidate fits the model size limit; stopping after round {round_ - 1}")
+            break
+        chosen = select(fed, schema, plan, model, candidates, rows, rng)
         names = ", ".join("x".join(cl) for cl in chosen)
         for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
             model.add(m)
         candidates = [cl for cl in candidates if cl not in chosen]
-        model.fit(plan.settings.fit_iters)
-        progress(f"generator round {round_}/{plan.settings.rounds}: measured {names}")
-    model.fit(plan.settings.final_iters)
+        model.fit(settings.fit_iters)
+        progress(f"generator round {round_}/{settings.rounds}: measured {names}")
+    model.fit(settings.final_iters)
     return model
+
+
+def synthetic_codes(model: MarginalModel, schema: Schema, rows: int, seed: int) -> np.ndarray:
+    """``rows`` rows sampled from the model, in the schema's columns (no organisation column)."""
+    codes = model.sample(rows, seed=seed)
+    columns = list(model.domain)
+    return codes[:, [columns.index(c) for c in schema.domain()]]
+
+
+#: ``relabel(codes, rng)``: codes with the label column replaced (the student labeller), or None.
+Relabel = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def sample_rows(
+    model: MarginalModel, schema: Schema, rows: int, rng: np.random.Generator, relabel: Relabel | None = None
+) -> pd.DataFrame:
+    """``rows`` decoded synthetic rows that keep every rule of the schema (``Schema.sample_valid``:
+    the model's distribution conditioned on the rules; post-processing)."""
+
+    def draw(n: int, draw_rng: np.random.Generator) -> np.ndarray:
+        codes = synthetic_codes(model, schema, n, int(draw_rng.integers(2**31)))
+        return codes if relabel is None else relabel(codes, draw_rng)
+
+    return schema.sample_valid(draw, rows, rng)

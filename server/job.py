@@ -21,17 +21,22 @@ from dp_accounting import ComposedDpEvent, DpEvent
 
 from fedsynth.common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
 from fedsynth.common.generator import GeneratorSettings, generator_event
+from fedsynth.common.marginals import count_sensitivity
 from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
-from fedsynth.common.student import LABEL_MODES, StudentSettings, distil, relabel
+from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
+from fedsynth.common.student import relabel as relabel_codes
 from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
-from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator
+from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator, sample_rows, synthetic_codes
 from fedsynth.server.release import Release, write_release
 from fedsynth.server.secure_sum import Federation
 from fedsynth.server.teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
 
 DEFAULT_SPLIT = {GENERATOR: 0.7, TEACHER: 0.3}
+#: Public bound on any one organisation's count when the job caps no rows (vectors are projected
+#: onto it, which never raises their sensitivity: ``common.secure_sum``).
+MAX_COUNT = 1_000_000
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ class JobConfig:
     delta: float
     out: Path
     min_survivors: int
-    max_rows: int = 1_000_000
+    max_rows: int | None = None  # public cap on each organisation's rows (uniform subsample); None: none
     rows: int | None = None
     seed: int = 0
     generator: GeneratorSettings = field(default_factory=GeneratorSettings)
@@ -67,6 +72,8 @@ class JobConfig:
                 f"({self.parties}; SecAgg+ needs its reconstruction threshold below its number of "
                 f"shares), got {self.min_survivors}"
             )
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows (the per-organisation row cap) must be at least 1, got {self.max_rows}")
         if self.labels not in LABEL_MODES:
             raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
         if self.labels != "generator" and self.schema.label is None:
@@ -98,7 +105,7 @@ class JobPlan:
 
     def noise_multipliers(self) -> dict[str, float]:
         """Each phase's aggregate noise std over its L2 sensitivity, at ``t`` survivors."""
-        multipliers = {GENERATOR: self.generator.sigma}  # counts: L2 sensitivity 1
+        multipliers = {GENERATOR: self.generator.sigma / count_sensitivity(self.generator.row_cap)[1]}
         if self.teacher is not None:
             multipliers[TEACHER] = self.teacher.noise_multiplier
         return multipliers
@@ -112,7 +119,7 @@ class JobPlan:
             "min_survivors": self.generator.min_survivors,
             "epsilon_planned": self.epsilon_planned,
             "budget_split": dict(self.split),
-            "max_rows_per_organisation": self.generator.max_rows,
+            "max_rows_per_organisation": self.generator.row_cap,
             "generator": {"sigma_per_marginal": self.generator.sigma, **asdict(self.generator.settings)},
             "labels": self.labels,
         }
@@ -143,9 +150,17 @@ def parse_budget_split(text: str) -> dict[str, float]:
     return split
 
 
+def generator_settings(config: JobConfig) -> GeneratorSettings:
+    """The job's generator shape, with its plan chosen from public facts where left open."""
+    return config.generator.resolved(config.schema.domain(), config.epsilon, config.parties)
+
+
 def _phase_events(config: JobConfig) -> dict[str, EventFn]:
     num_columns = len(config.schema.domain())
-    events: dict[str, EventFn] = {GENERATOR: lambda sigma: generator_event(sigma, num_columns, config.generator)}
+    settings = generator_settings(config)
+    events: dict[str, EventFn] = {
+        GENERATOR: lambda sigma: generator_event(sigma, num_columns, settings, config.max_rows)
+    }
     if TEACHER in config.phases:
         dim = dimension(build_model(config.teacher, config.features(), config.seed))
         events[TEACHER] = lambda z: teacher_event(z, config.teacher, dim)
@@ -166,9 +181,10 @@ def plan_job(config: JobConfig) -> JobPlan:
     events, split = _phase_events(config), _split(config)
     plan = plan_noise(events, split, config.epsilon, config.delta)
     sigma = plan.noise_multipliers[GENERATOR]
-    spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=config.max_rows)
+    max_abs = config.max_rows or MAX_COUNT
+    spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=max_abs)
     secure_ranges(spec, config.parties)  # refuses noise or bounds that cannot fit SecAgg+
-    generator = GeneratorPlan(sigma, config.min_survivors, config.max_rows, config.generator)
+    generator = GeneratorPlan(sigma, config.min_survivors, max_abs, config.max_rows, generator_settings(config))
     teacher = None
     if TEACHER in events:
         teacher = TeacherPlan(
@@ -188,9 +204,16 @@ def open_ledger(config: JobConfig, staging: Path) -> Ledger:
 def preflight(config: JobConfig) -> JobPlan:
     """Plan the job and check it against the federation's cap, before any data is touched.
 
-    Raises ``BudgetError`` (unreachable target, ranges that cannot fit) or
-    ``BudgetExceeded`` (the federation's earlier spend plus this job would pass its cap).
+    Raises ``BudgetError`` (unreachable target, ranges that cannot fit, a threshold that
+    colluders could get round) or ``BudgetExceeded`` (the federation's earlier spend plus this
+    job would pass its cap).
     """
+    if 2 * config.min_survivors <= config.parties:
+        raise BudgetError(
+            f"t={config.min_survivors} of {config.parties} organisations: SecAgg+ needs 2t > n (every "
+            f"organisation holds a Shamir share of every other's masks, so t colluders could unmask one); "
+            f"use t of at least {config.parties // 2 + 1}, and at least 3 organisations"
+        )
     plan = plan_job(config)
     if config.ledger is not None:
         open_ledger(config, config.ledger.parent).check(plan.event, phase="this job (planned)")
@@ -221,15 +244,19 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         model = fit_generator(fed, config.schema, plan.generator, rng, report)
         teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
     rows = config.rows if config.rows is not None else int(round(model.total))
-    codes = model.sample(rows, seed=config.seed)
-    report(f"sampled {rows:,} synthetic rows")
-    labeller = {}
+    labeller, relabel = {}, None
     if teacher is not None:
-        student = distil(teacher, plan.teacher.features, codes, config.student, config.seed)
-        codes = relabel(codes, plan.teacher.features, student, config.labels, rng)
+        features = plan.teacher.features
+        student = distil(teacher, features, synthetic_codes(model, config.schema, rows, config.seed), config.student, config.seed)
         labeller = {"teacher": teacher, "student": student}
+
+        def relabel(codes: np.ndarray, draw_rng: np.random.Generator) -> np.ndarray:
+            return relabel_codes(codes, features, student, config.labels, draw_rng)
+
+    synthetic = sample_rows(model, config.schema, rows, rng, relabel)
+    report(f"sampled {rows:,} synthetic rows that keep the schema's {len(config.schema.rules)} rules")
+    if teacher is not None:
         report(f"labelled them with the distilled student ({config.labels}; post-processing, no privacy cost)")
-    synthetic = config.schema.decode(codes, np.random.default_rng(config.seed))
     return write_release(
         staging,
         config.out,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module, metadata
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
 from fedsynth.common.generator import Measurement
+from fedsynth.common.noise import TAIL_PROBABILITY
 from fedsynth.common.secure_prg import is_hardened
 from fedsynth.common.teacher import Features, TeacherSettings, build_model
 
@@ -68,6 +70,67 @@ def secure_aggregation() -> str:
     return "Flower SecAgg+ with Flower's own mask generator (32-bit seeds, upstream issue #7522)"
 
 
+def contribution_bounding(plan: Mapping) -> str:
+    """How each organisation bounded its rows (``client.organisation.LocalTable.capped``)."""
+    cap = plan.get("max_rows_per_organisation")
+    if cap is None:
+        return "no row cap in this job's plan"
+    return (
+        f"each organisation capped its table at {cap:,} rows by uniform subsampling (a secret local seed) "
+        "before computing any count; counts are accounted at L1 2 / L2 sqrt(2), the change one added or "
+        "removed row can make to a capped table (a row replaced once the cap binds)"
+    )
+
+
+def tail_delta(entries: Iterable, organisations: int, epsilon: float) -> float:
+    """What the noise-tail check adds to delta (``common.secure_sum``, step 2).
+
+    Each organisation aborts a round only if one of its ``dim`` noise draws passes the tail
+    bound, with probability at most ``dim * TAIL_PROBABILITY``; over every noised round of the
+    job and every organisation the job with aborts is within total variation ``tau`` of one
+    without, so it is ``(epsilon, delta + (1 + e^epsilon) * tau)``-DP.
+    """
+    noised = [e for e in entries if e.metadata.get("mu", 0) > 0]
+    tau = sum(organisations * int(e.metadata.get("dim", 0)) * TAIL_PROBABILITY for e in noised)
+    return (1.0 + math.exp(min(epsilon, 700.0))) * tau
+
+
+def tolerated_colluders(entries: Iterable, t: int, n: int) -> int:
+    """Organisations that may collude with the coordinator while the planned epsilon still holds.
+
+    Colluders subtract their own shares: with ``s`` survivors the sum keeps ``(s - k) mu / t``,
+    the planned ``mu`` while ``k <= s - t``. With ``2t > n`` such ``k < t`` colluders also hold
+    too few Shamir shares to unmask an honest vector; with ``2t <= n`` none is tolerated.
+    """
+    if 2 * t <= n:
+        return 0
+    survivors = [len(e.metadata["survivors"]) for e in entries if "survivors" in e.metadata]
+    return max(0, min(survivors, default=n) - t)
+
+
+def trust(entries: Sequence, plan: Mapping, organisations: Sequence[str]) -> dict:
+    """The trust section of ``privacy.json``: who must behave for which epsilon (docs/trust-model.md)."""
+    t, n = int(plan["min_survivors"]), len(organisations)
+    k = tolerated_colluders(entries, t, n)
+    return {
+        "coordinator": "honest-but-curious for the epsilon above: it follows the protocol and sees "
+        "only SecAgg+ sums of noised vectors",
+        "min_honest_survivors_t": t,
+        "organisations_n": n,
+        "shamir_threshold": f"each organisation's mask secrets are Shamir-shared at threshold t={t} among "
+        f"n={n}; {'2t > n' if 2 * t > n else '2t <= n: t colluders could unmask one organisation'}",
+        "noise": "each organisation adds Skellam noise sized so that any t of them carry the planned "
+        "noise; epsilon above counts the noise of the organisations that actually contributed to each round",
+        "tolerated_colluding_organisations": k,
+        "if_up_to_tolerated_organisations_collude_with_the_coordinator": "epsilon is at most "
+        f"{plan['epsilon_planned']:.4f}, the planned epsilon (every round kept at least t honest shares)",
+        "beyond_that_or_a_malicious_coordinator": "not covered by this statement; each organisation's own "
+        "guard refuses requests it cannot verify and accounts its own ledger, at the planned noise or, in "
+        "its 'own-share' mode, at its own share mu/t only (docs/trust-model.md)",
+        "secure_aggregation": secure_aggregation(),
+    }
+
+
 def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisations: Iterable[str]) -> dict:
     """Everything a data steward needs to sign off the release, recomputed from the ledger.
 
@@ -79,15 +142,20 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
     entries = ledger.entries[first_entry:]
     total = epsilon_of(entries, ledger.delta)
     phases = sorted({e.phase for e in entries})
+    organisations = sorted(organisations)
+    tail = tail_delta(entries, len(organisations), total["epsilon"])
     return {
         "epsilon": total["epsilon"],
-        "delta": ledger.delta,
+        "delta": ledger.delta + tail,
+        "delta_accountant": ledger.delta,
+        "delta_noise_tail": tail,
         "accountant": total["method"],
         "epsilon_rdp": total["rdp"],
         "epsilon_pld": total["pld"],
         "federation_epsilon": ledger.epsilon().epsilon,
         "federation_cap": ledger.cap_epsilon,
         "unit_of_privacy": UNIT_OF_PRIVACY,
+        "contribution_bounding": contribution_bounding(plan),
         "per_phase": {p: epsilon_of([e for e in entries if e.phase == p], ledger.delta) for p in phases},
         "events": [
             {"seq": e.seq, "phase": e.phase, "mechanism": e.mechanism, "event": e.event, **e.metadata}
@@ -95,16 +163,7 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
         ],
         "survivors_per_round": {str(e.metadata["round"]): e.metadata["survivors"] for e in entries},
         "organisations": sorted(organisations),
-        "trust": {
-            "coordinator": "honest-but-curious; sees only SecAgg+ sums of noised vectors",
-            "min_honest_survivors_t": plan["min_survivors"],
-            "noise": "each organisation adds Skellam noise sized so that any t of them carry "
-            "the planned noise; epsilon above counts the noise of the organisations that "
-            "actually contributed to each round",
-            "if_up_to_n_minus_t_organisations_collude_with_the_coordinator": "epsilon is at "
-            f"most {plan['epsilon_planned']:.4f}, the planned epsilon (t honest shares remain)",
-            "secure_aggregation": secure_aggregation(),
-        },
+        "trust": trust(entries, plan, organisations),
         "plan": plan,
         "libraries": library_versions(),
         "ledger": "ledger.jsonl (hash-chained; this job's events are those from seq "
@@ -177,6 +236,7 @@ def write_release(
     if labeller:
         _write_bytes(staging / "labeller.pt", _labeller_bytes(labeller))
     _write_text(staging / "privacy.json", json.dumps(statement, indent=2) + "\n")
+    (staging / "ledger.jsonl.lock").unlink(missing_ok=True)  # the job's writers are done; not part of a release
     if out.exists():
         previous = out.with_name(out.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.app_utils import start_update_client_manager_thread
@@ -71,9 +71,14 @@ class SumResult:
 
 
 class _OneRound(FedAvg):
-    """Strategy for exactly one SecAgg+ round: all clients, one request, capture the result."""
+    """Strategy for exactly one SecAgg+ round: all clients, one request, capture the result.
 
-    def __init__(self, num_clients: int, config: Mapping[str, Any]) -> None:
+    ``per_node``: parameters for particular nodes (by node id) instead of the round's shared ones.
+    """
+
+    def __init__(
+        self, num_clients: int, config: Mapping[str, Any], per_node: Mapping[int, list[np.ndarray]] | None = None
+    ) -> None:
         super().__init__(
             fraction_fit=1.0,
             fraction_evaluate=0.0,
@@ -81,8 +86,15 @@ class _OneRound(FedAvg):
             min_available_clients=num_clients,
             on_fit_config_fn=lambda _round: dict(config),
         )
+        self.per_node = {nid: ndarrays_to_parameters(arrays) for nid, arrays in (per_node or {}).items()}
         self.mean: np.ndarray | None = None
         self.survivor_ids: list[int] = []
+
+    def configure_fit(self, server_round, parameters, client_manager):  # noqa: ANN001 (Flower's API)
+        return [
+            (proxy, FitIns(self.per_node.get(proxy.node_id, ins.parameters), ins.config))
+            for proxy, ins in super().configure_fit(server_round, parameters, client_manager)
+        ]
 
     def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001 (Flower's API)
         if results:
@@ -113,7 +125,15 @@ class _ErrorsByNode:
 
 
 def client_error(reason: str) -> str:
-    """The exception message inside Flower's ``"<class 'X'>:<'message'>"`` error reason."""
+    """The ClientApp's exception message inside Flower's error reason.
+
+    Deployment: ``"<class 'X'>:<'message'>"``. Simulation wraps it in a Ray error whose text
+    ends ``"... Exception ClientAppException occurred. Message: message'>"``. A fedsynth
+    organisation only ever raises fixed codes with public parameters (``client.app``).
+    """
+    wrapped = reason.rpartition("Exception ClientAppException occurred. Message: ")[2]
+    if wrapped != reason:
+        return wrapped.removesuffix("'>")
     match = re.fullmatch(r"<class '[\w.]+'>:<'(.*)'>", reason, flags=re.DOTALL)
     return match.group(1) if match else reason
 
@@ -216,6 +236,11 @@ class Federation:
     def name(self, node_id: int) -> str:
         return self.org_names.get(node_id, f"node {node_id}")
 
+    @property
+    def organisations(self) -> tuple[str, ...]:
+        """The organisations' names, sorted: the order of blocks that keep them apart."""
+        return tuple(sorted(self.org_names.values()))
+
     def noisy_sum(
         self,
         spec: NoisySumSpec,
@@ -224,8 +249,12 @@ class Federation:
         phase: str,
         mechanism: str,
         parameters: list[np.ndarray] | None = None,
+        node_parameters: Mapping[str, list[np.ndarray]] | None = None,
     ) -> SumResult:
         """Run one SecAgg+ round of ``spec`` and return the decoded sum.
+
+        ``parameters`` go to every organisation; ``node_parameters`` (by organisation name)
+        replace them for the organisations named.
 
         The round's ledger event is ``common.rounds.round_event`` of the request, the same
         function every organisation's guard uses. Before the round, the ledger checks that
@@ -239,8 +268,11 @@ class Federation:
         elif spec.mu > 0:
             raise ValueError("a noisy sum without a ledger is only for noise-free tests")
         ranges = secure_ranges(spec, self.num_clients)
+        by_node = {nid: node_parameters[name] for nid, name in self.org_names.items() if name in (node_parameters or {})}
         strategy = _OneRound(
-            self.num_clients, {**request, **spec.to_config(), "round": self._round, "num_clients": self.num_clients}
+            self.num_clients,
+            {**request, **spec.to_config(), "round": self._round, "num_clients": self.num_clients},
+            by_node,
         )
         self._legacy.strategy = strategy
         self._legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(

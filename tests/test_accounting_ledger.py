@@ -211,6 +211,6 @@ def test_entries_are_read_only_copies(tmp_path):
         ledger.entries[0].phase = "other"
 
 
-def test_no_temp_files_left_behind(tmp_path):
+def test_no_temp_files_left_behind_only_the_lock_file(tmp_path):
     fill(tmp_path / "ledger.jsonl")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.jsonl", "ledger.jsonl.head"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.jsonl", "ledger.jsonl.head", "ledger.jsonl.lock"]

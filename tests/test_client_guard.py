@@ -66,7 +66,7 @@ def test_an_admitted_round_is_in_the_guards_ledger_before_the_share_is_returned(
     assert len(on_disk) == 1
     entry = on_disk.entries[0]
     assert entry.dp_event() == round_event(request, spec) == skellam_event(spec.mu, 1.0, 1.0, count=2)
-    assert entry.metadata == {"round": 1, "t": 2, "mu": spec.mu, "dim": DIM}
+    assert entry.metadata == {"round": 1, "t": 2, "n": 3, "mu": spec.mu, "noise_accounting": "planned", "dim": DIM}
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_an_admitted_round_is_in_the_guards_ledger_before_the_share_is_returned(
 def test_a_refused_round_reads_no_data_and_spends_nothing(tmp_path, round_, rule):
     org = CountingOrganisation(Guard("hospital-a", policy(tmp_path)))
     request, _spec = round_
-    with pytest.raises(GuardRefused, match=rf"hospital-a's privacy guard refuses \(rule '{rule}'\)"):
+    with pytest.raises(GuardRefused, match=rf"^hospital-a: refused \(rule {rule}; "):
         guarded_share(org, request, [], np.random.default_rng(0))
     assert org.computed == 0
     assert len(org.guard.ledger) == 0 and not policy(tmp_path).ledger.exists()
@@ -97,7 +97,7 @@ def test_the_cap_holds_across_restarts_of_the_daemon(tmp_path):
         try:
             guarded_share(CountingOrganisation(guard), request, [], np.random.default_rng(admitted))
         except GuardRefused as exc:
-            assert "rule 'epsilon-cap'" in str(exc) and f"over {admitted} contributions" in str(exc)
+            assert "(rule epsilon-cap;" in str(exc) and f"over {admitted} contributions" in str(exc)
             break
         admitted += 1
     assert admitted >= 1
@@ -113,7 +113,7 @@ def test_the_cap_holds_across_restarts_of_the_daemon(tmp_path):
 def test_unknown_tasks_are_refused(tmp_path):
     request, _ = marginals_round()
     guard = Guard("hospital-a", policy(tmp_path))
-    with pytest.raises(GuardRefused, match="rule 'task'.*'dump'"):
+    with pytest.raises(GuardRefused, match="rule task; unknown task 'dump'"):
         guarded_share(CountingOrganisation(guard), {**request, "task": "dump"}, [], np.random.default_rng(0))
 
 
@@ -123,24 +123,28 @@ def test_the_job_preflight_judges_the_whole_plan(tmp_path):
     small = skellam_event(800.0, 1.0, 1.0, count=10)
     org.check({**job, **plan_request(small, 2, {"generator": 40.0})})  # admitted, nothing spent
     assert len(org.guard.ledger) == 0
-    with pytest.raises(GuardRefused, match="rule 'epsilon-cap'"):
+    with pytest.raises(GuardRefused, match="rule epsilon-cap;"):
         org.check({**job, **plan_request(skellam_event(2.0, 1.0, 1.0, count=50), 2, {"generator": 2.0})})
-    with pytest.raises(GuardRefused, match="rule 'min-survivors'.*t=1"):
+    with pytest.raises(GuardRefused, match="rule min-survivors;.*t=1"):
         org.check({**job, **plan_request(small, 1, {"generator": 40.0})})
-    with pytest.raises(GuardRefused, match="rule 'min-noise-multiplier'.*teacher"):
+    with pytest.raises(GuardRefused, match="rule min-noise-multiplier;.*teacher"):
         org.check({**job, **plan_request(small, 2, {"generator": 40.0, "teacher": 0.3})})
-    with pytest.raises(GuardRefused, match="rule 'plan'"):
+    with pytest.raises(GuardRefused, match="rule plan;"):
         org.check(job)
 
 
 def test_an_organisation_takes_part_only_with_its_agreed_schema():
     other = replace(SCHEMA, columns=tuple(replace(c, name="years") if c.name == "age" else c for c in SCHEMA.columns))
     org = Organisation("hospital-a", lambda _s: TABLE, accepts=SCHEMA)
-    with pytest.raises(RequestRefused, match="hospital-a accepts only its agreed schema.*column age.*column years"):
+    with pytest.raises(RequestRefused, match="hospital-a: refused \(rule agreed-schema; it accepts only its agreed schema.*column age.*column years"):
         org.check({"schema": other.dumps("json")})
 
 
 # ---- the daemon's config file
+
+
+GUARD = {"ledger": "state/ledger.jsonl", "epsilon-cap": 4.0, "delta": 1e-6, "min-noise-multiplier": 0.5,
+         "min-survivors": 2}
 
 
 def write_config(folder: Path, **sections) -> Path:
@@ -149,8 +153,7 @@ def write_config(folder: Path, **sections) -> Path:
         "organisation": {"name": "hospital-a", "data": "table.csv", "schema": str(bundled("adult.schema.yaml"))},
         "superlink": {"address": "link.example.org:9092", "root-certificates": "ca.crt", "auth-key": "node.key",
                       "clientappio-port": 9300},
-        "guard": {"ledger": "state/ledger.jsonl", "epsilon-cap": 4.0, "delta": 1e-6,
-                  "min-noise-multiplier": 0.5, "min-survivors": 2},
+        "guard": GUARD,
     }
     for section, values in sections.items():
         config[section] = values
@@ -177,6 +180,11 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     assert cmd[cmd.index("--node-config") + 1] == f'config="{tmp_path / "org.toml"}" org="hospital-a"'
     summary = preflight(config)
     assert "hospital-a:" in summary and "conform to schema 'adult'" in summary and "0 contributions" in summary
+    assert config.guard.noise_accounting == "planned"
+    strict = write_config(tmp_path, guard={**GUARD, "noise-accounting": "own-share"})
+    assert DaemonConfig.load(strict).guard.noise_accounting == "own-share"
+    # Every ClientApp process of the daemon draws the same row-cap subsample.
+    assert config.organisation().cap_seed == DaemonConfig.load(strict).organisation().cap_seed
 
 
 @pytest.mark.parametrize(
@@ -188,6 +196,8 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
         ({"extra": {"a": 1}}, r"unknown section \[extra\]"),
         ({"guard": {"ledger": "l", "epsilon-cap": 4.0, "delta": 1e-6, "min-noise-multiplier": 0.5,
                     "min-survivors": 1}}, r"\[guard\]: guard min-survivors must be at least 2"),
+        ({"guard": {"ledger": "l", "epsilon-cap": 4.0, "delta": 1e-6, "min-noise-multiplier": 0.5,
+                    "min-survivors": 2, "noise-accounting": "trusting"}}, r"\[guard\]: guard noise-accounting must be"),
     ],
 )
 def test_a_wrong_daemon_config_names_its_section_and_key(tmp_path, sections, message):

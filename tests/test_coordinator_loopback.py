@@ -198,7 +198,7 @@ def test_operators_run_a_job_through_the_coordinator_which_survives_a_crash(tmp_
         # release's, entry for entry and hash for hash, and rounds are numbered 1..n once each.
         entries = released.entries
         assert [(e.seq, e.hash) for e in ledger.entries] == [(e.seq, e.hash) for e in entries]
-        assert [e.metadata["round"] for e in entries] == list(range(1, len(entries) + 1)) and len(entries) == 5
+        assert [e.metadata["round"] for e in entries] == list(range(1, len(entries) + 1)) and len(entries) == 7
         assert all(e.metadata["survivors"] == list(ORGS) for e in entries)
 
         # Each organisation's own ledger holds the same rounds, at the planned noise (t shares).

@@ -196,3 +196,54 @@ def test_the_ledger_is_served_as_written(api):
     assert served.cap == 1.6 and served.epsilon == pytest.approx(ledger.epsilon().epsilon)
     assert [(e.seq, e.mechanism, e.hash) for e in served.entries] == [(1, "1-way marginals", ledger.entries[0].hash)]
     assert json.loads(served.entries[0].metadata_json) == {"round": 1}
+
+
+def test_the_federation_cap_counts_past_spends_at_their_planned_noise(tmp_path):
+    """A past round whose survivors carried far more noise than planned is counted at the plan:
+    the cap must hold even if only t of them were honest."""
+    coord = Coordinator(config(tmp_path, cap=1.6), StandInRuns())
+    ledger = coord.config.ledger()
+    # Seen by the coordinator: mu 400 (epsilon ~0.3); planned, with t honest survivors: mu 8 (epsilon ~1).
+    ledger.append("generator", "past job", skellam_event(400.0, 1.0, 1.0, count=3), {"mu": 400.0, "planned_mu": 8.0})
+    assert ledger.epsilon().epsilon < 0.6
+    with pytest.raises(BudgetExceeded, match="at its planned noise"):
+        coord.submit(SPEC)
+    assert coord.store.jobs() == []
+
+
+def test_fifty_concurrent_submissions_admit_plans_within_the_cap_and_lose_none(tmp_path):
+    from dp_accounting import ComposedDpEvent
+
+    from fedsynth.common.accounting import CombinedAccountant, event_from_dict
+
+    coord = Coordinator(config(tmp_path, cap=1.6), StandInRuns())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    stopping = threading.Event()
+    pb_grpc.add_CoordinatorServicer_to_server(Servicer(coord, stopping), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    spec = pb.JobSpec(**{**SPEC, "epsilon": 0.3, "labels": "generator"})
+    start = threading.Barrier(50)
+
+    def submit(stub):
+        start.wait()
+        try:
+            return stub.SubmitJob(pb.SubmitJobRequest(spec=spec)).job_id
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "cap 1.6" in exc.details()
+            return None
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.CoordinatorStub(channel)
+            with futures.ThreadPoolExecutor(max_workers=50) as pool:
+                answers = list(pool.map(lambda _i: submit(stub), range(50)))
+    finally:
+        stopping.set()
+        server.stop(grace=None)
+    admitted = [a for a in answers if a is not None]
+    stored = coord.store.jobs()
+    assert sorted(j.job_id for j in stored) == sorted(admitted) and len(set(admitted)) == len(admitted)
+    plans = ComposedDpEvent([event_from_dict(j.plan_event) for j in stored])
+    assert CombinedAccountant().compose(plans).epsilon(1e-6).epsilon <= 1.6
+    assert 2 <= len(admitted) < 50  # some fit, the rest were refused

@@ -106,9 +106,13 @@ def test_peeling_with_exclusions_keeps_the_softmax_on_what_remains():
     assert stats.chisquare(observed, p * len(seconds)).pvalue > 1e-3
 
 
+WIDE = {f"c{i}": 5 + i for i in range(15)}
+
+
 @pytest.mark.parametrize("epsilon,delta", [(0.5, 1e-9), (1.0, 1e-6), (3.0, 1e-9)])
 def test_generator_plan_never_overshoots(epsilon, delta):
-    gs = GeneratorSettings()
+    gs = GeneratorSettings().resolved(WIDE, epsilon, organisations=5)
+    assert gs.profiled == tuple(WIDE)  # every column has at most 32 values
     plan = plan_noise({"g": lambda s: generator_event(s, 15, gs)}, {"g": 1.0}, epsilon, delta)
     sigma = plan.noise_multipliers["g"]
     spent = CombinedAccountant().compose(generator_event(sigma, 15, gs)).epsilon(delta).epsilon
@@ -118,7 +122,7 @@ def test_generator_plan_never_overshoots(epsilon, delta):
 
 
 def test_one_way_only_plan_has_no_selection_cost():
-    one_way = GeneratorSettings(rounds=0)
+    one_way = GeneratorSettings(rounds=0).resolved(WIDE, 1.0, organisations=1)
     event = generator_event(30.0, 15, one_way)
     assert len(event.events) == 1 and one_way.measurements(15) == 15
 

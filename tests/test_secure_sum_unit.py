@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from noise_checks import matches_skellam
 
-from fedsynth.common.noise import sample_skellam, skellam_mu_for_sigma
+from fedsynth.common.noise import (
+    TAIL_PROBABILITY,
+    _chernoff_exponent,
+    sample_skellam,
+    skellam_mu_for_sigma,
+    skellam_tail_bound,
+)
 from fedsynth.common.secure_sum import (
     ContributionError,
     NoisySumSpec,
@@ -24,7 +30,7 @@ def spec(**kw):
 def test_ranges_fit_counts_in_the_tens_of_thousands_for_fifty_clients():
     s = spec()
     r = secure_ranges(s, 50)
-    assert r.clipping_range >= 50_000 + 12 * np.sqrt(2 * s.mu_share)
+    assert r.clipping_range == 50_000 + skellam_tail_bound(s.mu_share)
     assert r.quantization_range == 2 * r.clipping_range  # step exactly 1
     assert r.modulus_range > 50 * r.quantization_range  # no wrap-around
     assert r.modulus_range & (r.modulus_range - 1) == 0
@@ -45,16 +51,31 @@ def test_spec_round_trips_through_flower_config():
     assert NoisySumSpec.from_config(s.to_config()) == s
 
 
-def test_noisy_share_refuses_a_vector_over_the_public_bound():
-    s = spec(max_abs=10)
-    with pytest.raises(ContributionError, match="reaches 11 but the job's public bound max_abs is 10"):
-        noisy_share(np.array([1, 2, 11, 0]), s, secure_ranges(s, 5), np.random.default_rng(0))
+def test_noisy_share_projects_a_vector_over_the_public_bound_and_never_fails_on_it():
+    s = spec(max_abs=10, mu=0.0)
+    share = noisy_share(np.array([1, -2_000, 11, 0]), s, secure_ranges(s, 5), np.random.default_rng(0))
+    np.testing.assert_array_equal(share, [1, -10, 10, 0])
 
 
-def test_noisy_share_refuses_wrong_length():
+def test_noisy_share_refuses_wrong_length_naming_only_the_public_dimension():
     s = spec()
-    with pytest.raises(ContributionError, match="has 3 entries, the round expects 4"):
+    with pytest.raises(ContributionError, match=r"^the vector does not have the round's dimension 4$"):
         noisy_share(np.array([1, 2, 3]), s, secure_ranges(s, 5), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("mu", [1e-4, 0.01, 1.0, 10.0, 200.0, 1e4, 1e8])
+def test_the_tail_bound_is_the_least_with_the_stated_probability(mu):
+    b = skellam_tail_bound(mu)
+    target = np.log(2.0 / TAIL_PROBABILITY)
+    assert _chernoff_exponent(mu, b + 1) >= target  # P(|Sk| > b) <= TAIL_PROBABILITY
+    assert b == 0 or _chernoff_exponent(mu, b) < target  # and b - 1 would not do
+
+
+def test_the_chernoff_bound_holds_where_it_can_be_computed_exactly():
+    mu, b = 0.5, skellam_tail_bound(0.5)
+    from scipy.stats import skellam
+
+    assert 2 * skellam.sf(b, mu, mu) <= TAIL_PROBABILITY
 
 
 def test_noise_free_share_is_the_vector_itself():

@@ -12,7 +12,7 @@ from dp_accounting import ComposedDpEvent
 from fedsynth.cli import bundled, main
 from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
 from fedsynth.common.accounting import BudgetError
-from fedsynth.common.generator import GeneratorSettings
+from fedsynth.common.generator import ORGANISATION, GeneratorSettings
 from fedsynth.common.schema import load_schema
 from fedsynth.common.teacher import Features, TeacherSettings, predict_proba
 from fedsynth.server.job import JobConfig, parse_budget_split, plan_job
@@ -56,11 +56,12 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
     recomputed = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in ledger.entries]))
     assert statement["epsilon"] == pytest.approx(recomputed.epsilon(1e-6).epsilon, rel=1e-9)
     assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] <= 1.0
-    # 1-way round, one selection round, one measurement round, then the teacher's DP-SGD steps;
-    # the student's distillation and the labelling add no event (post-processing).
-    assert [e["mechanism"].split()[0] for e in statement["events"]] == ["1-way", "selection", "round"] + [
-        "DP-SGD"
-    ] * TEACHER_STEPS
+    # 1-way round, the organisations' profile, one selection round (votes, then scores), one
+    # measurement round, then the teacher's DP-SGD steps; the student's distillation and the
+    # labelling add no event (post-processing).
+    assert [e["mechanism"].split()[0] for e in statement["events"]] == [
+        "1-way", "profile", "votes", "scores", "round"
+    ] + ["DP-SGD"] * TEACHER_STEPS
     assert set(statement["per_phase"]) == {"generator", "teacher"}
     assert "masks from a ChaCha20 stream" in statement["trust"]["secure_aggregation"]  # read from the code run
     assert statement["plan"]["labels"] == "sample" and statement["plan"]["budget_split"] == {
@@ -69,9 +70,10 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
     assert statement["libraries"]["flwr"] == "1.41.0"
 
 
-def test_synthetic_rows_conform_to_the_schema(release):
+def test_synthetic_rows_conform_to_the_schema_and_keep_its_rules(release):
     synthetic = SCHEMA.read_csv(release.path / "synthetic.csv")
-    assert SCHEMA.validate(synthetic).ok
+    assert SCHEMA.rules and SCHEMA.validate(synthetic).ok  # validation includes every rule
+    assert SCHEMA.rule_violations(SCHEMA.conform(synthetic)).to_numpy().sum() == 0
     assert list(synthetic.columns) == SCHEMA.column_names
     assert 4_500 < len(synthetic) < 5_500  # the noisy count of 5,000 rows, paid for by the 1-way round
     parquet = pd.read_parquet(release.path / "synthetic.parquet")
@@ -121,7 +123,9 @@ def test_labels_without_a_label_column_are_refused(tmp_path, capsys):
 
 def test_measurements_are_what_the_coordinator_saw(release):
     measured = json.loads((release.path / "measurements.json").read_text())
-    assert len(measured) == len(SCHEMA.column_names) + 2
+    per_organisation = [m["clique"] for m in measured if m["clique"][0] == ORGANISATION]
+    assert [ORGANISATION, "Y"] in per_organisation  # the Dirichlet label skew, found in the profile
+    assert len(measured) == len(SCHEMA.column_names) + 2 + len(per_organisation)
     assert [m["clique"] for m in measured[:3]] == [["age"], ["workclass"], ["fnlwgt"]]
     assert all(m["sigma"] > 0 for m in measured)
 

@@ -10,12 +10,19 @@ Appending composes the new event with all earlier ones FIRST and refuses (raisin
 BudgetExceeded, writing nothing) if the combined epsilon would pass the cap. Otherwise
 it rewrites the file atomically (temp file in the same folder, fsync, os.replace,
 fsync of the folder), then the head the same way, and only then returns: use a noisy
-result only after ``append`` has returned. One process writes a ledger at a time.
+result only after ``append`` has returned.
+
+Several processes may append to one ledger (an organisation's ClientApp processes, two
+coordinators): ``append`` holds an exclusive ``fcntl`` lock on ``<path>.lock`` while it reads
+the file's current state (reloading and re-verifying it if another process appended), checks
+the cap against it, and writes. No entry is lost and the cap holds over all writers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +30,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from dp_accounting.dp_event import DpEvent
 from dp_accounting.privacy_accountant import UnsupportedEventError
@@ -60,6 +67,16 @@ class Entry:
         """The entry's event as a dp-accounting DpEvent."""
         return event_from_dict(self.event)
 
+    def planned_event(self) -> DpEvent:
+        """The entry's event at its planned noise (metadata ``planned_mu``: exactly ``t`` survivors).
+
+        A coordinator records each round with the noise of the survivors it saw; the planned
+        event is what holds when only ``t`` of them are honest, and what a cap should count.
+        """
+        if "planned_mu" not in self.metadata:
+            return self.dp_event()
+        return event_from_dict(_with_mu(self.event, float(self.metadata["planned_mu"])))
+
 
 class Ledger:
     """Persistent privacy ledger with an epsilon cap at a fixed delta."""
@@ -71,11 +88,13 @@ class Ledger:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.cap_epsilon = cap_epsilon
         self.delta = delta
         self._lines: list[str] = []
         self._accountant = CombinedAccountant()
-        self._load()
+        with self._locked():
+            self._load()
 
     @property
     def entries(self) -> tuple[Entry, ...]:
@@ -111,6 +130,13 @@ class Ledger:
         """
         if not (isinstance(phase, str) and isinstance(mechanism, str)):
             raise TypeError("phase and mechanism must be strings")
+        with self._locked():
+            self._refresh()
+            return self._append(phase, mechanism, event, metadata)
+
+    def _append(
+        self, phase: str, mechanism: str, event: DpEvent, metadata: Optional[Mapping[str, Any]]
+    ) -> Entry:
         body = {
             "seq": len(self._lines) + 1,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),
@@ -127,6 +153,24 @@ class Ledger:
         self._accountant = accountant
         self._write_head()
         return Entry(**json.loads(line))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the ledger's exclusive lock (``fcntl.flock`` on ``<path>.lock``)."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _refresh(self) -> None:
+        """Reload (and re-verify) the file if another process appended since we last read it."""
+        head = self._read_head()
+        if head is not None and head["count"] == len(self._lines) and head["hash"] == self._last_hash():
+            return
+        self._lines, self._accountant = [], CombinedAccountant()
+        self._load()
 
     def _try(self, event: DpEvent, phase: str) -> tuple[CombinedAccountant, Epsilon]:
         accountant = self._accountant.copy().compose(event)
@@ -204,6 +248,15 @@ class Ledger:
         except (ValueError, AttributeError) as err:
             raise LedgerCorrupt(f"{self.head_path}: malformed ({err})") from err
         return head
+
+
+def _with_mu(event: Any, mu: float) -> Any:
+    """``event`` (serialised) with every Skellam ``mu`` replaced by ``mu``."""
+    if isinstance(event, Mapping):
+        return {k: mu if k == "mu" else _with_mu(v, mu) for k, v in event.items()}
+    if isinstance(event, list):
+        return [_with_mu(v, mu) for v in event]
+    return event
 
 
 def _canonical(value: Any) -> str:

@@ -1,0 +1,367 @@
+"""Heterogeneity benchmark (issue 12): how much utility the federated generator loses when the
+organisations' rows are not alike, against the same code run by one central curator.
+
+Datasets (from ``--data-dir``, default the ``shared/data`` folder beside the repository):
+* Adult (coded): the private-pgm Adult, 80/20 split with seed 0, delta 1e-9 (as
+  ``generator_utility.py``), 10 organisations; its label ``income>50K`` drives the Dirichlet skew
+  and TSTR;
+* ACS MA2019: the NIST excerpt with ``tests/data/acs_ma2019.schema.yaml``, delta 1e-6,
+  5 organisations (one per PUMA in the by-column split); no label, so the Dirichlet skew is on
+  PINCP_DECILE (the income rank, Adult's label's counterpart) and there is no TSTR.
+
+At each epsilon, every split is generated with synthetic rows = real rows: ``central`` (the
+generator on the pooled rows, one curator, no secure aggregation), and federated ``iid``,
+``dirichlet:0.5`` and ``by-column`` runs through ``fedsynth.simulations.main.simulate`` (the
+CLI's entry point: Flower simulation, real SecAgg+, ``labels="generator"``, seed 0,
+t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
+wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
+ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
+synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
+``schema.rule_violations``; "n/a" while the schema has no such method) and, for ACS, an
+SDNist-style k-marginal score (our numpy reimplementation of SDNist 2.x's PUMA-grouped
+definition, on the schema's codes: see ``k_marginal``). For scale, the same figures for real
+MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), then the
+issue's targets with met / missed.
+
+    python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
+        [--splits central,iid,dirichlet:0.5,by-column] [--data-dir DIR] [--json OUT] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import SHARED, acs_massachusetts, adult_discretised
+
+from fedsynth.client.organisation import Organisation
+from fedsynth.common.accounting import Ledger
+from fedsynth.common.generator import GeneratorSettings
+from fedsynth.common.marginals import marginal
+from fedsynth.common.metrics import all_cliques, mean_tvd, random_cliques, tstr_auc
+from fedsynth.common.schema import Schema
+from fedsynth.server.central import CentralAggregator
+from fedsynth.server.generator import fit_generator, sample_rows
+from fedsynth.server.job import JobConfig, plan_job
+from fedsynth.simulations.main import simulate
+from fedsynth.simulations.split import split_table
+
+LABEL, POSITIVE = "income>50K", "1"
+REQUIRED = {"adult": ("adult/adult.csv", "adult/adult-domain.json"), "acs": ("acs/ma2019.csv", "acs/ma2018.csv")}
+QUICK_ROWS = 2000  # --quick: fixed-seed subsample of each real table (Adult's test: a quarter)
+QUICK_GENERATOR = GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100)
+ADULT_BY = "occupation"
+ADULT_BY_WHY = (
+    "occupation (15 values, largest 13%): one organisation per occupational group, like employers or "
+    "professional bodies of one trade; greedy balancing gives 10 similar-sized organisations with very "
+    "different rows (native-country is 90% one value, workclass and race have fewer than 10 values)"
+)
+ACS_SKEW_WHY = "no label: Dirichlet(0.5) skew on PINCP_DECILE, the income rank (Adult's label's counterpart)"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One benchmark table and how it is federated."""
+
+    key: str
+    title: str
+    schema: Schema
+    train: pd.DataFrame  # the real rows the organisations hold
+    parties: int
+    by_column: str
+    skew: str  # column whose values the Dirichlet split spreads unevenly
+    delta: float
+    notes: tuple[str, ...]
+    test: pd.DataFrame | None = None  # real held-out rows for TSTR (None: no label)
+    other_year: pd.DataFrame | None = None  # real rows of another year, for scale
+    group: str | None = None  # k-marginal's group column (PUMA)
+
+
+@dataclass
+class Scorer:
+    """Every figure of one synthetic (or reference) table against the dataset's real rows."""
+
+    dataset: Dataset
+    real: np.ndarray = field(init=False)
+    cliques2: list = field(init=False)
+    cliques3: list = field(init=False)
+
+    def __post_init__(self) -> None:
+        domain = self.dataset.schema.domain()
+        self.real = self.dataset.schema.encode(self.dataset.train)
+        self.cliques2, self.cliques3 = all_cliques(domain, 2), random_cliques(domain, 3, 200, seed=0)
+
+    def score(self, codes: np.ndarray, frame: pd.DataFrame) -> dict:
+        ds, domain = self.dataset, self.dataset.schema.domain()
+        row = {
+            "tvd2": mean_tvd(self.real, codes, domain, self.cliques2),
+            "tvd3": mean_tvd(self.real, codes, domain, self.cliques3),
+            "rule_violations": rule_violations(ds.schema, frame),
+        }
+        if ds.test is not None:
+            row["auc_hgb"] = tstr_auc(frame, ds.test, LABEL, POSITIVE, "hgb")
+        if ds.group is not None:
+            row["k_marginal"], per_group = k_marginal(self.real, codes, domain, ds.group)
+            row["k_marginal_worst"] = min(per_group.values())
+            row["k_marginal_per_group"] = {ds.schema[ds.group].categories[g]: s for g, s in per_group.items()}
+        return row
+
+
+def k_marginal(real: np.ndarray, synthetic: np.ndarray, domain: Mapping[str, int], group: str) -> tuple[float, dict[int, float]]:
+    """SDNist-style k-marginal score (0..1000) of integer-coded tables, overall and per group value.
+
+    As in SDNist 2.x's report (``KMarginal`` with PUMA as its stable feature): every pair of the
+    other columns (all pairs, there being fewer than 30) is counted together with ``group``;
+    densities are counts over each table's total rows. Overall: 1000 * (1 - mean over pairs of
+    half the L1 distance of the densities). Per group value g: the L1 distance of g's cells, capped
+    at g's real share and divided by it, averaged over the pairs; score 1000 * (1 - that). Group
+    values absent from the real rows get no score.
+    """
+    columns = list(domain)
+    pairs = list(itertools.combinations([c for c in columns if c != group], 2))
+    share = np.bincount(real[:, columns.index(group)], minlength=domain[group]) / len(real)
+    present = np.flatnonzero(share > 0)
+    overall, per_group = 0.0, np.zeros(len(present))
+    for pair in pairs:
+        clique = (group, *pair)
+        t = marginal(real, columns, domain, clique).reshape(domain[group], -1) / len(real)
+        s = marginal(synthetic, columns, domain, clique).reshape(domain[group], -1) / max(len(synthetic), 1)
+        diff = np.abs(t - s)
+        overall += diff.sum() / 2
+        per_group += np.minimum(diff.sum(axis=1), share)[present] / share[present]
+    scores = 1000 * (1 - per_group / len(pairs))
+    return float(1000 * (1 - overall / len(pairs))), {int(g): float(v) for g, v in zip(present, scores)}
+
+
+def rule_violations(schema: Schema, frame: pd.DataFrame) -> int | None:
+    """Rows of the typed ``frame`` that break any of the schema's rules; None while the schema has
+    no ``rule_violations`` (booleans, rows x rules)."""
+    check = getattr(schema, "rule_violations", None)
+    return None if check is None else int(check(frame).any(axis=1).sum())
+
+
+def subsample(table: pd.DataFrame, rows: int) -> pd.DataFrame:
+    picks = np.sort(np.random.default_rng(0).permutation(len(table))[:rows])
+    return table.iloc[picks].reset_index(drop=True)
+
+
+def load_adult(folder: Path, quick: bool) -> Dataset:
+    schema, train, test = adult_discretised(seed=0, folder=folder / "adult")
+    if quick:
+        train, test = subsample(train, QUICK_ROWS), subsample(test, QUICK_ROWS // 4)
+    notes = (f"by-column: {ADULT_BY_WHY}", f"dirichlet: Dirichlet(0.5) label skew on {LABEL}")
+    return Dataset("adult", "Adult (coded)", schema, train, 10, ADULT_BY, LABEL, 1e-9, notes, test=test)
+
+
+def load_acs(folder: Path, quick: bool) -> Dataset:
+    schema, ma2019, ma2018 = acs_massachusetts(folder / "acs")
+    if quick:
+        ma2019, ma2018 = subsample(ma2019, QUICK_ROWS), subsample(ma2018, QUICK_ROWS)
+    notes = ("by-column: one organisation per PUMA", f"dirichlet: {ACS_SKEW_WHY}")
+    return Dataset("acs", "ACS MA2019", schema, ma2019, 5, "PUMA", "PINCP_DECILE", 1e-6, notes,
+                   other_year=ma2018, group="PUMA")
+
+
+LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {"adult": load_adult, "acs": load_acs}
+
+
+def check_data(data_dir: Path, keys: Sequence[str]) -> None:
+    """Exit 2 with a clear message when a dataset's files are absent."""
+    for key in keys:
+        if key not in LOADERS:
+            sys.exit(f"heterogeneity.py: unknown dataset {key!r}; use {', '.join(LOADERS)}")
+        missing = [name for name in REQUIRED[key] if not (data_dir / name).is_file()]
+        if missing:
+            print(f"heterogeneity.py: dataset {key!r} not found: no {', '.join(missing)} under {data_dir} "
+                  f"(point --data-dir at the shared data folder)", file=sys.stderr)
+            sys.exit(2)
+
+
+def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings) -> JobConfig:
+    return JobConfig(schema=ds.schema, parties=parties, epsilon=epsilon, delta=ds.delta, out=out,
+                     min_survivors=parties - 1, rows=len(ds.train), seed=0, labels="generator", generator=settings)
+
+
+def central(config: JobConfig, train: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, float]:
+    """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1)."""
+    plan = plan_job(config)
+    ledger = Ledger(config.out / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
+    agg = CentralAggregator([Organisation("pooled", lambda _schema: train)], ledger, seed=config.seed)
+    model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
+    frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
+    return config.schema.encode(frame), frame, ledger.epsilon().epsilon
+
+
+def federated(config: JobConfig, ds: Dataset, split: str) -> tuple[np.ndarray, pd.DataFrame, float]:
+    """One federation through the CLI's entry point; the release's rows and privacy.json's epsilon."""
+    parties = split_table(ds.train, config.parties, split, ds.skew, seed=config.seed)
+    release = simulate(config, parties, progress=lambda _m: None)
+    frame = config.schema.conform(config.schema.read_csv(release.path / "synthetic.csv"))
+    spent = json.loads((release.path / "privacy.json").read_text())["epsilon"]
+    return config.schema.encode(frame), frame, spent
+
+
+def split_spec(ds: Dataset, split: str) -> str:
+    return f"by-column:{ds.by_column}" if split == "by-column" else split
+
+
+def generate(ds: Dataset, epsilon: float, split: str, settings: GeneratorSettings) -> tuple[np.ndarray, pd.DataFrame, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if split == "central":  # two nominal parties only to pass JobConfig's t < parties: t = 1
+            config = job(ds, epsilon, 2, Path(tmp), replace(settings, organisation_column=False))
+            return central(config, ds.train)
+        config = job(ds, epsilon, ds.parties, Path(tmp) / "release", settings)
+        return federated(config, ds, split_spec(ds, split))
+
+
+def independent(ds: Dataset, real: np.ndarray) -> np.ndarray:
+    """Each column drawn on its own from its exact real 1-way marginal."""
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.choice(real[:, i], size=len(real)) for i in range(real.shape[1])])
+
+
+def scale_rows(ds: Dataset, scorer: Scorer) -> list[dict]:
+    codes = independent(ds, scorer.real)
+    rows = [{"run": "independent 1-way (exact)", **scorer.score(codes, ds.schema.decode(codes, 0))}]
+    if ds.other_year is not None:
+        other = ds.schema.conform(ds.other_year)
+        rows.append({"run": "real MA2018 vs MA2019", **scorer.score(ds.schema.encode(other), other)})
+    return rows
+
+
+COLUMNS = [  # header, key, format, width
+    ("run", "run", "{}", 36), ("eps", "epsilon", "{:g}", 5), ("spent", "spent", "{:.3f}", 7),
+    ("time s", "seconds", "{:.0f}", 7), ("tvd2", "tvd2", "{:.4f}", 8), ("tvd3", "tvd3", "{:.4f}", 8),
+    ("/central", "tvd2_vs_central", "{:.3f}", 9), ("/iid", "tvd2_vs_iid", "{:.3f}", 7),
+    ("auc hgb", "auc_hgb", "{:.3f}", 8), ("k-marg", "k_marginal", "{:.0f}", 7),
+    ("worst PUMA", "k_marginal_worst", "{:.0f}", 11), ("rules", "rule_violations", "{}", 6),
+]
+
+
+def columns_for(ds: Dataset) -> list[tuple[str, str, str, int]]:
+    skip = {"auc_hgb"} if ds.test is None else {"k_marginal", "k_marginal_worst"}
+    return [c for c in COLUMNS if c[1] not in skip]
+
+
+def format_row(row: dict, columns: Sequence[tuple[str, str, str, int]]) -> str:
+    cells = []
+    for i, (_, key, fmt, width) in enumerate(columns):
+        value = row.get(key)
+        text = "n/a" if key == "rule_violations" and value is None else "-" if value is None else fmt.format(value)
+        cells.append(f"{text:<{width}}" if i == 0 else f"{text:>{width}}")
+    return "".join(cells)
+
+
+def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], settings: GeneratorSettings) -> dict:
+    scorer = Scorer(ds)
+    columns = columns_for(ds)
+    print(f"\n== {ds.title}: {len(ds.train):,} rows, {ds.parties} organisations, delta {ds.delta:g}"
+          + (f", TSTR on {len(ds.test):,} held-out rows" if ds.test is not None else ""))
+    for note in ds.notes:
+        print(f"   {note}")
+    header = format_row({key: head for head, key, *_ in columns}, [(h, k, "{}", w) for h, k, _, w in columns])
+    print(header + "\n" + "-" * len(header))
+    runs = []
+    for epsilon in epsilons:
+        by_split: dict[str, dict] = {}
+        for split in splits:
+            started = time.time()
+            codes, frame, spent = generate(ds, epsilon, split, settings)
+            seconds = time.time() - started
+            name = "central (1 curator, same code)" if split == "central" else f"fedsynth {split_spec(ds, split)}"
+            row = {"run": name, "split": split, "epsilon": epsilon, "spent": spent, "seconds": seconds,
+                   **scorer.score(codes, frame)}
+            by_split[split] = row
+            add_ratios(row, by_split)
+            runs.append(row)
+            print(format_row(row, columns), flush=True)
+    scale = scale_rows(ds, scorer)
+    print("for scale:")
+    for row in scale:
+        print(format_row(row, columns))
+    return {"title": ds.title, "rows": len(ds.train), "parties": ds.parties, "delta": ds.delta,
+            "notes": list(ds.notes), "runs": runs, "scale": scale}
+
+
+def add_ratios(row: dict, by_split: Mapping[str, dict]) -> None:
+    """TVD2 of a federated row over the central run's, and of the by-column row over IID's."""
+    if row["split"] != "central" and "central" in by_split:
+        row["tvd2_vs_central"] = row["tvd2"] / by_split["central"]["tvd2"]
+    if row["split"] == "by-column" and "iid" in by_split:
+        row["tvd2_vs_iid"] = row["tvd2"] / by_split["iid"]["tvd2"]
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    dataset: str
+    split: str | None  # None: every federated run
+    key: str
+    bound: float
+    at_most: bool
+
+
+TARGETS = [
+    Target("ACS eps 1: by-column TVD2 <= 1.10 x IID TVD2", "acs", "by-column", "tvd2_vs_iid", 1.10, True),
+    Target("ACS eps 1: k-marginal >= 820 (by-column)", "acs", "by-column", "k_marginal", 820, False),
+    Target("ACS eps 1: zero rule violations (by-column)", "acs", "by-column", "rule_violations", 0, True),
+    Target("Adult 10 orgs dirichlet:0.5 eps 1: TVD2 <= 0.047", "adult", "dirichlet:0.5", "tvd2", 0.047, True),
+    Target("Adult 10 orgs dirichlet:0.5 eps 1: TSTR AUC >= 0.90", "adult", "dirichlet:0.5", "auc_hgb", 0.90, False),
+    Target("end to end <= 10 min each (slowest federated run)", "*", None, "seconds", 600, True),
+]
+
+
+def judge(target: Target, results: Mapping[str, dict]) -> dict:
+    runs = [r for key, res in results.items() if target.dataset in ("*", key) for r in res["runs"]
+            if (r["split"] == target.split or (target.split is None and r["split"] != "central"))
+            and (target.split is None or r["epsilon"] == 1)]
+    values = [r.get(target.key) for r in runs]
+    if not runs:
+        return {"target": target.text, "value": None, "status": "not run"}
+    if any(v is None for v in values):
+        return {"target": target.text, "value": None, "status": "n/a"}
+    value = max(values) if target.at_most else min(values)
+    met = value <= target.bound if target.at_most else value >= target.bound
+    return {"target": target.text, "value": value, "status": "met" if met else "missed"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="adult,acs")
+    parser.add_argument("--epsilons", default="1,3")
+    parser.add_argument("--splits", default="central,iid,dirichlet:0.5,by-column")
+    parser.add_argument("--data-dir", type=Path, default=SHARED, help=f"shared data folder (default {SHARED})")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke configuration: first epsilon only, {QUICK_ROWS} real rows (fixed-seed "
+                        "subsample), a small generator; figures not comparable with the targets")
+    args = parser.parse_args()
+    keys = args.datasets.split(",")
+    check_data(args.data_dir, keys)
+    epsilons = [float(e) for e in args.epsilons.split(",")][: 1 if args.quick else None]
+    settings = QUICK_GENERATOR if args.quick else GeneratorSettings()
+    if args.quick:
+        print(f"QUICK smoke run: {settings}")
+    results = {key: run_dataset(LOADERS[key](args.data_dir, args.quick), epsilons, args.splits.split(","), settings)
+               for key in keys}
+    print("\nIssue 12 targets" + (" (quick configuration: for the full run only)" if args.quick else ""))
+    verdicts = [judge(t, results) for t in TARGETS]
+    for v in verdicts:
+        value = "-" if v["value"] is None else f"{v['value']:.4g}"
+        print(f"  {v['target']:<58}{value:>10}  {v['status']}")
+    if args.json:
+        args.json.write_text(json.dumps({"quick": args.quick, "data_dir": str(args.data_dir), "datasets": results,
+                                         "targets": verdicts}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The public schema of a fedsynth job: columns, rules, file IO, validation, encoding, drafts.
+
+The schema is public metadata that all parties agree on and a data steward signs off
+BEFORE any data is touched: column kinds, category lists, numeric bounds and bins, code
+lists, and structural rules. Everything downstream (the marginal generator's domain, the
+codes each client counts, the decoded synthetic values, which synthetic rows are kept) is a
+function of the schema alone, never of the data, so it reveals nothing about any person.
+
+File format (YAML, JSON or TOML; see ``fedsynth/data/adult.schema.yaml``)::
+
+    name: adult
+    label: Y                 # a column name, or null
+    na_values: ["?"]         # tokens that mean "missing" in a data file
+    draft: true              # only on drafts read from private data; see draft_warning()
+    columns:
+      - {name: age, kind: integer, lower: 16, upper: 100, bins: [16, 20, 30, 100]}
+      - {name: sex, kind: categorical, categories: [Female, Male]}
+      - {name: job, kind: integer, lower: 170, upper: 9920, bins: [170, 1000, 9920],
+         codes: [170, 180, 1070, 9920], missing: true}
+    rules:                   # optional; see fedsynth.common.schema.rules
+      - {name: no-job-under-16, if: {age: {max: 15}}, then: {job: missing}}
+
+Column keys: ``name``, ``kind`` (categorical, ordinal, boolean, numeric, integer),
+``categories`` (categorical/ordinal; ordinal = ordered), ``lower``/``upper`` (inclusive
+bounds), ``bins`` (an int N = N equal-width bins over [lower, upper], or sorted edges from
+lower to upper; bins are [e_k, e_k+1) except the last, which is closed), ``codes`` (integer
+columns: the public list of valid values; every bin must hold one), ``missing`` (default
+false), ``out_of_range`` (error | clip, default error) and ``decode`` (uniform | midpoint,
+default uniform: how a bin is turned back into a value; among the listed codes when given).
+
+Value rules, decided here once:
+
+* Categories are text and compared exactly (case and spaces matter). A schema file must
+  quote numeric-looking categories (``"1"``), so that ``01`` and ``1`` cannot be confused.
+* A boolean cell is ``true``/``false``/``1``/``0`` in any case (or a real bool).
+* An integer cell may be written ``5000.0``: integral numbers are integers. ``3.5`` is not.
+* Any cell equal to one of ``na_values`` is missing, whether the table was read by
+  :meth:`Schema.read_csv` or built by hand. An empty cell is NOT missing unless ``""`` is
+  listed in ``na_values``.
+* Nothing is coerced silently. The only coercion is ``out_of_range: clip``, which the
+  schema declares and every validation report counts.
+
+Structural rules are public too (written from a code book, never from rows). Real data that
+breaks one is a validation error; synthetic rows that break one are discarded by
+:meth:`Schema.sample_valid`, which is post-processing of the released model and costs no
+privacy budget.
+
+Modules: :mod:`.columns` (Column), :mod:`.rules` (rules), :mod:`.model` (Schema,
+load_schema), :mod:`.io` (file text), :mod:`.validate` (reports), :mod:`.codec` (codes and
+values), :mod:`.sampling` (rule-abiding rows), :mod:`.draft` (drafts from data), :mod:`.cli`.
+"""
+
+from .cli import run_draft, run_validate
+from .columns import Column, SchemaError
+from .draft import draft_schema, draft_warning
+from .model import Schema, load_schema
+from .rules import Condition, Hierarchy, Implication, Rule
+from .validate import ValidationReport, Violation
+
+__all__ = [
+    "Column",
+    "Condition",
+    "Hierarchy",
+    "Implication",
+    "Rule",
+    "Schema",
+    "SchemaError",
+    "ValidationReport",
+    "Violation",
+    "draft_schema",
+    "draft_warning",
+    "load_schema",
+    "run_draft",
+    "run_validate",
+]

@@ -1,0 +1,362 @@
+"""One column of the public schema: its kind, its public value set, its bins.
+
+A :class:`Column` checks itself when built, so an invalid combination (an integer column
+without bounds, bins that leave values without a bin, a list of codes with an empty bin)
+can never reach the encoder. :func:`column_from_dict` reads a column from a schema file and
+names every unknown or misplaced key. Everything here is public metadata: nothing is read
+from data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+KINDS = ("categorical", "ordinal", "boolean", "numeric", "integer")
+CATEGORY_KINDS = ("categorical", "ordinal")
+NUMBER_KINDS = ("numeric", "integer")
+OUT_OF_RANGE_RULES = ("error", "clip")
+DECODE_RULES = ("uniform", "midpoint")
+
+COMMON_COLUMN_KEYS = ("name", "kind", "missing")
+KIND_KEYS = {
+    "categorical": ("categories",),
+    "ordinal": ("categories",),
+    "boolean": (),
+    "numeric": ("lower", "upper", "bins", "out_of_range", "decode"),
+    "integer": ("lower", "upper", "bins", "codes", "out_of_range", "decode"),
+}
+_KIND_ALIASES = {
+    "float": "numeric", "double": "numeric", "real": "numeric", "continuous": "numeric",
+    "int": "integer", "count": "integer", "bool": "boolean", "binary": "boolean",
+    "str": "categorical", "string": "categorical", "category": "categorical",
+    "nominal": "categorical", "ordered": "ordinal",
+}
+_TUPLE_KEYS = ("categories", "bins", "codes")
+
+
+class SchemaError(ValueError):
+    """A schema that cannot be loaded, or data that does not conform to its schema.
+
+    ``problems`` lists each problem on its own; ``report`` carries the full
+    :class:`~fedsynth.common.schema.ValidationReport` when the error comes from strict
+    validation.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = (), report: Any = None) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
+        self.report = report
+
+
+def bullets(header: str, problems: Iterable[str]) -> str:
+    return header + "".join(f"\n  - {problem}" for problem in problems)
+
+
+def unknown_key_problems(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> list[str]:
+    problems = []
+    for key in data:
+        if key not in allowed:
+            guess = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            problems.append(f"{where}: unknown key {key!r}{hint}; allowed keys are "
+                            f"{', '.join(allowed)}")
+    return problems
+
+
+def as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value: Any) -> bool:
+    return is_number(value) and value == math.floor(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the public schema. Invalid combinations raise :class:`SchemaError`.
+
+    ``codes`` (integer columns only) is the public list of valid values, e.g. the industry
+    codes of a code book: data outside it is flagged, and decoding a bin picks only among
+    the listed codes inside it.
+    """
+
+    name: str
+    kind: str
+    categories: tuple[str, ...] | None = None
+    lower: int | float | None = None
+    upper: int | float | None = None
+    bins: int | tuple[int | float, ...] | None = None
+    missing: bool = False
+    out_of_range: str = "error"
+    decode: str = "uniform"
+    codes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for key in _TUPLE_KEYS:
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+        problems = _column_problems(self)
+        if problems:
+            raise SchemaError(bullets(f"column {self.name!r} is invalid:", problems), problems)
+
+    @property
+    def n_values(self) -> int:
+        """Number of codes for present values (categories, 2 booleans, or bins)."""
+        if self.kind in CATEGORY_KINDS:
+            return len(self.categories)
+        if self.kind == "boolean":
+            return 2
+        return len(self.edges) - 1
+
+    @property
+    def n_codes(self) -> int:
+        """Number of codes including the extra last code for "missing" when allowed."""
+        return self.n_values + int(self.missing)
+
+    @cached_property
+    def edges(self) -> np.ndarray:
+        """Bin edges e_0 = lower < ... < e_N = upper (numeric and integer columns)."""
+        if isinstance(self.bins, int):
+            edges = np.linspace(self.lower, self.upper, self.bins + 1)
+        else:
+            edges = np.asarray(self.bins, dtype=np.float64)
+        edges.flags.writeable = False
+        return edges
+
+    @cached_property
+    def bin_integers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first, last) integer inside each bin, inclusive; the last bin is closed."""
+        return integers_in_bins(self.edges)
+
+    @cached_property
+    def sorted_codes(self) -> np.ndarray:
+        """The listed codes, sorted (integer columns with ``codes``)."""
+        codes = np.sort(np.asarray(self.codes, dtype=np.int64))
+        codes.flags.writeable = False
+        return codes
+
+    @cached_property
+    def code_bins(self) -> np.ndarray:
+        """Bin index of each of :attr:`sorted_codes`."""
+        return bin_of(self.edges, self.sorted_codes.astype(np.float64))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with only the keys that differ from their defaults."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+        if self.kind in NUMBER_KINDS:
+            out["lower"], out["upper"] = self.lower, self.upper
+            out["bins"] = self.bins if isinstance(self.bins, int) else list(self.bins)
+        if self.codes is not None:
+            out["codes"] = list(self.codes)
+        if self.missing:
+            out["missing"] = True
+        if self.out_of_range != "error":
+            out["out_of_range"] = self.out_of_range
+        if self.decode != "uniform":
+            out["decode"] = self.decode
+        return out
+
+
+def bin_of(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin index of each value: bins are [e_k, e_k+1) except the last, which is closed."""
+    bins = np.searchsorted(edges, values, side="right").astype(np.int64) - 1
+    return np.clip(bins, 0, len(edges) - 2)
+
+
+def integers_in_bins(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    first = np.ceil(edges[:-1]).astype(np.int64)
+    last = np.ceil(edges[1:]).astype(np.int64) - 1
+    last[-1] = math.floor(edges[-1])
+    return first, last
+
+
+# --------------------------------------------------------------------------- reading from a file
+
+
+def column_from_dict(data: Any, position: int) -> Column:
+    """Build one column from its schema-file mapping; every problem in one SchemaError."""
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"column #{position + 1}: must be a mapping with at least name and "
+                          f"kind, got {data!r}")
+    label = f"column {data.get('name', f'#{position + 1}')!r}"
+    kind = data.get("kind")
+    allowed = COMMON_COLUMN_KEYS + KIND_KEYS.get(kind, tuple(dict.fromkeys(sum(KIND_KEYS.values(), ()))))
+    problems = []
+    for key in data:
+        if key in allowed:
+            continue
+        if kind in KIND_KEYS and any(key in keys for keys in KIND_KEYS.values()):
+            problems.append(f"{label}: key {key!r} does not apply to a {kind} column; "
+                            f"remove it or change the kind")
+        else:
+            problems.extend(unknown_key_problems(label, {key: None}, allowed))
+    fields = {key: as_tuple(value) if key in _TUPLE_KEYS else value
+              for key, value in data.items() if key in allowed}
+    fields.setdefault("name", None)
+    fields.setdefault("kind", None)
+    try:
+        column = Column(**fields)
+    except SchemaError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise SchemaError(bullets(f"{label} is invalid:", problems), problems)
+    return column
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _column_problems(column: Column) -> list[str]:
+    label = f"column {column.name!r}"
+    if not isinstance(column.name, str) or not column.name:
+        return [f"{label}: 'name' must be a non-empty text"]
+    if column.kind not in KINDS:
+        return [_unknown_kind_problem(label, column.kind)]
+    problems = _missing_flag_problems(label, column)
+    if column.kind in CATEGORY_KINDS:
+        problems += _category_problems(label, column.categories)
+    elif column.kind in NUMBER_KINDS:
+        problems += _bound_problems(label, column)
+        if not problems:
+            problems += _bin_problems(label, column)
+        if not problems and column.codes is not None:
+            problems += _code_problems(label, column)
+        problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
+        problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
+    for key in ("categories", "lower", "upper", "bins", "codes"):
+        if getattr(column, key) is not None and key not in KIND_KEYS[column.kind]:
+            problems.append(f"{label}: {key!r} does not apply to a {column.kind} column; "
+                            f"remove it or change the kind")
+    return problems
+
+
+def _unknown_kind_problem(label: str, kind: Any) -> str:
+    if kind is None:
+        return f"{label}: 'kind' is required; use one of {', '.join(KINDS)}"
+    guess = _KIND_ALIASES.get(str(kind).lower()) or next(
+        iter(difflib.get_close_matches(str(kind), KINDS, n=1)), None)
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    return f"{label}: unknown kind {kind!r}{hint}; use one of {', '.join(KINDS)}"
+
+
+def _missing_flag_problems(label: str, column: Column) -> list[str]:
+    if not isinstance(column.missing, bool):
+        return [f"{label}: 'missing' must be true or false, got {column.missing!r}"]
+    return []
+
+
+def _choice_problems(label: str, key: str, value: Any, choices: Sequence[str]) -> list[str]:
+    if value not in choices:
+        return [f"{label}: {key} must be one of {', '.join(choices)}, got {value!r}"]
+    return []
+
+
+def _category_problems(label: str, categories: Any) -> list[str]:
+    if categories is None:
+        return [f"{label}: a categorical or ordinal column needs 'categories', the public list "
+                f"of allowed values, e.g. categories: [Female, Male]"]
+    if not isinstance(categories, tuple) or not categories:
+        return [f"{label}: 'categories' must be a non-empty list, got {categories!r}"]
+    problems = []
+    for category in categories:
+        if not isinstance(category, str):
+            problems.append(
+                f"{label}: category {category!r} is a {type(category).__name__}, not text; "
+                f"quote it in the schema file (\"{category}\") so that it matches the data "
+                f"exactly (YAML reads unquoted yes/no/on/off as booleans and 01 as 1)")
+    for category in sorted({c for c in categories if categories.count(c) > 1}, key=str):
+        problems.append(f"{label}: category {category!r} is listed more than once; "
+                        f"list each category once")
+    return problems
+
+
+def _bound_problems(label: str, column: Column) -> list[str]:
+    problems = []
+    for key in ("lower", "upper"):
+        value = getattr(column, key)
+        if value is None:
+            problems.append(f"{label}: {column.kind} columns need '{key}' (inclusive), taken "
+                            f"from public knowledge, never from the data")
+        elif not is_number(value):
+            problems.append(f"{label}: {key} must be a finite number, got {value!r}")
+        elif column.kind == "integer" and value != math.floor(value):
+            problems.append(f"{label}: an integer column needs integer bounds; {key} is {value}")
+    if not problems and column.lower >= column.upper:
+        problems.append(f"{label}: lower ({column.lower}) must be smaller than upper "
+                        f"({column.upper}); fix or swap them")
+    return problems
+
+
+def _bin_problems(label: str, column: Column) -> list[str]:
+    bins = column.bins
+    if bins is None:
+        return [f"{label}: {column.kind} columns need 'bins': a number of equal-width bins "
+                f"(e.g. bins: 10) or a list of edges from lower to upper"]
+    if isinstance(bins, int) and not isinstance(bins, bool):
+        if bins < 1:
+            return [f"{label}: bins must be at least 1, got {bins}"]
+    elif not isinstance(bins, tuple) or len(bins) < 2 or not all(map(is_number, bins)):
+        return [f"{label}: bins must be an integer or a list of at least two finite numbers "
+                f"(edges), got {bins!r}"]
+    else:
+        problems = []
+        for left, right in zip(bins, bins[1:]):
+            if left >= right:
+                problems.append(f"{label}: bin edges must be strictly increasing; "
+                                f"{left} is followed by {right}")
+        if bins[0] != column.lower or bins[-1] != column.upper:
+            problems.append(f"{label}: bins must start at lower ({column.lower}) and end at "
+                            f"upper ({column.upper}) so that every allowed value has a bin; "
+                            f"the edges run from {bins[0]} to {bins[-1]}")
+        if problems:
+            return problems
+    if column.kind == "integer":
+        return _empty_integer_bin_problems(label, column)
+    return []
+
+
+def _bin_text(edges: np.ndarray, k: int) -> str:
+    closing = "]" if k == len(edges) - 2 else ")"
+    return f"bin #{k} [{edges[k]:g}, {edges[k + 1]:g}{closing}"
+
+
+def _empty_integer_bin_problems(label: str, column: Column) -> list[str]:
+    first, last = column.bin_integers
+    return [f"{label}: {_bin_text(column.edges, k)} contains no integer; merge it with a "
+            f"neighbour or use fewer bins" for k in np.flatnonzero(first > last)]
+
+
+def _code_problems(label: str, column: Column) -> list[str]:
+    codes = column.codes
+    if not isinstance(codes, tuple) or not codes:
+        return [f"{label}: 'codes' must be a non-empty list of integers (the public code "
+                f"list), got {codes!r}"]
+    wrong = [code for code in codes if not is_integer(code)]
+    if wrong:
+        return [f"{label}: codes must be integers; {wrong[0]!r} is not "
+                f"({len(wrong)} such entries)"]
+    problems = [f"{label}: code {code} is listed more than once; list each code once"
+                for code in sorted({c for c in codes if codes.count(c) > 1})]
+    outside = [code for code in codes if not column.lower <= code <= column.upper]
+    if outside:
+        problems.append(f"{label}: codes {outside[:5]} lie outside [{column.lower}, "
+                        f"{column.upper}]; widen the bounds or fix the code list")
+        return problems
+    empty = np.setdiff1d(np.arange(column.n_values), column.code_bins)
+    problems += [f"{label}: {_bin_text(column.edges, int(k))} contains none of the listed "
+                 f"codes, so it could never be decoded; merge it with a neighbour or move its "
+                 f"edges" for k in empty]
+    return problems

@@ -1,0 +1,76 @@
+"""Drafts: a starting-point schema inferred FROM PRIVATE DATA, loudly marked as such.
+
+A draft's bounds and category lists are read from the rows, so they are private: a maximum
+can be one person's age or salary. Drafts are marked ``draft: true`` and carry
+:func:`draft_warning`; a data steward must replace every bound, bin and category list with
+public knowledge (and write any rules from public documentation) before a job uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .columns import Column
+from .model import Schema
+from .validate import as_text, missing_mask
+
+_DRAFT_MAX_CODES = 10  # integer columns with at most this many distinct values draft as codes
+_DRAFT_BINS = 10
+
+
+def draft_warning() -> str:
+    """The banner shown whenever a schema is drafted from data."""
+    line = "!" * 78
+    return "\n".join([
+        line,
+        "!!  WARNING: THIS SCHEMA IS A DRAFT READ FROM PRIVATE DATA. DO NOT USE IT AS IS.",
+        line,
+        "!!  Its bounds and category lists were read from the rows themselves, so they",
+        "!!  are private: a maximum can be the oldest patient's age or the largest salary,",
+        "!!  and a rare category can be held by one single person. Publishing or using",
+        "!!  them in a job leaks that information outside any privacy guarantee.",
+        "!!",
+        "!!  Before ANY job: review every column with the data steward, replace each bound,",
+        "!!  bin and category list with public knowledge (a code book, a standard, a legal",
+        "!!  range), then delete the line `draft: true` from the file.",
+        line,
+    ])
+
+
+def draft_schema(df: pd.DataFrame, name: str, na_values: Sequence[str] = ()) -> Schema:
+    """Infer a starting-point schema (kinds, categories, bounds) FROM THE DATA.
+
+    The result is private and marked ``draft``; see :func:`draft_warning`. Cells are read
+    as text; integer codes with at most 10 distinct values become categories.
+    """
+    na_values = tuple(na_values)
+    columns = tuple(_draft_column(str(column), df[column], na_values) for column in df.columns)
+    return Schema(name=name, columns=columns, label=None, na_values=na_values, draft=True)
+
+
+def _draft_column(name: str, series: pd.Series, na_values: tuple[str, ...]) -> Column:
+    text = as_text(series)
+    missing = missing_mask(text, na_values)
+    present = text[~missing]
+    has_missing = bool(missing.any())
+    if present.empty:
+        return Column(name, "categorical", categories=("REPLACE-ME",), missing=has_missing)
+    if present.str.strip().str.lower().isin(("true", "false")).all():
+        return Column(name, "boolean", missing=has_missing)
+    numbers = pd.to_numeric(present, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(numbers).all():
+        return Column(name, "categorical", categories=tuple(sorted(present.unique())),
+                      missing=has_missing)
+    if (numbers == np.floor(numbers)).all():
+        if present.nunique() <= _DRAFT_MAX_CODES:
+            codes = sorted(present.unique(), key=lambda code: float(code))
+            return Column(name, "categorical", categories=tuple(codes), missing=has_missing)
+        lower, upper = int(numbers.min()), max(int(numbers.max()), int(numbers.min()) + 1)
+        return Column(name, "integer", lower=lower, upper=upper,
+                      bins=min(_DRAFT_BINS, upper - lower + 1), missing=has_missing)
+    lower, upper = float(numbers.min()), max(float(numbers.max()), float(numbers.min()) + 1)
+    return Column(name, "numeric", lower=lower, upper=upper,
+                  bins=_DRAFT_BINS, missing=has_missing)

@@ -7,13 +7,14 @@ a validation report: a refusal that reaches the coordinator is a fixed code nami
 public parameters only (:func:`refusal`); problems with the table are logged here in full and
 reach the coordinator only as the code ``table-does-not-conform``.
 
-Contribution bounding: before any count is computed the table is capped at the round's public
-row cap by uniform subsampling (:meth:`LocalTable.capped`), drawn from a seed that stays with
-the organisation. Every coordinate of a count vector is then at most the cap, so no round can
-fail because of the data. Under add/remove of one row the two capped tables can be coupled to
-differ in at most one row (added or removed below the cap, replaced at the cap); the
-sensitivity this costs is accounted in ``common.rounds.COUNT_SENSITIVITY``. The subsample is a
-function of the secret seed and the table only, so the coupling holds for every round at once.
+Contribution bounding: every vector is projected onto the round's public box before it is sent
+(``common.secure_sum``), so no round can fail because of the data. When a count round names a
+public ``row_cap``, the table is first capped at it by uniform subsampling
+(:meth:`LocalTable.capped`), drawn from a seed that stays with the organisation. Under add/remove
+of one row the two capped tables can be coupled to differ in at most one row (added or removed
+below the cap, replaced at the cap); the sensitivity this costs is accounted by
+``common.marginals.count_sensitivity``. The subsample is a function of the secret seed and the
+table only, so the coupling holds for every round at once.
 """
 
 from __future__ import annotations

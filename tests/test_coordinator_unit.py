@@ -7,8 +7,11 @@ dies between marking a job submitted and learning its run id. The end-to-end loo
 """
 
 import json
+import subprocess
+import sys
 import threading
 import tomllib
+from pathlib import Path
 from concurrent import futures
 
 import grpc
@@ -21,6 +24,8 @@ from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
 from fedsynth.server.coordinator import Coordinator, CoordinatorConfig, Servicer, SpecError, app_defaults
 from fedsynth.server.jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, JobStore, new_job_id
 from fedsynth.server.operator import write_release
+
+MAKE_CERTS = Path(__file__).resolve().parents[1] / "deploy" / "make_certs.py"
 
 SCHEMA = bundled("adult.schema.yaml").read_text(encoding="utf-8")
 SPEC = {"schema": SCHEMA, "parties": 3, "epsilon": 1.0, "delta": 1e-6, "rounds": 1, "per_round": 2, "teacher_steps": 2}
@@ -211,16 +216,21 @@ def test_the_federation_cap_counts_past_spends_at_their_planned_noise(tmp_path):
     assert coord.store.jobs() == []
 
 
-def test_fifty_concurrent_submissions_admit_plans_within_the_cap_and_lose_none(tmp_path):
+def test_fifty_concurrent_submissions_over_tls_admit_plans_within_the_cap_and_lose_none(tmp_path):
     from dp_accounting import ComposedDpEvent
 
     from fedsynth.common.accounting import CombinedAccountant, event_from_dict
 
     coord = Coordinator(config(tmp_path, cap=1.6), StandInRuns())
+    certs = tmp_path / "certs"
+    made = subprocess.run([sys.executable, str(MAKE_CERTS), "--out", str(certs)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     stopping = threading.Event()
     pb_grpc.add_CoordinatorServicer_to_server(Servicer(coord, stopping), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    key_and_chain = [((certs / "server.key").read_bytes(), (certs / "server.pem").read_bytes())]
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(key_and_chain))
     server.start()
     spec = pb.JobSpec(**{**SPEC, "epsilon": 0.3, "labels": "generator"})
     start = threading.Barrier(50)
@@ -234,7 +244,8 @@ def test_fifty_concurrent_submissions_admit_plans_within_the_cap_and_lose_none(t
             return None
 
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        trust = grpc.ssl_channel_credentials((certs / "ca.crt").read_bytes())
+        with grpc.secure_channel(f"localhost:{port}", trust) as channel:  # TLS, as operators connect
             stub = pb_grpc.CoordinatorStub(channel)
             with futures.ThreadPoolExecutor(max_workers=50) as pool:
                 answers = list(pool.map(lambda _i: submit(stub), range(50)))

@@ -37,6 +37,9 @@ import mbi  # noqa: E402
 from mbi.estimation import MirrorDescent  # noqa: E402
 from mbi.junction_tree import hypothetical_model_size  # noqa: E402
 
+#: Standard deviation of the placeholder measurement that puts a constrained clique in the model.
+UNINFORMATIVE = 1e9
+
 #: The model's column for "which organisation holds this row" (never released).
 ORGANISATION = "__organisation__"
 
@@ -51,13 +54,20 @@ class Measurement:
 
 
 class MarginalModel:
-    """Graphical model over a schema's domain, refitted as measurements arrive."""
+    """Graphical model over a schema's domain, refitted as measurements arrive.
 
-    def __init__(self, domain: Mapping[str, int]) -> None:
+    ``zeros``: public structural zeros (``schema.structural_zeros``: per clique, the code cells the
+    schema's rules forbid), on which the model puts no mass.
+    """
+
+    def __init__(self, domain: Mapping[str, int], zeros: Sequence[tuple[Clique, np.ndarray]] = ()) -> None:
         self.domain = dict(domain)
         self._mbi_domain = mbi.Domain(tuple(self.domain), tuple(self.domain.values()))
         self.measurements: list[Measurement] = []
         self._model: mbi.MarkovRandomField | None = None
+        self._constraints = tuple(
+            mbi.Constraint(domain=self._mbi_domain.project(cols), invalid=np.asarray(cells)) for cols, cells in zeros
+        )
 
     def add(self, measurement: Measurement) -> None:
         expected = cells(self.domain, measurement.clique)
@@ -77,9 +87,17 @@ class MarginalModel:
         linear = [
             mbi.LinearMeasurement(m.noisy.astype(np.float64), m.clique, stddev=m.sigma)
             for m in self.measurements
+        ] + [  # no information: puts each constrained clique in the model, whose marginals then keep the zeros
+            mbi.LinearMeasurement(np.zeros(c.domain.size()), c.domain.attributes, stddev=UNINFORMATIVE)
+            for c in self._constraints
         ]
         self._model = MirrorDescent().estimate(
-            self._mbi_domain, linear, known_total=self.total, iters=iters, warm_start=self._model
+            self._mbi_domain,
+            linear,
+            known_total=self.total,
+            constraints=self._constraints,
+            iters=iters,
+            warm_start=self._model,
         )
 
     def project(self, clique: Clique) -> np.ndarray:
@@ -90,7 +108,7 @@ class MarginalModel:
 
     def size_mb(self, cliques: Sequence[Clique]) -> float:
         """Size of the model's junction tree if it also had to represent ``cliques``."""
-        measured = [m.clique for m in self.measurements]
+        measured = [m.clique for m in self.measurements] + [c.domain.attributes for c in self._constraints]
         return float(hypothetical_model_size(self._mbi_domain, measured + list(cliques)))
 
     def sample(self, rows: int, seed: int) -> np.ndarray:

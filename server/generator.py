@@ -71,7 +71,7 @@ from fedsynth.common.marginals import (
     split_blocks,
     total_cells,
 )
-from fedsynth.common.schema import Schema
+from fedsynth.common.schema import Schema, structural_zeros
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 
@@ -332,7 +332,7 @@ def fit_generator(
     domain = schema.domain()
     settings = plan.settings
     model_dom, first, rows = first_round(fed, schema, plan)
-    model = MarginalModel(model_dom)
+    model = MarginalModel(model_dom, structural_zeros(schema))
     for m in first:
         model.add(m)
     model.fit(settings.fit_iters)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from fedsynth.client.app import build_client_app, org_name
+from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.schema import Schema, SchemaError, load_schema
@@ -24,24 +27,38 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def simulation_app(parties: list, seed: int | None = None):
-    """ClientApp whose node ``partition-id`` = i holds ``parties[i]``."""
+def simulation_app(parties: list, config: JobConfig, guards: Path):
+    """ClientApp whose node ``partition-id`` = i holds ``parties[i]``, behind its own privacy guard.
+
+    Every organisation's guard judges the job at pre-flight and every round before its vector is
+    computed, as a deployed daemon's would; its ledger lives under ``guards`` for this job, its
+    cap is the job's epsilon.
+    """
 
     def make_org(context) -> Organisation:
+        name = org_name(context)
+        policy = GuardPolicy(
+            ledger=guards / f"{name}.jsonl",
+            epsilon_cap=config.epsilon,
+            delta=config.delta,
+            min_noise_multiplier=0.0,
+            min_survivors=max(2, config.min_survivors),
+        )
         table = parties[int(context.node_config["partition-id"])]
-        return Organisation(org_name(context), lambda _schema: table)
+        return Organisation(name, lambda _schema: table, guard=Guard(name, policy))
 
-    return build_client_app(make_org, fixed_seed=seed)
+    return build_client_app(make_org)
 
 
 def simulate(config: JobConfig, parties: list, progress=say) -> Release:
     """Run ``config`` over the given party tables in Flower's simulation engine."""
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    return run_in_simulation(
-        lambda grid, context: run_job(grid, context, config, progress),
-        simulation_app(parties),
-        config.parties,
-    )
+    with tempfile.TemporaryDirectory(prefix="fedsynth-guards-") as guards:
+        return run_in_simulation(
+            lambda grid, context: run_job(grid, context, config, progress),
+            simulation_app(parties, config, Path(guards)),
+            config.parties,
+        )
 
 
 def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:

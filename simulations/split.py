@@ -50,7 +50,8 @@ def _column(table: pd.DataFrame, name: str | None, kind: str) -> pd.Series:
         raise SplitError(f"{kind} split needs a column (the schema's label, or by-column:COL)")
     if name not in table.columns:
         raise SplitError(f"{kind} split: no column {name!r} in the table")
-    return table[name].astype(str)
+    column = table[name]
+    return column.astype("string").fillna("").astype(str)  # missing values form a group of their own
 
 
 def _dirichlet_groups(

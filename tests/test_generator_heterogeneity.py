@@ -18,7 +18,7 @@ from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.generator import MAX_ROUNDS, ORGANISATION, GeneratorSettings, Measurement
 from fedsynth.common.metrics import all_cliques, mean_tvd
-from fedsynth.common.schema import Schema
+from fedsynth.common.schema import Schema, structural_zeros
 from fedsynth.server.central import CentralAggregator
 from fedsynth.server.generator import fit_generator, heterogeneous_columns, synthetic_codes
 from fedsynth.server.job import JobConfig, plan_job
@@ -142,13 +142,23 @@ def test_the_release_does_not_depend_on_how_rows_are_split(tmp_path):
 
 
 def test_sampled_rows_keep_the_schema_rules(tmp_path):
-    model, _, _ = run("iid", tmp_path, GeneratorSettings(rounds=0, fit_iters=100, final_iters=200))
-    # With 1-way marginals only, the model cannot know that r0 rows have d = 0: plain decoding breaks the rule.
-    plain = SCHEMA.decode(synthetic_codes(model, SCHEMA, 5_000, seed=0), np.random.default_rng(0))
-    assert SCHEMA.rule_violations(plain).to_numpy().sum() > 100
+    """Rows whose draw breaks a rule are repaired (or drawn again): none is released."""
+    rng = np.random.default_rng(0)
 
-    def draw(n: int, rng: np.random.Generator) -> np.ndarray:
-        return synthetic_codes(model, SCHEMA, n, int(rng.integers(2**31)))
+    def draw(n: int, draw_rng: np.random.Generator) -> np.ndarray:  # independent columns: ignores the rule
+        return np.column_stack([draw_rng.integers(0, k, n) for k in SCHEMA.domain().values()])
 
+    plain = SCHEMA.decode(draw(5_000, rng), rng)
+    assert SCHEMA.rule_violations(plain).to_numpy().sum() > 300
     kept = SCHEMA.sample_valid(draw, 5_000, np.random.default_rng(0))
     assert len(kept) == 5_000 and SCHEMA.rule_violations(kept).to_numpy().sum() == 0
+    # Repair changes only the rule's columns: the region mix is the draw's, not skewed away from r0.
+    assert abs((kept["region"] == "r0").mean() - 0.2) < 0.02
+
+
+def test_structural_zeros_are_the_cells_every_value_of_which_breaks_a_rule():
+    (columns, cells), = structural_zeros(SCHEMA)
+    assert columns == ("region", "d") and cells.tolist() == [[0, 1]]  # r0 with d = 1
+    model, _, _ = run("iid", Path(tempfile.mkdtemp()), GeneratorSettings(rounds=0, fit_iters=100, final_iters=200))
+    codes = synthetic_codes(model, SCHEMA, 20_000, seed=1)
+    assert not np.any((codes[:, 0] == 0) & (codes[:, 4] == 1))  # the model puts no mass there

@@ -72,4 +72,6 @@ __all__ = [
     "load_schema",
     "run_draft",
     "run_validate",
+    "structural_zeros",
 ]
+from .zeros import structural_zeros

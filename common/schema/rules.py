@@ -129,6 +129,15 @@ class Implication:
     def violations(self, frame: pd.DataFrame) -> np.ndarray:
         return _all_hold(self.when, frame) & ~_all_hold(self.then, frame)
 
+    @property
+    def consequents(self) -> tuple[str, ...]:
+        """The columns a repair may change: those the ``then`` part constrains."""
+        return tuple(dict.fromkeys(c for cond in self.then for c in cond.columns))
+
+    def repair_group(self, frame: pd.DataFrame) -> np.ndarray:
+        """A row may take its consequents from another row of its group: the ``if`` part holds."""
+        return _all_hold(self.when, frame)
+
     def describe(self) -> str:
         return (f"if {' and '.join(c.describe() for c in self.when)} then "
                 f"{' and '.join(c.describe() for c in self.then)}")
@@ -151,6 +160,15 @@ class Hierarchy:
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.parent, self.child)
+
+    @property
+    def consequents(self) -> tuple[str, ...]:
+        """The column a repair may change: the child."""
+        return (self.child,)
+
+    def repair_group(self, frame: pd.DataFrame) -> np.ndarray:
+        """A row may take its child value from another row of its group: the same parent."""
+        return frame[self.parent].astype("string").fillna("").to_numpy(dtype=str)
 
     def allowed(self, parent_value: str) -> Condition | None:
         """The condition the child must meet under ``parent_value`` (None: no child allowed)."""

@@ -1,11 +1,18 @@
-"""Rule-abiding synthetic rows: rejection sampling from a released model.
+"""Rule-abiding synthetic rows from a released model: re-decoding, repair, rejection.
 
 ``draw(n, rng)`` is any sampler of code rows (e.g. a released marginal model). Each round
 decodes the drawn codes, re-decodes a few times the rows whose codes are fine but whose
-values drawn inside a bin break a rule (age bin 10-19 decoded to 12, with "married"), and
-keeps the rows that break no rule; the shortfall is drawn again, a little more than needed,
-until exactly ``rows`` rows are kept. The result is a sample of the model's distribution
-conditioned on the public rules.
+values drawn inside a bin break a rule (age bin 10-19 decoded to 12, with "married"), then
+repairs the rows that still break a rule: the columns the rule constrains (an implication's
+``then`` columns, a hierarchy's child) are copied from a random rule-abiding row of the same
+draw in the same repair group (the rule's ``if`` part holds too; the same parent category):
+hot-deck imputation inside the synthetic sample, e.g. a child's marital status becomes that
+of another synthetic child. Repair changes only the columns a broken rule names, so the
+model's distribution of everything else is kept; rejecting such rows instead would keep
+only the corner of the model where every rule happens to hold, which for a model that puts
+most mass on impossible cells is far from the data. Rows that still break a rule are
+dropped, and the shortfall is drawn again, a little more than needed, until exactly ``rows``
+rows are kept.
 
 Privacy: the rules are public and ``draw`` only reads the released model, so filtering its
 samples is post-processing of a differentially private release and costs no privacy budget.
@@ -21,11 +28,13 @@ import numpy as np
 import pandas as pd
 
 from .columns import SchemaError
+from .rules import Rule
 
 if TYPE_CHECKING:
     from .model import Schema
 
-REDECODE_TRIES = 5  # re-decodings of a failing row before its codes are rejected
+REDECODE_TRIES = 5  # re-decodings of a failing row before its codes are repaired
+REPAIR_PASSES = 3  # passes over the implications (a repair can break another rule)
 OVERDRAW = 1.1  # draw this much more than the shortfall divided by the acceptance rate
 MIN_ACCEPTANCE = 0.02  # never plan for fewer than 2% of rows accepted (caps one round's size)
 
@@ -70,9 +79,42 @@ def _valid_rows(schema: Schema, codes: np.ndarray,
         frame = _replace_rows(frame, failing[fixed], retry[fixed])
         broken[failing] = retry_broken
         failing = failing[~fixed]
+    if failing.size:
+        frame = _repaired(schema, frame, rng)
+        broken = schema.rule_violations(frame).to_numpy(copy=True)
+        failing = np.flatnonzero(broken.any(axis=1))
     keep = np.ones(len(frame), dtype=bool)
     keep[failing] = False
     return frame[keep], broken[failing].sum(axis=0)
+
+
+def _repaired(schema: Schema, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """``frame`` with each broken rule's consequent columns copied from a donor: a row of
+    ``frame`` that breaks no rule and is in the broken row's repair group for that rule (the
+    rule's ``if`` part holds; for a hierarchy, the same parent category)."""
+    for _ in range(REPAIR_PASSES):
+        broken = schema.rule_violations(frame).to_numpy()
+        clean = ~broken.any(axis=1)
+        if clean.all():
+            break
+        for k, rule in enumerate(schema.rules):
+            if broken[:, k].any():
+                frame = _copied_from_donors(frame, rule, broken[:, k], clean, rng)
+    return frame
+
+
+def _copied_from_donors(frame: pd.DataFrame, rule: Rule, targets: np.ndarray, clean: np.ndarray,
+                        rng: np.random.Generator) -> pd.DataFrame:
+    groups = rule.repair_group(frame)
+    frame = frame.copy()
+    for group in np.unique(groups[targets]):
+        rows = np.flatnonzero(targets & (groups == group))
+        donors = np.flatnonzero(clean & (groups == group))
+        if donors.size:
+            picks = rng.choice(donors, size=rows.size)
+            for column in rule.consequents:
+                frame[column] = _with_values(frame[column], rows, frame[column].iloc[picks])
+    return frame
 
 
 def _replace_rows(frame: pd.DataFrame, positions: np.ndarray, rows: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger 
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
 synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
-``schema.rule_violations``; "n/a" while the schema has no such method) and, for ACS, an
+``schema.rule_violations``) and, for ACS, an
 SDNist-style k-marginal score (our numpy reimplementation of SDNist 2.x's PUMA-grouped
 definition, on the schema's codes: see ``k_marginal``). For scale, the same figures for real
 MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), then the
@@ -142,11 +142,9 @@ def k_marginal(real: np.ndarray, synthetic: np.ndarray, domain: Mapping[str, int
     return float(1000 * (1 - overall / len(pairs))), {int(g): float(v) for g, v in zip(present, scores)}
 
 
-def rule_violations(schema: Schema, frame: pd.DataFrame) -> int | None:
-    """Rows of the typed ``frame`` that break any of the schema's rules; None while the schema has
-    no ``rule_violations`` (booleans, rows x rules)."""
-    check = getattr(schema, "rule_violations", None)
-    return None if check is None else int(check(frame).any(axis=1).sum())
+def rule_violations(schema: Schema, frame: pd.DataFrame) -> int:
+    """Rows of the typed ``frame`` that break any of the schema's rules."""
+    return int(schema.rule_violations(frame).any(axis=1).sum())
 
 
 def subsample(table: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -256,7 +254,7 @@ def format_row(row: dict, columns: Sequence[tuple[str, str, str, int]]) -> str:
     cells = []
     for i, (_, key, fmt, width) in enumerate(columns):
         value = row.get(key)
-        text = "n/a" if key == "rule_violations" and value is None else "-" if value is None else fmt.format(value)
+        text = "-" if value is None else fmt.format(value)
         cells.append(f"{text:<{width}}" if i == 0 else f"{text:>{width}}")
     return "".join(cells)
 

@@ -189,7 +189,7 @@ class Organisation:
             return counts
         slots = json.loads(str(request["slots"]))
         if self.name not in slots:
-            raise RequestRefused(f"{self.name}: the request's organisations ({', '.join(slots)}) do not include it")
+            raise RequestRefused(refusal(self.name, "slots", "the request's organisations do not include it"))
         return in_slot(counts, slots, self.name)
 
     def _scores(self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray]) -> np.ndarray:

@@ -52,7 +52,8 @@ def test_every_violation_is_found_with_counts_and_rows():
         ("age", "wrong_type"): (2, (1, 2)),
         ("age", "missing_value"): (1, (3,)),
         ("age", "out_of_range"): (1, (4,)),
-        ("sex", "unknown_category"): (2, (1, 3)),
+        ("sex", "unknown_category"): (1, (1,)),
+        ("sex", "missing_value"): (1, (3,)),  # a blank cell is missing, here not allowed
         ("income", "out_of_range"): (2, (2, 3)),
         ("income", "wrong_type"): (1, (4,)),
         ("smoker", "wrong_type"): (1, (1,)),
@@ -68,7 +69,7 @@ def test_violations_carry_example_values():
     report = small_schema().validate(messy_frame())
     by_key = {(v.column, v.problem): v for v in report.violations}
     assert by_key["age", "wrong_type"].values == ("'abc'", "'3.5'")
-    assert by_key["sex", "unknown_category"].values == ("'X'", "''")
+    assert by_key["sex", "unknown_category"].values == ("'X'",)
     assert by_key["age", "missing_value"].values == ()
 
 
@@ -83,11 +84,11 @@ def test_examples_stop_at_five_but_the_count_does_not():
 
 def test_report_text_tells_the_user_what_to_do():
     text = str(small_schema().validate(messy_frame()))
-    assert "does NOT conform to schema 'small': 9 problem(s) in 5 rows" in text
+    assert "does NOT conform to schema 'small': 10 problem(s) in 5 rows" in text
     assert "0-based positions in the table" in text
-    assert "column 'sex', unknown_category: 2 value(s) not among the schema's categories" in text
+    assert "column 'sex', unknown_category: 1 value(s) not among the schema's categories" in text
     assert "add the category to the schema" in text and "map it" in text
-    assert 'empty cells are not missing unless "" is listed in na_values' in text
+    assert "column 'sex', missing_value: 1 missing value(s)" in text
     assert "set missing: true for this column" in text
     assert "declare out_of_range: clip" in text
     assert "[info] column 'score', clipped" in text
@@ -105,7 +106,7 @@ def test_a_clean_table_gives_an_ok_report():
 def test_strict_validation_raises_with_the_report():
     with pytest.raises(SchemaError) as info:
         small_schema().validate(messy_frame(), strict=True)
-    assert info.value.report is not None and len(info.value.report.errors) == 9
+    assert info.value.report is not None and len(info.value.report.errors) == 10
     assert "column 'age', wrong_type" in str(info.value)
 
 
@@ -145,10 +146,22 @@ def test_boolean_tokens(cell, expected):
     assert schema.conform(pd.DataFrame({"b": [cell]}))["b"].tolist() == [expected]
 
 
-@pytest.mark.parametrize("cell", ["yes", "no", "2", "t", "1.0", ""])
+@pytest.mark.parametrize("cell", ["yes", "no", "2", "t", "1.0"])
 def test_other_boolean_tokens_are_wrong_types(cell):
     schema = Schema.from_dict({"name": "s", "columns": [{"name": "b", "kind": "boolean"}]})
     assert found(schema.validate(pd.DataFrame({"b": [cell]}))) == {("b", "wrong_type"): (1, (0,))}
+
+
+def test_blank_cells_are_missing_where_allowed_and_reported_where_not():
+    schema = Schema.from_dict({"name": "s", "columns": [
+        {"name": "b", "kind": "boolean", "missing": True},
+        {"name": "n", "kind": "numeric", "lower": 0, "upper": 1, "bins": 2},
+        {"name": "c", "kind": "categorical", "categories": ["", "x"]}]})
+    df = pd.DataFrame({"b": ["", " ", "true"], "n": ["0.5", "", "1"], "c": ["", "x", "x"]})
+    assert found(schema.validate(df)) == {("n", "missing_value"): (1, (1,))}
+    typed = schema.conform(df.assign(n="0.5"))
+    assert typed["b"].isna().tolist() == [True, True, False]
+    assert typed["c"].tolist() == ["", "x", "x"]  # a listed "" category stays a category
 
 
 def test_typed_frames_are_checked_too():

@@ -35,8 +35,9 @@ Value rules, decided here once:
 * A boolean cell is ``true``/``false``/``1``/``0`` in any case (or a real bool).
 * An integer cell may be written ``5000.0``: integral numbers are integers. ``3.5`` is not.
 * Any cell equal to one of ``na_values`` is missing, whether the table was read by
-  :meth:`Schema.read_csv` or built by hand. An empty cell is NOT missing unless ``""`` is
-  listed in ``na_values``.
+  :meth:`Schema.read_csv` or built by hand. A blank cell (empty or only spaces) is missing
+  too, unless ``""`` is one of the column's categories; a column without ``missing: true``
+  reports it as a missing value.
 * Nothing is coerced silently. The only coercion is ``out_of_range: clip``, which the
   schema declares and every validation report counts.
 

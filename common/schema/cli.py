@@ -15,6 +15,7 @@ from .columns import KINDS
 from .draft import draft_schema, draft_warning
 from .io import read_text_table, writable_format
 from .model import Schema, load_schema
+from .validate import is_blank
 
 
 def run_draft(data_path: str | Path, out_path: str | Path | None,
@@ -43,11 +44,21 @@ def run_draft(data_path: str | Path, out_path: str | Path | None,
         print(f"fedsynth schema draft: {exc}", file=sys.stderr)
         return 2
     print(draft_warning(), file=sys.stderr)
+    blank = _blank_columns(df)
+    if blank:
+        print(f"NOTE: blank cells found in column(s) {', '.join(blank)}; they were read as MISSING "
+              f"values (those columns got missing: true). If a blank means something else in "
+              f"your data, fill it in before any job.", file=sys.stderr)
     if out_path is None:
         sys.stdout.write(text)
     summary_stream = sys.stdout if out_path is not None else sys.stderr
     print(_draft_summary(schema, len(df), out_path), file=summary_stream)
     return 0
+
+
+def _blank_columns(df) -> list[str]:
+    """Columns holding at least one blank cell (read as missing)."""
+    return [str(name) for name in df.columns if is_blank(df[name].dropna()).any()]
 
 
 def _draft_text(schema: Schema, out_path: Path | None) -> str:

@@ -170,10 +170,16 @@ def as_text(series: pd.Series) -> pd.Series:
 
 
 def missing_mask(text: pd.Series, na_values: tuple[str, ...]) -> np.ndarray:
+    """Null cells, cells equal to one of ``na_values``, and blank cells."""
     missing = text.isna().to_numpy()
     if na_values:
         missing = missing | text.isin(na_values).to_numpy()
-    return missing
+    return missing | is_blank(text.fillna("x")).to_numpy()
+
+
+def is_blank(texts: pd.Series | pd.Index) -> Any:
+    """Cells that are empty or only spaces: missing by default (see the package docstring)."""
+    return texts.astype(str).str.strip() == ""
 
 
 @dataclass(frozen=True)
@@ -192,16 +198,18 @@ class _Cells:
         return np.append(per_text, for_null)[self.positions]
 
 
-def _cells(series: pd.Series, na_values: tuple[str, ...]) -> _Cells:
+def _cells(series: pd.Series, na_values: tuple[str, ...], blank_is_missing: bool = True) -> _Cells:
     positions, distinct = pd.factorize(series, use_na_sentinel=True)
     texts = pd.Index(distinct).astype(str)  # ints become "1", floats "1.0"
     positions = np.where(positions < 0, len(texts), positions)
-    missing = np.append(texts.isin(na_values), True)
-    return _Cells(texts, positions, missing)
+    missing = texts.isin(na_values)
+    if blank_is_missing:
+        missing = missing | np.asarray(is_blank(texts), dtype=bool)
+    return _Cells(texts, positions, np.append(missing, True))
 
 
 def _parse_categories(column: Column, series: pd.Series, na_values: tuple[str, ...]) -> _Parsed:
-    cells = _cells(series, na_values)
+    cells = _cells(series, na_values, blank_is_missing="" not in column.categories)
     missing = cells.missing[cells.positions]
     codes = cells.expand(pd.Index(column.categories).get_indexer(cells.texts), -1)
     return _Parsed(codes.astype(np.int64), missing, (codes < 0) & ~missing,
@@ -264,19 +272,16 @@ def _value_violations(column: Column, series: pd.Series, parsed: _Parsed) -> lis
 
 
 def _wrong_value_violation(column: Column, series: pd.Series, mask: np.ndarray) -> Violation:
-    empty = bool((series[mask].astype(str) == "").any())
-    empty_hint = ("; empty cells are not missing unless \"\" is listed in na_values"
-                  if empty else "")
     if column.kind in CATEGORY_KINDS:
         return _violation(column, "unknown_category", mask, series,
                           "value(s) not among the schema's categories",
                           "add the category to the schema (if it is public knowledge) or map it "
-                          "to one of the listed categories in your data" + empty_hint)
+                          "to one of the listed categories in your data")
     expected = {"boolean": "a boolean (true/false/1/0, any case)", "numeric": "a finite number",
                 "integer": "an integer (5, 5.0 and 5e3 are fine; 5.5 is not)"}[column.kind]
     return _violation(column, "wrong_type", mask, series, f"value(s) that are not {expected}",
                       "fix the values in your data; if a token means missing, add it to "
-                      "na_values" + empty_hint)
+                      "na_values")
 
 
 def _outside_violation(column: Column, series: pd.Series, mask: np.ndarray) -> Violation:

@@ -47,13 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy
 
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused, TableDoesNotConform, refusal
-from fedsynth.common.schema import Schema, load_schema
+from fedsynth.common.schema import Schema, TableFileError, load_schema
+from fedsynth.common.schema.io import as_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,12 @@ class DaemonConfig:
     def read_table(self, schema: Schema) -> pd.DataFrame:
         """The local table with every cell as text (missing: NaN), as the schema checks it."""
         if self.query is not None:
-            return _as_text(self._read_sql())
-        if self.data.suffix.lower() == ".parquet":
-            return _as_text(pd.read_parquet(self.data))
-        return schema.read_csv(self.data)
+            return as_text_frame(self._read_sql())
+        try:
+            return schema.read_csv(self.data)  # CSV, or Parquet by its suffix
+        except TableFileError as exc:
+            log.error("%s: %s", self.name, exc)
+            raise TableUnreadable(refusal(self.name, "table-unreadable"), str(exc)) from None
 
     def _read_sql(self) -> pd.DataFrame:
         url = sqlalchemy.engine.make_url(str(self.data))
@@ -226,11 +228,6 @@ class DaemonConfig:
         if self.clientappio_port is not None:
             cmd += ["--port", str(self.clientappio_port)]
         return cmd
-
-
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Typed cells (Parquet, SQL) as the text a CSV would hold; missing stays missing."""
-    return frame.map(lambda v: np.nan if pd.isna(v) else str(v)).astype(object)
 
 
 def _check_keys(path: Path, raw: dict[str, Any]) -> None:

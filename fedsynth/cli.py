@@ -7,9 +7,14 @@ start Flower or torch. This module is the only one that imports ``fedsynth.simul
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from importlib import resources
 from pathlib import Path
+
+from fedsynth import __version__
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def bundled(name: str) -> Path:
@@ -78,10 +83,11 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
                      "one inside the release)")
     sim.add_argument("--cap", type=float, default=None,
                      help="the federation's total epsilon cap over all its jobs (default: --epsilon)")
-    sim.add_argument("--labels", choices=("sample", "argmax", "generator"), default="sample",
+    sim.add_argument("--labels", choices=("sample", "argmax", "generator"), default=None,
                      help="label column of the release: drawn from the distilled student's "
                      "probabilities (sample), its most likely class (argmax), or the generator's own "
-                     "(generator: no teacher is trained, all budget goes to the generator)")
+                     "(generator: no teacher is trained, all budget goes to the generator); default: "
+                     "sample, or generator when the schema names no label column")
     sim.add_argument("--budget-split", default="generator=0.7,teacher=0.3",
                      help="shares of the budget per phase, e.g. generator=0.7,teacher=0.3")
     sim.add_argument("--teacher", choices=("logreg", "mlp"), default="logreg",
@@ -97,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedsynth",
         description="Federated, differentially private synthetic tabular data.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING",
+                        help="how much fedsynth and Flower log (default: WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser(
@@ -152,8 +161,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at the time of the record."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def set_log_level(level: str) -> None:
+    """``--log-level``: fedsynth's loggers log at ``level``; Flower's follow it while a
+    simulation runs (``fedsynth.simulations.engine``)."""
+    logger = logging.getLogger("fedsynth")
+    logger.setLevel(level)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_log_level(args.log_level)
     return int(args.func(args) or 0)
 
 

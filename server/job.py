@@ -9,7 +9,10 @@ the fsynced ledger before it is used; the release directory appears only when co
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +84,37 @@ class JobConfig:
                 f"labels '{self.labels}' need a teacher, but schema '{self.schema.name}' names no label "
                 "column; set one in the schema or use labels 'generator'"
             )
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """Refuse what would otherwise fail late, or silently do something else than asked."""
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise BudgetError(f"epsilon must be a positive finite number, e.g. 1.0; got {self.epsilon!r}")
+        if not (math.isfinite(self.delta) and 0 < self.delta < 1):
+            raise BudgetError(f"delta must be between 0 and 1 (exclusive), e.g. 1e-6; got {self.delta!r}")
+        if self.schema.draft:
+            raise ValueError(
+                f"schema '{self.schema.name}' is a draft read from private data (draft: true); review "
+                "every bound, bin and category list with the data steward, then delete the line "
+                "`draft: true` from the schema file"
+            )
+        if self.rows is not None and self.rows < 1:
+            raise ValueError(f"rows (synthetic rows to release) must be at least 1, got {self.rows}; "
+                             "leave it out to release the noisy row count")
+        shares = list(self.budget_split.values())
+        if not all(math.isfinite(share) and share > 0 for share in shares):
+            raise BudgetError(f"budget split {dict(self.budget_split)}: every share must be a positive "
+                              "number, e.g. generator=0.7,teacher=0.3")
+        if len(self.phases) > 1 and abs(sum(shares) - 1) > 1e-9:
+            raise BudgetError(f"budget split {dict(self.budget_split)}: the shares sum to {sum(shares):g}, "
+                              "not 1; give shares that sum to 1, e.g. generator=0.7,teacher=0.3")
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out {self.out} is an existing file; name a folder for the release")
+        if self.ledger is not None and not self.ledger.parent.is_dir():
+            raise ValueError(f"ledger {self.ledger}: folder {self.ledger.parent} does not exist; create "
+                             "it, or point to the federation's existing ledger")
+        if self.ledger is not None and self.ledger.is_dir():
+            raise ValueError(f"ledger {self.ledger} is a folder; name the ledger file (e.g. ledger.jsonl)")
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -136,7 +170,7 @@ class JobPlan:
 
 
 def parse_budget_split(text: str) -> dict[str, float]:
-    """``generator=0.7,teacher=0.3`` -> ``{"generator": 0.7, "teacher": 0.3}`` (shares are normalised)."""
+    """``generator=0.7,teacher=0.3`` -> ``{"generator": 0.7, "teacher": 0.3}`` (``JobConfig`` checks the sum)."""
     split = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, share = part.partition("=")
@@ -222,50 +256,68 @@ def preflight(config: JobConfig) -> JobPlan:
     return plan
 
 
+@contextmanager
+def staged(staging: Path) -> Iterator[None]:
+    """Create the job's staging folder; remove it again if the job fails before its release.
+
+    A folder that was already there (an unfinished job's) is left alone: only what this job
+    created is removed. The federation's ledger lives elsewhere and is never touched; a
+    finished release has been renamed away from ``staging`` by then.
+    """
+    created = not staging.exists()
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
     """Run the job on the organisations behind ``grid`` and write its release."""
     plan = preflight(config)
     staging = config.out.with_name(config.out.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    ledger = open_ledger(config, staging)
-    if config.ledger is None and ledger.entries:
-        raise BudgetError(f"{staging} holds a ledger from an unfinished job; remove it first")
-    ledger.check(plan.event, phase="this job (planned)")
-    first_entry = len(ledger.entries)
+    with staged(staging):
+        ledger = open_ledger(config, staging)
+        if config.ledger is None and ledger.entries:
+            raise BudgetError(f"{staging} holds a ledger from an unfinished job; remove it first")
+        ledger.check(plan.event, phase="this job (planned)")
+        first_entry = len(ledger.entries)
 
-    def report(message: str) -> None:
-        spent = ledger.epsilon().epsilon if ledger.entries else 0.0
-        progress(f"{message}  [epsilon spent {spent:.3f} of {config.epsilon:g}]")
+        def report(message: str) -> None:
+            spent = ledger.epsilon().epsilon if ledger.entries else 0.0
+            progress(f"{message}  [epsilon spent {spent:.3f} of {config.epsilon:g}]")
 
-    rng = np.random.default_rng(config.seed)
-    with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
-        fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
-        report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
-        model = fit_generator(fed, config.schema, plan.generator, rng, report)
-        teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
-    rows = config.rows if config.rows is not None else int(round(model.total))
-    labeller, relabel = {}, None
-    if teacher is not None:
-        features = plan.teacher.features
-        student = distil(teacher, features, synthetic_codes(model, config.schema, rows, config.seed), config.student, config.seed)
-        labeller = {"teacher": teacher, "student": student}
+        rng = np.random.default_rng(config.seed)
+        with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
+            fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
+            report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
+            model = fit_generator(fed, config.schema, plan.generator, rng, report)
+            teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
+        rows = config.rows if config.rows is not None else int(round(model.total))
+        labeller, relabel = {}, None
+        if teacher is not None:
+            features = plan.teacher.features
+            student = distil(teacher, features, synthetic_codes(model, config.schema, rows, config.seed), config.student, config.seed)
+            labeller = {"teacher": teacher, "student": student}
 
-        def relabel(codes: np.ndarray, draw_rng: np.random.Generator) -> np.ndarray:
-            return relabel_codes(codes, features, student, config.labels, draw_rng)
+            def relabel(codes: np.ndarray, draw_rng: np.random.Generator) -> np.ndarray:
+                return relabel_codes(codes, features, student, config.labels, draw_rng)
 
-    synthetic = sample_rows(model, config.schema, rows, rng, relabel)
-    report(f"sampled {rows:,} synthetic rows that keep the schema's {len(config.schema.rules)} rules")
-    if teacher is not None:
-        report(f"labelled them with the distilled student ({config.labels}; post-processing, no privacy cost)")
-    return write_release(
-        staging,
-        config.out,
-        synthetic,
-        ledger,
-        first_entry,
-        plan.summary(),
-        fed.org_names.values(),
-        model.measurements,
-        missing_token=config.schema.na_values[0] if config.schema.na_values else "",
-        labeller=labeller,
-    )
+        synthetic = sample_rows(model, config.schema, rows, rng, relabel)
+        report(f"sampled {rows:,} synthetic rows that keep the schema's {len(config.schema.rules)} rules")
+        if teacher is not None:
+            report(f"labelled them with the distilled student ({config.labels}; post-processing, no privacy cost)")
+        return write_release(
+            staging,
+            config.out,
+            synthetic,
+            ledger,
+            first_entry,
+            plan.summary(),
+            fed.org_names.values(),
+            model.measurements,
+            missing_token=config.schema.na_values[0] if config.schema.na_values else "",
+            labeller=labeller,
+        )

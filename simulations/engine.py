@@ -8,15 +8,49 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-from collections.abc import Callable  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import TypeVar  # noqa: E402
 
 from flwr.app import Context  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.simulation import run_simulation  # noqa: E402
+from flwr.supercore.logger import update_console_handler  # noqa: E402
 
 T = TypeVar("T")
+
+
+class _RunSimulationDeprecation(logging.Filter):
+    """Drops Flower's "`run_simulation` is deprecated" banner (``warn_deprecated_feature``).
+
+    fedsynth runs its simulation in-process on purpose (``flwr run`` would need a Flower app
+    folder and a SuperLink), so the banner says nothing the user can act on. Only that one
+    record is dropped; every other Flower warning still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("DEPRECATED FEATURE")
+                    and "`run_simulation` function is deprecated" in str(record.args))
+
+
+@contextmanager
+def _flower_logging() -> Iterator[None]:
+    """While the simulation runs, Flower logs at fedsynth's level (``fedsynth --log-level``,
+    WARNING by default) and without the ``run_simulation`` banner; both are restored after."""
+    flower = logging.getLogger("flwr")
+    level, previous = logging.getLogger("fedsynth").getEffectiveLevel(), flower.level
+    banner = _RunSimulationDeprecation()
+    flower.setLevel(level)
+    flower.addFilter(banner)
+    update_console_handler(level=min(level, logging.INFO))
+    try:
+        yield
+    finally:
+        flower.removeFilter(banner)
+        flower.setLevel(previous)
+        update_console_handler(level=logging.INFO)
 
 
 class SimulationFailed(RuntimeError):
@@ -45,15 +79,16 @@ def run_in_simulation(
         except BaseException as exc:  # re-raised in the caller's thread below
             outcome["error"] = exc
 
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=num_parties,
-        backend_config={
-            "client_resources": {"num_cpus": cpus_per_party, "num_gpus": 0.0},
-            "init_args": {"logging_level": "ERROR", "log_to_driver": False},
-        },
-    )
+    with _flower_logging():
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_parties,
+            backend_config={
+                "client_resources": {"num_cpus": cpus_per_party, "num_gpus": 0.0},
+                "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+            },
+        )
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     if "value" not in outcome:

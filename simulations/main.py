@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import re
 import sys
 import tempfile
 import time
@@ -52,7 +52,6 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
 
 def simulate(config: JobConfig, parties: list, progress=say) -> Release:
     """Run ``config`` over the given party tables in Flower's simulation engine."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="fedsynth-guards-") as guards:
         return run_in_simulation(
             lambda grid, context: run_job(grid, context, config, progress),
@@ -86,6 +85,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         schema = load_schema(args.schema)
+        refuse_draft(schema, args.schema)
+        if args.labels is None:  # not given: the student's draws when a label column exists
+            args.labels = "sample" if schema.label is not None else "generator"
+            if schema.label is None:
+                say(f"schema '{schema.name}' names no label column, so the release's columns all "
+                    "come from the generator (--labels generator; all budget to the generator)")
         config = config_from_args(args, schema)
         plan = preflight(config)
         say(
@@ -99,12 +104,27 @@ def run_simulate(args: argparse.Namespace) -> int:
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         release = simulate(config, parties)
-    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError) as exc:
+    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError,
+            OSError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")
         return 2
     print_summary(release, time.time() - started)
     return 0
+
+
+def refuse_draft(schema: Schema, path: Path) -> None:
+    """A draft schema (read from private data) never runs a job: name the line to delete."""
+    if not schema.draft:
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = next((i + 1 for i, line in enumerate(lines) if re.match(r'\s*"?draft"?\s*[:=]', line)), None)
+    where = f"line {number} of {path}" if number else f"the 'draft' key of {path}"
+    raise SchemaError(
+        f"{path}: schema '{schema.name}' is a DRAFT read from private data (draft: true). Review every "
+        f"bound, bin and category list with the data steward, replace them with public knowledge, then "
+        f"delete {where} (`{lines[number - 1].strip() if number else 'draft: true'}`)"
+    )
 
 
 def print_summary(release: Release, seconds: float) -> None:

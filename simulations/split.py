@@ -1,4 +1,9 @@
-"""Split one table into N organisations' tables: IID, Dirichlet label skew, or by a column."""
+"""Split one table into N organisations' tables: IID, Dirichlet label skew, or by a column.
+
+The split is the simulation's own public choice, so refusing one that leaves an organisation
+without rows (or asks for more organisations than rows) reveals nothing: a deployment never
+splits, each organisation holds its own table.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ def split_table(
     """
     if parties < 1:
         raise SplitError(f"need at least one party, got {parties}")
+    if len(table) == 0:
+        raise SplitError("the table has no rows (only a header); give a table with rows")
+    if parties > len(table):
+        raise SplitError(f"--parties {parties} exceeds the table's {len(table):,} rows; every organisation "
+                         f"needs rows: use at most {len(table):,} parties")
     rng = np.random.default_rng(seed)
     kind, _, arg = how.partition(":")
     if kind == "iid":
@@ -32,6 +42,12 @@ def split_table(
         groups = _by_column_groups(table, parties, _column(table, arg, "by-column"))
     else:
         raise SplitError(f"unknown split {how!r}; use iid, dirichlet:ALPHA or by-column:COL")
+    empty = [i for i, g in enumerate(groups) if len(g) == 0]
+    if empty:
+        sizes = sorted((len(g) for g in groups), reverse=True)
+        raise SplitError(f"split {how!r} leaves {len(empty)} of {parties} organisations with no rows "
+                         f"(e.g. organisation {empty[0]}); use fewer parties (here at most "
+                         f"{sum(1 for n in sizes if n)}), a larger dirichlet alpha, or --split iid")
     return [table.iloc[np.sort(g)].reset_index(drop=True) for g in groups]
 
 

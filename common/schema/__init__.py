@@ -54,6 +54,7 @@ values), :mod:`.sampling` (rule-abiding rows), :mod:`.draft` (drafts from data),
 from .cli import run_draft, run_validate
 from .columns import Column, SchemaError
 from .draft import draft_schema, draft_warning
+from .io import TableFileError
 from .model import Schema, load_schema
 from .rules import Condition, Hierarchy, Implication, Rule
 from .validate import ValidationReport, Violation
@@ -66,6 +67,7 @@ __all__ = [
     "Rule",
     "Schema",
     "SchemaError",
+    "TableFileError",
     "ValidationReport",
     "Violation",
     "draft_schema",

@@ -31,7 +31,14 @@ def read_mapping(path: Path) -> Mapping[str, Any]:
     if suffix not in READABLE_SUFFIXES:
         raise SchemaError(f"{path}: unknown schema file type {suffix!r}; "
                           f"use .yaml, .yml, .json or .toml")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise SchemaError(f"schema file {path} {what}; give the path of the job's public schema "
+                          f"(draft one with `fedsynth schema draft DATA`)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError(f"schema file {path} is not UTF-8 text; save it as UTF-8") from None
     try:
         if suffix == ".json":
             data = json.loads(text, object_pairs_hook=_mapping_without_duplicates)

@@ -17,16 +17,20 @@ File format (YAML, JSON or TOML; see ``fedsynth/data/adult.schema.yaml``)::
       - {name: sex, kind: categorical, categories: [Female, Male]}
       - {name: job, kind: integer, lower: 170, upper: 9920, bins: [170, 1000, 9920],
          codes: [170, 180, 1070, 9920], missing: true}
+      - {name: admitted, kind: datetime, lower: 2020-01-01, upper: 2024-12-31, bins: 30D}
     rules:                   # optional; see fedsynth.common.schema.rules
       - {name: no-job-under-16, if: {age: {max: 15}}, then: {job: missing}}
 
-Column keys: ``name``, ``kind`` (categorical, ordinal, boolean, numeric, integer),
+Column keys: ``name``, ``kind`` (categorical, ordinal, boolean, numeric, integer, datetime),
 ``categories`` (categorical/ordinal; ordinal = ordered), ``lower``/``upper`` (inclusive
 bounds), ``bins`` (an int N = N equal-width bins over [lower, upper], or sorted edges from
 lower to upper; bins are [e_k, e_k+1) except the last, which is closed), ``codes`` (integer
 columns: the public list of valid values; every bin must hold one), ``missing`` (default
 false), ``out_of_range`` (error | clip, default error) and ``decode`` (uniform | midpoint,
 default uniform: how a bin is turned back into a value; among the listed codes when given).
+A ``datetime`` column has ISO ``lower``/``upper`` (dates, or datetimes) and ``bins`` as a number
+or a public width such as ``30D``; it decodes to a whole day (date bounds) or second in its bin
+(see :mod:`.datetimes`).
 
 Value rules, decided here once:
 

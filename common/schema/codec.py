@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import CATEGORY_KINDS, NUMBER_KINDS, Column, bin_of
+from .datetimes import units_to_datetimes
 from .rules import Hierarchy, Rule
 
 
@@ -37,6 +38,8 @@ def typed_values(column: Column, values: np.ndarray, missing: np.ndarray | None,
     if column.kind == "numeric":
         values = values.astype(np.float64)
         return np.where(missing, np.nan, values) if has_missing else values
+    if column.kind == "datetime":
+        return units_to_datetimes(values, column.unit, missing if has_missing else None)
     if has_missing:
         return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing.copy())
     return values.astype(np.int64)
@@ -44,7 +47,7 @@ def typed_values(column: Column, values: np.ndarray, missing: np.ndarray | None,
 
 def codes_of(column: Column, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """Codes of parsed values: category index, bool 0/1, bin index; missing -> last code."""
-    if column.kind in NUMBER_KINDS:
+    if column.kind in NUMBER_KINDS or column.kind == "datetime":
         codes = bin_of(column.edges, values)
     else:
         codes = values.astype(np.int64)
@@ -106,7 +109,7 @@ def _decode_values(column: Column, codes: np.ndarray, rng: np.random.Generator) 
         return present.astype(bool)
     if column.kind == "integer" and column.codes is not None:
         return _decode_listed(column, codes, rng)
-    if column.kind == "integer":
+    if column.kind in ("integer", "datetime"):  # datetimes decode to whole days or seconds
         return _decode_integers(column, present, rng)
     return _decode_numbers(column, present, rng)
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("categorical", "ordinal", "boolean", "numeric", "integer")
+from .datetimes import MAX_BINS, iso_text, parse_iso, to_units, unit_of, width_units
+
+KINDS = ("categorical", "ordinal", "boolean", "numeric", "integer", "datetime")
 CATEGORY_KINDS = ("categorical", "ordinal")
 NUMBER_KINDS = ("numeric", "integer")
 OUT_OF_RANGE_RULES = ("error", "clip")
@@ -31,12 +33,14 @@ KIND_KEYS = {
     "boolean": (),
     "numeric": ("lower", "upper", "bins", "out_of_range", "decode"),
     "integer": ("lower", "upper", "bins", "codes", "out_of_range", "decode"),
+    "datetime": ("lower", "upper", "bins", "out_of_range", "decode"),
 }
 _KIND_ALIASES = {
     "float": "numeric", "double": "numeric", "real": "numeric", "continuous": "numeric",
     "int": "integer", "count": "integer", "bool": "boolean", "binary": "boolean",
     "str": "categorical", "string": "categorical", "category": "categorical",
     "nominal": "categorical", "ordered": "ordinal",
+    "date": "datetime", "timestamp": "datetime", "time": "datetime",
 }
 _TUPLE_KEYS = ("categories", "bins", "codes")
 
@@ -106,6 +110,9 @@ class Column:
         for key in _TUPLE_KEYS:
             if isinstance(getattr(self, key), list):
                 object.__setattr__(self, key, tuple(getattr(self, key)))
+        if self.kind == "datetime":  # YAML reads unquoted dates as dates: keep their ISO text
+            for key in ("lower", "upper"):
+                object.__setattr__(self, key, iso_text(getattr(self, key)))
         problems = _column_problems(self)
         if problems:
             raise SchemaError(bullets(f"column {self.name!r} is invalid:", problems), problems)
@@ -124,11 +131,26 @@ class Column:
         """Number of codes including the extra last code for "missing" when allowed."""
         return self.n_values + int(self.missing)
 
+    @property
+    def unit(self) -> str:
+        """A datetime column's unit: ``D`` (whole days) or ``s`` (whole seconds) since 1970."""
+        return unit_of(self.lower, self.upper)
+
+    @cached_property
+    def bounds(self) -> tuple[float, float]:
+        """(lower, upper) as numbers: a datetime column's in its units since 1970."""
+        if self.kind == "datetime":
+            return tuple(to_units(parse_iso(b), self.unit) for b in (self.lower, self.upper))
+        return float(self.lower), float(self.upper)
+
     @cached_property
     def edges(self) -> np.ndarray:
-        """Bin edges e_0 = lower < ... < e_N = upper (numeric and integer columns)."""
-        if isinstance(self.bins, int):
-            edges = np.linspace(self.lower, self.upper, self.bins + 1)
+        """Bin edges e_0 = lower < ... < e_N = upper (numeric, integer and datetime columns)."""
+        low, high = self.bounds
+        if isinstance(self.bins, str):  # a datetime bin width, e.g. 30D
+            edges = np.append(np.arange(low, high, width_units(self.bins, self.unit)), high)
+        elif isinstance(self.bins, int):
+            edges = np.linspace(low, high, self.bins + 1)
         else:
             edges = np.asarray(self.bins, dtype=np.float64)
         edges.flags.writeable = False
@@ -156,9 +178,9 @@ class Column:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.categories is not None:
             out["categories"] = list(self.categories)
-        if self.kind in NUMBER_KINDS:
+        if self.kind in NUMBER_KINDS or self.kind == "datetime":
             out["lower"], out["upper"] = self.lower, self.upper
-            out["bins"] = self.bins if isinstance(self.bins, int) else list(self.bins)
+            out["bins"] = self.bins if isinstance(self.bins, (int, str)) else list(self.bins)
         if self.codes is not None:
             out["codes"] = list(self.codes)
         if self.missing:
@@ -236,6 +258,10 @@ def _column_problems(column: Column) -> list[str]:
             problems += _code_problems(label, column)
         problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
         problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
+    elif column.kind == "datetime":
+        problems += _datetime_problems(label, column)
+        problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
+        problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
     for key in ("categories", "lower", "upper", "bins", "codes"):
         if getattr(column, key) is not None and key not in KIND_KEYS[column.kind]:
             problems.append(f"{label}: {key!r} does not apply to a {column.kind} column; "
@@ -298,6 +324,44 @@ def _bound_problems(label: str, column: Column) -> list[str]:
         problems.append(f"{label}: lower ({column.lower}) must be smaller than upper "
                         f"({column.upper}); fix or swap them")
     return problems
+
+
+def _datetime_problems(label: str, column: Column) -> list[str]:
+    problems = []
+    for key in ("lower", "upper"):
+        value = getattr(column, key)
+        if value is None:
+            problems.append(f"{label}: datetime columns need '{key}' (inclusive), an ISO date such as "
+                            f"2020-01-01 or datetime such as 2020-01-01T00:00:00, from public knowledge")
+        elif parse_iso(value) is None:
+            problems.append(f"{label}: {key} must be an ISO date (2020-01-01) or datetime "
+                            f"(2020-01-01T08:30:00), got {value!r}")
+    if problems:
+        return problems
+    low, high = column.bounds
+    if not low < high:
+        return [f"{label}: lower ({column.lower}) must be before upper ({column.upper}); fix or swap them"]
+    bins = column.bins
+    unit = {"D": "days", "s": "seconds"}[column.unit]
+    if isinstance(bins, str):
+        width = width_units(bins, column.unit)
+        if width is None or width <= 0 or width != int(width):
+            return [f"{label}: bins {bins!r} is not a positive whole number of {unit}; use a width "
+                    f"such as 30D or 7D (or 12h when the bounds have times), or a number of bins"]
+        count = int(np.ceil((high - low) / width))
+    elif isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1:
+        count = bins
+    else:
+        return [f"{label}: bins must be a number of equal-width bins (e.g. 12) or a bin width such "
+                f"as 30D, got {bins!r}"]
+    if count > MAX_BINS:
+        return [f"{label}: bins {bins!r} make {count} bins between {column.lower} and {column.upper}; "
+                f"use at most {MAX_BINS} (a wider width or fewer bins)"]
+    first, last = column.bin_integers
+    if (first > last).any():
+        return [f"{label}: {bins} bins between {column.lower} and {column.upper} leave bins without a "
+                f"whole one of their {unit}; use fewer bins or a bin width such as 30D"]
+    return []
 
 
 def _bin_problems(label: str, column: Column) -> list[str]:

@@ -8,12 +8,14 @@ public knowledge (and write any rules from public documentation) before a job us
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .columns import Column
+from .datetimes import is_date_text, parse_iso
 from .model import Schema
 from .validate import as_text, missing_mask
 
@@ -62,6 +64,9 @@ def _draft_column(name: str, series: pd.Series, na_values: tuple[str, ...]) -> C
         return Column(name, "boolean", missing=has_missing)
     numbers = pd.to_numeric(present, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if not np.isfinite(numbers).all():
+        stamps = [parse_iso(text) for text in present.unique()]
+        if all(stamps):
+            return _draft_datetime(name, present, stamps, has_missing)
         return Column(name, "categorical", categories=tuple(sorted(present.unique())),
                       missing=has_missing)
     if (numbers == np.floor(numbers)).all():
@@ -73,4 +78,17 @@ def _draft_column(name: str, series: pd.Series, na_values: tuple[str, ...]) -> C
                       bins=min(_DRAFT_BINS, upper - lower + 1), missing=has_missing)
     lower, upper = float(numbers.min()), max(float(numbers.max()), float(numbers.min()) + 1)
     return Column(name, "numeric", lower=lower, upper=upper,
+                  bins=_DRAFT_BINS, missing=has_missing)
+
+
+def _draft_datetime(name: str, present: pd.Series, stamps: list, has_missing: bool) -> Column:
+    """Dates (or datetimes) between the rows' first and last, in 10 bins: private bounds."""
+    dates = all(is_date_text(text) for text in present.unique())
+    lower, upper = min(stamps), max(stamps)
+    if dates:
+        upper = max(upper, lower + dt.timedelta(days=_DRAFT_BINS))
+        return Column(name, "datetime", lower=lower.date().isoformat(), upper=upper.date().isoformat(),
+                      bins=_DRAFT_BINS, missing=has_missing)
+    upper = max(upper, lower + dt.timedelta(seconds=_DRAFT_BINS))
+    return Column(name, "datetime", lower=lower.isoformat(), upper=upper.isoformat(),
                   bins=_DRAFT_BINS, missing=has_missing)

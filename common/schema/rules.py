@@ -364,6 +364,8 @@ def _condition_problems(label: str, condition: Condition, by_name: dict[str, Col
 
 
 def _value_problems(where: str, column: Column, values: tuple[Any, ...]) -> list[str]:
+    if column.kind == "datetime":
+        return [f"{where}: rules cannot name a datetime column yet; remove the condition"]
     if column.kind in CATEGORY_KINDS:
         wrong = [v for v in values if not isinstance(v, str)]
         if wrong:

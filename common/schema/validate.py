@@ -18,6 +18,7 @@ import pandas as pd
 
 from .codec import typed_values
 from .columns import CATEGORY_KINDS, NUMBER_KINDS, Column, SchemaError
+from .datetimes import texts_to_units
 from .rules import Rule, rule_violations
 
 if TYPE_CHECKING:
@@ -156,6 +157,8 @@ def _parse(column: Column, series: pd.Series, na_values: tuple[str, ...]) -> _Pa
         return _parse_categories(column, series, na_values)
     if column.kind == "boolean":
         return _parse_booleans(series, na_values)
+    if column.kind == "datetime":
+        return _parse_datetimes(column, series, na_values)
     return _parse_numbers(column, series, na_values)
 
 
@@ -243,8 +246,23 @@ def _parse_numbers(column: Column, series: pd.Series, na_values: tuple[str, ...]
     wrong = ~missing & ~finite
     if column.kind == "integer":
         wrong |= finite & (values != np.floor(np.where(finite, values, 0)))
-    valid = finite & ~wrong
-    outside = valid & ((values < column.lower) | (values > column.upper))
+    return _checked_numbers(column, values, missing, wrong)
+
+
+def _parse_datetimes(column: Column, series: pd.Series, na_values: tuple[str, ...]) -> _Parsed:
+    """ISO dates/datetimes as whole days or seconds since 1970 (``.datetimes``)."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = series.map(lambda v: v.isoformat() if pd.notna(v) else None)
+    cells = _cells(series, na_values)
+    missing = cells.missing[cells.positions]
+    values = np.where(missing, np.nan, cells.expand(texts_to_units(cells.texts, column.unit), np.nan))
+    return _checked_numbers(column, values, missing, ~missing & ~np.isfinite(values))
+
+
+def _checked_numbers(column: Column, values: np.ndarray, missing: np.ndarray, wrong: np.ndarray) -> _Parsed:
+    low, high = column.bounds
+    valid = np.isfinite(values) & ~wrong
+    outside = valid & ((values < low) | (values > high))
     return _Parsed(values, missing, wrong, outside)
 
 
@@ -278,7 +296,10 @@ def _wrong_value_violation(column: Column, series: pd.Series, mask: np.ndarray) 
                           "add the category to the schema (if it is public knowledge) or map it "
                           "to one of the listed categories in your data")
     expected = {"boolean": "a boolean (true/false/1/0, any case)", "numeric": "a finite number",
-                "integer": "an integer (5, 5.0 and 5e3 are fine; 5.5 is not)"}[column.kind]
+                "integer": "an integer (5, 5.0 and 5e3 are fine; 5.5 is not)",
+                "datetime": ("an ISO date such as 2020-01-31 (no time of day: the bounds are dates)"
+                             if column.kind == "datetime" and column.unit == "D" else
+                             "an ISO date or datetime such as 2020-01-31T08:30:00")}[column.kind]
     return _violation(column, "wrong_type", mask, series, f"value(s) that are not {expected}",
                       "fix the values in your data; if a token means missing, add it to "
                       "na_values")
@@ -354,7 +375,7 @@ def _cell(df: pd.DataFrame, column: str, row: int) -> Any:
 def clipped(column: Column, parsed: _Parsed) -> tuple[np.ndarray, np.ndarray]:
     """(values, missing) with declared clipping applied to numbers."""
     values = parsed.values
-    if column.kind in NUMBER_KINDS and column.out_of_range == "clip":
-        values = np.clip(values, column.lower, column.upper)
+    if (column.kind in NUMBER_KINDS or column.kind == "datetime") and column.out_of_range == "clip":
+        values = np.clip(values, *column.bounds)
     return values, parsed.missing
 

@@ -60,7 +60,7 @@ def _job(args: argparse.Namespace) -> int:
 
 def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--data", type=Path, default=bundled("adult.csv"),
-                     help="CSV table to split into parties (default: bundled Adult sample)")
+                     help="CSV or Parquet (*.parquet) table to split into parties (default: bundled Adult sample)")
     sim.add_argument("--schema", type=Path, default=bundled("adult.schema.yaml"),
                      help="public schema of the table (default: the bundled one)")
     sim.add_argument("--parties", type=int, default=3, help="number of organisations")
@@ -148,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     draft = schema_sub.add_parser(
         "draft", help="draft a schema from a data file (the draft itself is private!)"
     )
-    draft.add_argument("data", type=Path, help="CSV file to draft from")
+    draft.add_argument("data", type=Path, help="CSV or Parquet (*.parquet) file to draft from")
     draft.add_argument("-o", "--out", type=Path, default=Path("schema.draft.yaml"))
     draft.add_argument(
         "--na-values", nargs="*", default=[], help="tokens that mean missing (e.g. '?' or 'N')"
     )
     draft.set_defaults(func=_schema_draft)
     validate = schema_sub.add_parser("validate", help="check a data file against a schema")
-    validate.add_argument("data", type=Path)
+    validate.add_argument("data", type=Path, help="CSV or Parquet (*.parquet) file to check")
     validate.add_argument("--schema", type=Path, required=True)
     validate.set_defaults(func=_schema_validate)
     return parser

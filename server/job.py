@@ -108,6 +108,10 @@ class JobConfig:
         if len(self.phases) > 1 and abs(sum(shares) - 1) > 1e-9:
             raise BudgetError(f"budget split {dict(self.budget_split)}: the shares sum to {sum(shares):g}, "
                               "not 1; give shares that sum to 1, e.g. generator=0.7,teacher=0.3")
+        if self.cap is not None and not (math.isfinite(self.cap) and self.cap > 0):
+            raise BudgetError(f"cap (the federation's total epsilon) must be a positive finite number, got {self.cap!r}")
+        if not self.out.name or self.out.name in (".", ".."):
+            raise ValueError(f"out must name the release folder (e.g. release), got {str(self.out)!r}")
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out {self.out} is an existing file; name a folder for the release")
         if self.ledger is not None and not self.ledger.parent.is_dir():

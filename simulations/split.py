@@ -7,6 +7,8 @@ splits, each organisation holds its own table.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -34,6 +36,8 @@ def split_table(
                          f"needs rows: use at most {len(table):,} parties")
     rng = np.random.default_rng(seed)
     kind, _, arg = how.partition(":")
+    if kind == "iid" and arg:
+        raise SplitError(f"split {how!r}: iid takes no argument; use --split iid")
     if kind == "iid":
         groups = np.array_split(rng.permutation(len(table)), parties)
     elif kind == "dirichlet":
@@ -56,8 +60,8 @@ def _alpha(text: str) -> float:
         alpha = float(text)
     except ValueError:
         raise SplitError(f"dirichlet needs a number, e.g. dirichlet:0.5, got {text!r}") from None
-    if alpha <= 0:
-        raise SplitError(f"dirichlet alpha must be > 0, got {alpha}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise SplitError(f"dirichlet alpha must be a finite number > 0 (e.g. dirichlet:0.5), got {text!r}")
     return alpha
 
 

@@ -115,7 +115,7 @@ def test_budget_split_is_parsed_and_checked():
 def test_labels_without_a_label_column_are_refused(tmp_path, capsys):
     unlabelled = tmp_path / "schema.yaml"
     unlabelled.write_text(bundled("adult.schema.yaml").read_text().replace("label: Y", "label: null"))
-    code = main(["simulate", "--schema", str(unlabelled), "--out", str(tmp_path / "out")])
+    code = main(["simulate", "--schema", str(unlabelled), "--labels", "sample", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "names no label column" in err and "labels 'generator'" in err
     assert not (tmp_path / "out").exists()

@@ -109,7 +109,9 @@ class JobConfig:
             raise BudgetError(f"budget split {dict(self.budget_split)}: the shares sum to {sum(shares):g}, "
                               "not 1; give shares that sum to 1, e.g. generator=0.7,teacher=0.3")
         if self.cap is not None and not (math.isfinite(self.cap) and self.cap > 0):
-            raise BudgetError(f"cap (the federation's total epsilon) must be a positive finite number, got {self.cap!r}")
+            raise BudgetError(
+                f"cap (the federation's total epsilon) must be a positive finite number, got {self.cap!r}"
+            )
         if not self.out.name or self.out.name in (".", ".."):
             raise ValueError(f"out must name the release folder (e.g. release), got {str(self.out)!r}")
         if self.out.exists() and not self.out.is_dir():
@@ -303,7 +305,8 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         labeller, relabel = {}, None
         if teacher is not None:
             features = plan.teacher.features
-            student = distil(teacher, features, synthetic_codes(model, config.schema, rows, config.seed), config.student, config.seed)
+            codes = synthetic_codes(model, config.schema, rows, config.seed)
+            student = distil(teacher, features, codes, config.student, config.seed)
             labeller = {"teacher": teacher, "student": student}
 
             def relabel(codes: np.ndarray, draw_rng: np.random.Generator) -> np.ndarray:

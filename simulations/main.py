@@ -104,8 +104,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         release = simulate(config, parties)
-    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError,
-            OSError) as exc:
+    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
+            ValueError, OSError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")
         return 2

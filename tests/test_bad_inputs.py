@@ -78,7 +78,8 @@ CASES = {
     "data-semicolons": small(rows=SMALL_ROWS.replace(",", ";"), expect="separated by semicolons"),
     "data-tabs": small(rows=SMALL_ROWS.replace(",", "\t"), expect="separated by tabs"),
     "data-duplicate-header": small(rows="age,sex,sex,y\n30,F,F,0\n", expect="'sex' appear more than once"),
-    "data-ragged-row": small(rows=SMALL_ROWS + "1,2,3,4,5\n", expect="is not a readable CSV file"),
+    "data-ragged-row": small(rows=SMALL_ROWS + "1,2,3,4,5\n",
+                             expect=("is not a readable CSV file", "Expected 3 fields in line 8, saw 5")),
     "data-header-only": small(rows="age,sex,y\n", expect="the table has no rows"),
     # ---- schema files
     "schema-missing": sim("--schema", "{tmp}/none.yaml", expect="schema file {tmp}/none.yaml does not exist"),

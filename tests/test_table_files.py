@@ -16,7 +16,8 @@ def test_a_good_parquet_file_runs_through_schema_validate(tmp_path, capsys):
     csv = schema.read_csv(DATA / "adult.csv")
     typed = csv.assign(age=csv["age"].astype("int64"), **{"hours-per-week": csv["hours-per-week"].astype(float)})
     typed.to_parquet(tmp_path / "adult.parquet", index=False)
-    assert main(["schema", "validate", str(tmp_path / "adult.parquet"), "--schema", str(DATA / "adult.schema.yaml")]) == 0
+    schema_path = str(DATA / "adult.schema.yaml")
+    assert main(["schema", "validate", str(tmp_path / "adult.parquet"), "--schema", schema_path]) == 0
     assert "conforms to schema 'adult' (5000 rows)" in capsys.readouterr().out
     read = schema.read_csv(tmp_path / "adult.parquet")
     assert read["hours-per-week"].iloc[0] == "40.0"  # a float cell reads as a CSV's "40.0" would

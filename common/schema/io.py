@@ -107,7 +107,10 @@ def read_text_table(path: str | Path, na_values: Sequence[str]) -> pd.DataFrame:
         raise TableFileError(f"data file {path} is not UTF-8 text (byte {exc.start} cannot be "
                              f"decoded); if it is Parquet, name it *.parquet, otherwise save "
                              f"it as a UTF-8 CSV") from None
-    except (pd.errors.ParserError, OSError, ValueError) as exc:
+    except pd.errors.ParserError as exc:  # says which line has how many fields, no cell
+        raise TableFileError(f"data file {path} is not a readable CSV file ({str(exc).strip()}); every line "
+                             f"needs as many comma-separated fields as the header") from None
+    except (OSError, ValueError) as exc:
         kind = "Parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "CSV"
         raise TableFileError(f"data file {path} is not a readable {kind} file "
                              f"({type(exc).__name__}); check its format") from None

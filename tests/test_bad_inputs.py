@@ -8,6 +8,7 @@ the table is fast. Two cases run a real process (``--version``, and a traceback 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -81,6 +82,7 @@ CASES = {
     "data-ragged-row": small(rows=SMALL_ROWS + "1,2,3,4,5\n",
                              expect=("is not a readable CSV file", "Expected 3 fields in line 8, saw 5")),
     "data-header-only": small(rows="age,sex,y\n", expect="the table has no rows"),
+    "data-unreadable": small(expect="{tmp}/t.csv cannot be read (permission denied)"),  # chmod 000 below
     # ---- schema files
     "schema-missing": sim("--schema", "{tmp}/none.yaml", expect="schema file {tmp}/none.yaml does not exist"),
     "schema-bad-suffix": sim("--schema", "{tmp}/s.txt", files=(("s.txt", SMALL_SCHEMA),),
@@ -189,6 +191,10 @@ def run_cli(argv: list[str]) -> int:
 def test_a_bad_input_gets_a_precise_message_exit_2_and_leaves_nothing(name, tmp_path, capsys):
     case = CASES[name](name)
     argv = materialise(case, tmp_path)
+    if name == "data-unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file")
+        (tmp_path / "t.csv").chmod(0)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert run_cli(argv) == 2
     err = capsys.readouterr().err

@@ -3,7 +3,8 @@
 Order matters for privacy and for "nothing partial": the budget is planned and the secure
 ranges checked before any message reaches an organisation; every organisation then checks
 its table against the public schema before any vector leaves it; every noisy result is in
-the fsynced ledger before it is used; the release directory appears only when complete.
+the fsynced ledger before it is used; the release directory appears only when complete, and a
+job that fails removes the staging folder it created (never a release or the federation's ledger).
 """
 
 from __future__ import annotations

@@ -24,11 +24,7 @@ MAX_BINS = 10_000
 
 def iso_text(value: Any) -> Any:
     """A YAML date/datetime (parsed by the loader) as its ISO text; anything else unchanged."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
+    return value.isoformat() if isinstance(value, dt.date) else value  # datetime is a date too
 
 
 def parse_iso(text: Any) -> dt.datetime | None:

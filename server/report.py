@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
 from fedsynth.common.generator import ORGANISATION, Measurement, expected_noise_l1
-from fedsynth.common.marginals import marginal
+from fedsynth.common.marginals import cells, marginal
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 
 REQUIRED = ("privacy.json", "ledger.jsonl", "measurements.json", "synthetic.csv")
@@ -56,10 +56,6 @@ class LoadedRelease:
     job_text: str | None
 
 
-def _name(clique: Sequence[str], by_organisation: bool) -> str:
-    return " x ".join(clique) + (" (per organisation, summed)" if by_organisation else "")
-
-
 @dataclass(frozen=True)
 class MarginalFit:
     """One measured marginal against the synthetic rows' (counts scaled to its noisy total)."""
@@ -74,7 +70,7 @@ class MarginalFit:
 
     @property
     def name(self) -> str:
-        return _name(self.clique, self.by_organisation)
+        return " x ".join(self.clique) + (" (per organisation, summed)" if self.by_organisation else "")
 
     @property
     def tvd(self) -> float:
@@ -95,6 +91,11 @@ def _read_json(path: Path) -> object:
         raise ReportError(f"{path}: not readable JSON ({err})") from err
 
 
+def accountant_delta(statement: Mapping) -> float:
+    """The delta the accountant converted at (the statement's delta less the noise-tail term)."""
+    return float(statement.get("delta_accountant", statement["delta"]))
+
+
 def verified_entries(path: Path, statement: Mapping) -> tuple[Entry, ...]:
     """This job's ledger entries, after verifying the hash chain on a copy (the release stays untouched)."""
     with tempfile.TemporaryDirectory(prefix="fedsynth-report-") as tmp:
@@ -104,13 +105,13 @@ def verified_entries(path: Path, statement: Mapping) -> tuple[Entry, ...]:
             shutil.copyfile(path / "ledger.jsonl.head", copy.with_name("ledger.jsonl.head"))
         try:
             ledger = Ledger(copy, cap_epsilon=float(statement.get("federation_cap") or 1.0),
-                            delta=float(statement["delta_accountant"]))
+                            delta=accountant_delta(statement))
         except LedgerCorrupt as err:
             raise ReportError(f"{path / 'ledger.jsonl'}: {err}") from err
     seqs = {int(e["seq"]) for e in statement["events"]}
     entries = tuple(e for e in ledger.entries if e.seq in seqs)
     if len(entries) != len(seqs):
-        raise ReportError(f"{path / 'ledger.jsonl'} lacks events that privacy.json lists (seq {sorted(seqs)[0]}..)")
+        raise ReportError(f"{path / 'ledger.jsonl'} holds {len(entries)} of the {len(seqs)} events privacy.json lists")
     return entries
 
 
@@ -127,6 +128,23 @@ def _schema(path: Path, schema_path: Path | None) -> tuple[Schema | None, str | 
     return None, None
 
 
+STATEMENT_KEYS = {
+    "": ("epsilon", "delta", "events", "plan", "trust", "unit_of_privacy"),
+    "plan": ("epsilon_planned",),
+    "trust": ("min_honest_survivors_t", "organisations_n", "tolerated_colluding_organisations"),
+}
+
+
+def _check_statement(path: Path, statement: object) -> None:
+    if not isinstance(statement, dict):
+        raise ReportError(f"{path}: not a fedsynth privacy statement (a JSON object)")
+    for part, keys in STATEMENT_KEYS.items():
+        section = statement.get(part, {}) if part else statement
+        missing = [k for k in keys if not isinstance(section, dict) or k not in section]
+        if missing:
+            raise ReportError(f"{path}: not a fedsynth privacy statement, {part or 'top level'} lacks {', '.join(missing)}")
+
+
 def load_release(path: Path, schema_path: Path | None = None) -> LoadedRelease:
     """Read and check every file the report uses; ``ReportError`` names the first one missing or bad."""
     if not path.is_dir():
@@ -135,8 +153,7 @@ def load_release(path: Path, schema_path: Path | None = None) -> LoadedRelease:
     if missing:
         raise ReportError(f"{path} is not a complete release: missing {', '.join(missing)}")
     statement = _read_json(path / "privacy.json")
-    if not isinstance(statement, dict) or not {"epsilon", "delta", "events", "plan", "trust"} <= set(statement):
-        raise ReportError(f"{path / 'privacy.json'}: not a fedsynth privacy statement")
+    _check_statement(path / "privacy.json", statement)
     raw = _read_json(path / "measurements.json")
     try:
         measurements = tuple(
@@ -380,6 +397,16 @@ def privacy_section(release: LoadedRelease, spent: Sequence[float]) -> str:
     )
 
 
+def _check_cells(measurements: Sequence[Measurement], domain: Mapping[str, int], schema: str) -> None:
+    """Each measurement's size fits the schema's domain (a whole number of organisation blocks)."""
+    for m in measurements:
+        block = cells(domain, tuple(c for c in m.clique if c != ORGANISATION))
+        fits = m.noisy.size % block == 0 if ORGANISATION in m.clique else m.noisy.size == block
+        if not fits:
+            raise ReportError(f"measurement {' x '.join(m.clique)} has {m.noisy.size} cells, which schema "
+                              f"'{schema}' does not give it: is it the job's schema?")
+
+
 def fidelity_section(release: LoadedRelease) -> str:
     intro = html.paragraph(
         "Fidelity against what the coordinator measured: each noisy marginal (already private, so this is "
@@ -395,9 +422,13 @@ def fidelity_section(release: LoadedRelease) -> str:
     try:
         codes = schema.encode(schema.read_csv(release.synthetic_csv))
     except SchemaError as err:
-        raise ReportError(f"{release.synthetic_csv} does not conform to schema '{schema.name}': {err}") from err
+        shown = "; ".join(str(p).splitlines()[0] for p in err.problems[:3])
+        more = f" (and {len(err.problems) - 3} more)" if len(err.problems) > 3 else ""
+        raise ReportError(f"{release.synthetic_csv} does not conform to schema '{schema.name}': {shown}{more}; "
+                          "is it the job's schema?") from err
     domain = schema.domain()
     known = [m for m in release.measurements if set(m.clique) - {ORGANISATION} <= set(domain)]
+    _check_cells(known, domain, schema.name)
     fits = marginal_fits(known, codes, domain)
     parts = [intro, html.figure(fidelity_figure(fits), "Per-marginal total variation distance, synthetic vs noisy "
                                 "measurement; red marks the noise alone")]
@@ -440,7 +471,7 @@ def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
         html.table(["seq", "phase", "mechanism", "round", "survivors", "mu", "planned mu", "cells", "epsilon so far"],
                    events_rows(release.entries, spent)),
         html.paragraph(f"Delta: {release.statement['delta']:.3g} = accountant "
-                       f"{release.statement['delta_accountant']:.3g} + noise-tail check "
+                       f"{accountant_delta(release.statement):.3g} + noise-tail check "
                        f"{release.statement.get('delta_noise_tail', 0.0):.3g}."),
     )
 
@@ -448,7 +479,7 @@ def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
 def render(release: LoadedRelease) -> str:
     """The report as one HTML document."""
     title = f"fedsynth release report: {release.path.name}"
-    spent = cumulative_epsilon(release.entries, float(release.statement["delta_accountant"]))
+    spent = cumulative_epsilon(release.entries, accountant_delta(release.statement))
     return html.page(title, [privacy_section(release, spent), fidelity_section(release), job_section(release),
                              appendix_section(release, spent)])
 

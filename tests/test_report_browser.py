@@ -106,20 +106,17 @@ class DevTools:
         return json.loads(raw)
 
     def call(self, method: str, session: str | None = None, **params) -> dict:
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        sent = self._send(method, session, params)
         while True:
             reply = self._message()
-            if reply.get("id") == self._next_id:
+            if reply.get("id") == sent:
                 assert "error" not in reply, f"{method}: {reply['error']}"
                 return reply["result"]
             self.events.append(reply)
 
-    def wait_for(self, method: str) -> dict:
-        for event in self.events:
+    def wait_for(self, method: str, since: int = 0) -> dict:
+        """The first event ``method`` among those from the ``since``-th on, reading until it comes."""
+        for event in self.events[since:]:
             if event.get("method") == method:
                 return event
         while True:
@@ -128,13 +125,27 @@ class DevTools:
             if event.get("method") == method:
                 return event
 
+    def _send(self, method: str, session: str | None, params: dict) -> int:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        return self._next_id
+
     def close(self) -> None:
+        """Ask the browser to quit (its reply may never come: it is exiting) and wait until it has."""
         try:
-            self.call("Browser.close")
-        finally:
+            self._send("Browser.close", None, {})
+        except BrokenPipeError:  # already gone
+            pass
+        try:
             self.proc.wait(timeout=30)
-            os.close(self._to_browser)
-            os.close(self._from_browser)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
 
 
 def open_in_chromium(page: Path, profile: Path) -> tuple[dict, list[Image.Image], list[str]]:
@@ -148,9 +159,11 @@ def open_in_chromium(page: Path, profile: Path) -> tuple[dict, list[Image.Image]
                      mobile=False)
         browser.call("Network.enable", session)
         browser.call("Page.enable", session)
+        since = len(browser.events)
         browser.call("Page.navigate", session, url=page.as_uri())
-        browser.wait_for("Page.loadEventFired")
+        browser.wait_for("Page.loadEventFired", since)
         layout = browser.call("Runtime.evaluate", session, returnByValue=True, expression="""JSON.stringify({
+            url: location.href, ready: document.readyState,
             sections: [...document.querySelectorAll('section')].map(s => s.id),
             headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
             text: document.body.innerText,
@@ -179,6 +192,7 @@ def inked(image: Image.Image) -> tuple[float, int]:
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run does)")
 def test_report_renders_with_visible_plots_and_no_external_request(report, tmp_path):
     layout, shots, requests = open_in_chromium(report, tmp_path / "profile")
+    assert layout["url"] == report.as_uri() and layout["ready"] == "complete"
     assert layout["sections"] == SECTIONS
     assert "differentially private per record" in layout["text"] and "noise band" in layout["text"]
     assert len(layout["images"]) == 3  # budget, per-marginal fidelity, 1-way small multiples

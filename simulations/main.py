@@ -123,3 +123,4 @@ def print_summary(release: Release, seconds: float) -> None:
     )
     for phase, spend in s["per_phase"].items():
         print(f"    {phase}: epsilon {spend['epsilon']:.3f} alone")
+    print(f"  a readable report (HTML, no privacy cost): fedsynth report {release.path}")

@@ -211,11 +211,12 @@ def privacy_paragraphs(statement: Mapping) -> list[str]:
         "accounts what it sent on its own.",
     ]
     if eps < planned * (1 - 1e-6):
-        survivors = [len(s) for s in statement.get("survivors_per_round", {}).values()]
+        fewest = min((len(s) for s in statement.get("survivors_per_round", {}).values()), default=t)
+        who = f"all {n}" if fewest == n else f"at least {fewest}"
         lines.append(
             f"The spend, {eps:.3g}, is below the planned {planned:.3g}: the noise was sized for the worst case "
             f"the job allows, exactly t = {t} organisations surviving every round, each adding 1/t of it. "
-            f"Here at least {min(survivors, default=t)} survived every round, and each survivor's noise counts, "
+            f"Here {who} survived every round, and each survivor's noise counts, "
             "so every round carried more noise than planned."
         )
     phases = statement.get("per_phase", {})

@@ -35,7 +35,8 @@ def test_privacy_text_states_the_statements_numbers_in_plain_words():
     assert f"at most {100 * math.exp(0.8) / (1 + math.exp(0.8)):.1f}% sure" in text  # 69.0%
     assert "t = 2 of the n = 3 organisations" in text and "up to 1 organisation may drop out" in text
     assert "Up to 1 organisation may collude with the coordinator and epsilon stays at most the planned 1" in text
-    assert "below the planned 1" in text and "at least 3 survived every round" in text
+    assert "below the planned 1" in text and "Here all 3 survived every round" in text
+    assert "Here at least 2 survived" in " ".join(privacy_paragraphs(statement(survivors=2)))
     assert "generator 0.7, teacher 0.35: together 1.05, more than the total 0.8" in text
 
 

@@ -58,6 +58,12 @@ def _job(args: argparse.Namespace) -> int:
     return run_job_command(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from fedsynth.server.report import run_report
+
+    return run_report(args)
+
+
 def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--data", type=Path, default=bundled("adult.csv"),
                      help="CSV or Parquet (*.parquet) table to split into parties (default: bundled Adult sample)")
@@ -142,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_job_commands(job)
     job.set_defaults(func=_job)
+
+    report = sub.add_parser(
+        "report",
+        help="write a release's self-contained HTML report (privacy, fidelity, job; no privacy cost)",
+        description="Read a release directory alone and write one self-contained report.html: the privacy "
+        "statement in plain words with the budget per round, the synthetic rows against the noisy "
+        "measurements, and the job's definition, schema and versions (post-processing: no privacy cost).",
+    )
+    from fedsynth.server.report import add_report_options
+
+    add_report_options(report)
+    report.set_defaults(func=_report)
 
     schema = sub.add_parser("schema", help="draft or validate a public schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)

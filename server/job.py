@@ -313,6 +313,7 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             def relabel(codes: np.ndarray, draw_rng: np.random.Generator) -> np.ndarray:
                 return relabel_codes(codes, features, student, config.labels, draw_rng)
 
+        report(f"sampling {rows:,} synthetic rows from the model")
         synthetic = sample_rows(model, config.schema, rows, rng, relabel)
         report(f"sampled {rows:,} synthetic rows that keep the schema's {len(config.schema.rules)} rules")
         if teacher is not None:

@@ -81,8 +81,7 @@ def fit_teacher(
             parameters=[get_flat(model)],
         )
         _apply(model, optimizer, result.total * (settings.clip / settings.resolution) / batch)
-        if step % 10 == 0 or step == settings.steps:
-            progress(f"teacher: DP-SGD step {step}/{settings.steps}")
+        progress(f"teacher: DP-SGD step {step}/{settings.steps}")
     return model
 
 

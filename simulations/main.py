@@ -13,6 +13,7 @@ from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
+from fedsynth.common.progress import ProgressReporter
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
 from fedsynth.common.teacher import TeacherSettings
@@ -103,7 +104,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         schema.validate(table, strict=True)
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
-        release = simulate(config, parties)
+        with ProgressReporter() as progress:  # a bar on a terminal, plain lines otherwise
+            release = simulate(config, parties, progress)
     except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
             ValueError, OSError) as exc:
         say(f"fedsynth simulate: {exc}")
@@ -141,3 +143,4 @@ def print_summary(release: Release, seconds: float) -> None:
     )
     for phase, spend in s["per_phase"].items():
         print(f"    {phase}: epsilon {spend['epsilon']:.3f} alone")
+    print(f"  a readable report (HTML, no privacy cost): fedsynth report {release.path}")

@@ -1,0 +1,512 @@
+"""``fedsynth report RELEASE``: one self-contained HTML page a data steward can sign off.
+
+Everything in the report is computed from the release folder alone: ``privacy.json`` (the
+statement), ``ledger.jsonl`` (verified through its hash chain on a private copy, so the
+release is never written to), ``measurements.json`` (the noisy marginals the coordinator
+saw), ``synthetic.csv`` and, when present, the job's ``schema.yaml`` and ``job.toml``.
+All of it is already differentially private, so the report is post-processing: it costs
+no privacy and adds no ledger event.
+
+Its three parts: the privacy statement in plain words with the budget spent event by event
+(the cumulative epsilon of the ledger's prefixes, composed incrementally by the same
+:class:`~fedsynth.common.accounting.CombinedAccountant` that wrote the statement); the
+fidelity of the synthetic rows against the noisy measurements, each next to the error the
+noise alone would make; and the job's definition, schema and library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fedsynth.common import html
+from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
+from fedsynth.common.generator import ORGANISATION, Measurement, expected_noise_l1
+from fedsynth.common.marginals import cells, marginal
+from fedsynth.common.schema import Schema, SchemaError, load_schema
+
+REQUIRED = ("privacy.json", "ledger.jsonl", "measurements.json", "synthetic.csv")
+SCHEMA_FILES = ("schema.yaml", "schema.yml", "schema.json", "schema.toml")
+JOB_FILE = "job.toml"
+
+
+class ReportError(Exception):
+    """A release the report cannot be made from (missing or malformed file)."""
+
+
+@dataclass(frozen=True)
+class LoadedRelease:
+    path: Path
+    statement: dict
+    entries: tuple[Entry, ...]  # this job's verified ledger entries
+    measurements: tuple[Measurement, ...]
+    synthetic_csv: Path
+    schema: Schema | None
+    schema_text: str | None
+    job_text: str | None
+
+
+@dataclass(frozen=True)
+class MarginalFit:
+    """One measured marginal against the synthetic rows' (counts scaled to its noisy total)."""
+
+    clique: tuple[str, ...]
+    by_organisation: bool  # measured per organisation; compared summed over them
+    cells: int
+    sigma: float  # noise std per cell of the compared (organisation-summed) marginal
+    rows: float  # the measurement's noisy total
+    l1: float  # sum |synthetic - measured|, in counts
+    noise_l1: float  # expected L1 of the measurement's noise alone
+
+    @property
+    def name(self) -> str:
+        return " x ".join(self.clique) + (" (per organisation, summed)" if self.by_organisation else "")
+
+    @property
+    def tvd(self) -> float:
+        return self.l1 / (2.0 * max(self.rows, 1.0))
+
+    @property
+    def noise_tvd(self) -> float:
+        return self.noise_l1 / (2.0 * max(self.rows, 1.0))
+
+
+# ---------------------------------------------------------------- load
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: not readable JSON ({err})") from err
+
+
+def accountant_delta(statement: Mapping) -> float:
+    """The delta the accountant converted at (the statement's delta less the noise-tail term)."""
+    return float(statement.get("delta_accountant", statement["delta"]))
+
+
+def verified_entries(path: Path, statement: Mapping) -> tuple[Entry, ...]:
+    """This job's ledger entries, after verifying the hash chain on a copy (the release stays untouched)."""
+    with tempfile.TemporaryDirectory(prefix="fedsynth-report-") as tmp:
+        copy = Path(tmp) / "ledger.jsonl"
+        shutil.copyfile(path / "ledger.jsonl", copy)
+        if (path / "ledger.jsonl.head").exists():
+            shutil.copyfile(path / "ledger.jsonl.head", copy.with_name("ledger.jsonl.head"))
+        try:
+            ledger = Ledger(copy, cap_epsilon=float(statement.get("federation_cap") or 1.0),
+                            delta=accountant_delta(statement))
+        except LedgerCorrupt as err:
+            raise ReportError(f"{path / 'ledger.jsonl'}: {err}") from err
+    seqs = {int(e["seq"]) for e in statement["events"]}
+    entries = tuple(e for e in ledger.entries if e.seq in seqs)
+    if len(entries) != len(seqs):
+        raise ReportError(f"{path / 'ledger.jsonl'} holds {len(entries)} of the {len(seqs)} events privacy.json lists")
+    return entries
+
+
+def _schema(path: Path, schema_path: Path | None) -> tuple[Schema | None, str | None]:
+    candidates = [schema_path] if schema_path else [path / name for name in SCHEMA_FILES]
+    for candidate in candidates:
+        if candidate.exists():
+            try:
+                return load_schema(candidate), candidate.read_text(encoding="utf-8")
+            except SchemaError as err:
+                raise ReportError(f"{candidate}: {err}") from err
+    if schema_path:
+        raise ReportError(f"--schema {schema_path}: no such file")
+    return None, None
+
+
+STATEMENT_KEYS = {
+    "": ("epsilon", "delta", "events", "plan", "trust", "unit_of_privacy"),
+    "plan": ("epsilon_planned",),
+    "trust": ("min_honest_survivors_t", "organisations_n", "tolerated_colluding_organisations"),
+}
+
+
+def _check_statement(path: Path, statement: object) -> None:
+    if not isinstance(statement, dict):
+        raise ReportError(f"{path}: not a fedsynth privacy statement (a JSON object)")
+    for part, keys in STATEMENT_KEYS.items():
+        section = statement.get(part, {}) if part else statement
+        missing = [k for k in keys if not isinstance(section, dict) or k not in section]
+        if missing:
+            raise ReportError(f"{path}: not a fedsynth privacy statement, {part or 'top level'} lacks {', '.join(missing)}")
+
+
+def load_release(path: Path, schema_path: Path | None = None) -> LoadedRelease:
+    """Read and check every file the report uses; ``ReportError`` names the first one missing or bad."""
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such release directory")
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise ReportError(f"{path} is not a complete release: missing {', '.join(missing)}")
+    statement = _read_json(path / "privacy.json")
+    _check_statement(path / "privacy.json", statement)
+    raw = _read_json(path / "measurements.json")
+    try:
+        measurements = tuple(
+            Measurement(tuple(m["clique"]), np.asarray(m["counts"], dtype=np.float64), float(m["sigma"])) for m in raw
+        )
+    except (TypeError, KeyError, ValueError) as err:
+        raise ReportError(f"{path / 'measurements.json'}: not a list of measurements ({err})") from err
+    schema, schema_text = _schema(path, schema_path)
+    job = path / JOB_FILE
+    return LoadedRelease(
+        path, statement, verified_entries(path, statement), measurements, path / "synthetic.csv", schema,
+        schema_text, job.read_text(encoding="utf-8") if job.exists() else None,
+    )
+
+
+# ---------------------------------------------------------------- privacy
+
+
+def cumulative_epsilon(entries: Sequence[Entry], delta: float) -> list[float]:
+    """Epsilon at ``delta`` after each entry: the accountant composes incrementally, so every
+    prefix costs one more composition and one conversion, not a recomposition."""
+    accountant, spent = CombinedAccountant(), []
+    for entry in entries:
+        spent.append(accountant.compose(entry.dp_event()).epsilon(delta).epsilon)
+    return spent
+
+
+def _organisations(k: int) -> str:
+    return f"{k} organisation{'s' if k != 1 else ''}"
+
+
+def privacy_paragraphs(statement: Mapping) -> list[str]:
+    """The privacy statement in plain words; every number comes from ``statement``."""
+    eps, delta = float(statement["epsilon"]), float(statement["delta"])
+    factor = math.exp(eps)
+    trust, plan = statement["trust"], statement["plan"]
+    t, n = int(trust["min_honest_survivors_t"]), int(trust["organisations_n"])
+    k = int(trust["tolerated_colluding_organisations"])
+    planned = float(plan["epsilon_planned"])
+    lines = [
+        f"This release is ({eps:.3g}, {delta:.3g})-differentially private per record of any organisation: "
+        f"the unit of privacy is {statement['unit_of_privacy']}.",
+        f"For one person this means: whatever an attacker computes from the release, their odds that the "
+        f"person's record is in any organisation's table can move by at most a factor e^{eps:.3g} = {factor:.3g}, "
+        f"except with probability at most delta = {delta:.3g}. An attacker who was 50:50 beforehand is at most "
+        f"{100 * factor / (1 + factor):.1f}% sure afterwards, however much else they know.",
+        f"Who must behave: the coordinator follows the protocol and sees only sums of noised vectors; every "
+        f"round needed at least t = {t} of the n = {n} organisations (up to {_organisations(n - t)} may drop "
+        f"out of a round; with fewer survivors the round is aborted, not released). "
+        + (f"Up to {_organisations(k)} may collude with the coordinator and epsilon stays at most "
+           f"the planned {planned:.3g}." if k else
+           "No organisation may collude with the coordinator without weakening this statement "
+           "(the rounds kept no spare honest share).")
+        + " A malicious coordinator, or more colluders, is not covered; each organisation's own guard "
+        "accounts what it sent on its own.",
+    ]
+    if eps < planned * (1 - 1e-6):
+        fewest = min((len(s) for s in statement.get("survivors_per_round", {}).values()), default=t)
+        who = f"all {n}" if fewest == n else f"at least {fewest}"
+        lines.append(
+            f"The spend, {eps:.3g}, is below the planned {planned:.3g}: the noise was sized for the worst case "
+            f"the job allows, exactly t = {t} organisations surviving every round, each adding 1/t of it. "
+            f"Here {who} survived every round, and each survivor's noise counts, "
+            "so every round carried more noise than planned."
+        )
+    phases = statement.get("per_phase", {})
+    if len(phases) > 1:
+        parts = ", ".join(f"{p} {v['epsilon']:.3g}" for p, v in phases.items())
+        total = sum(v["epsilon"] for v in phases.values())
+        lines.append(
+            f"The phases alone would cost {parts}: together {total:.3g}, more than the total {eps:.3g}. Epsilons "
+            "do not add up: the accountant composes the phases' whole privacy-loss distributions "
+            f"({statement.get('accountant', 'RDP/PLD')}) and converts to one (epsilon, delta) once at the end; "
+            "summing epsilons, each paid at its own delta, is only a loose upper bound."
+        )
+    if float(statement.get("federation_epsilon", eps)) > eps * (1 + 1e-6):
+        lines.append(
+            f"The federation's ledger also holds earlier jobs: over all of them, epsilon is "
+            f"{statement['federation_epsilon']:.3g} of its cap {statement['federation_cap']:.3g}."
+        )
+    lines.append(f"Contribution bounding: {statement.get('contribution_bounding', 'not stated')}.")
+    return lines
+
+
+def budget_figure(entries: Sequence[Entry], spent: Sequence[float], statement: Mapping) -> Figure:
+    """Cumulative epsilon over the job's ledger events, coloured by phase, with plan and cap."""
+    fig = Figure(figsize=(9, 3.6))
+    ax, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    phases = list(dict.fromkeys(e.phase for e in entries))
+    colours = {p: f"C{i}" for i, p in enumerate(phases)}
+    x = np.arange(1, len(entries) + 1)
+    ax.step(x, spent, where="post", color="0.6", linewidth=1)
+    for phase in phases:
+        idx = [i for i, e in enumerate(entries) if e.phase == phase]
+        ax.scatter(x[idx], np.asarray(spent)[idx], color=colours[phase], s=14, label=phase, zorder=3)
+    ax.axhline(statement["plan"]["epsilon_planned"], color="C3", linestyle="--", linewidth=1, label="planned")
+    ax.set_xlabel("ledger event (round) of this job")
+    ax.set_ylabel("cumulative epsilon")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right", fontsize=8)
+    per_phase = statement.get("per_phase", {})
+    names = list(per_phase) + ["total"]
+    values = [per_phase[p]["epsilon"] for p in per_phase] + [statement["epsilon"]]
+    bars.bar(names, values, color=[colours.get(p, "C7") for p in per_phase] + ["0.3"])
+    bars.set_title("epsilon alone", fontsize=9)
+    bars.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def events_rows(entries: Sequence[Entry], spent: Sequence[float]) -> list[list[object]]:
+    """The technical appendix: each event's raw parameters and the epsilon spent up to it."""
+    rows = []
+    for entry, eps in zip(entries, spent, strict=True):
+        meta = entry.metadata
+        rows.append([
+            entry.seq, entry.phase, entry.mechanism, meta.get("round", ""), len(meta.get("survivors", [])),
+            meta.get("mu", ""), meta.get("planned_mu", ""), meta.get("dim", ""), eps,
+        ])
+    return rows
+
+
+# ---------------------------------------------------------------- fidelity
+
+
+def union_measurement(measurement: Measurement, domain: Mapping[str, int]) -> Measurement:
+    """A measurement over the union of organisations: the organisation axis summed out.
+
+    The released rows carry no organisation column; summing ``k`` organisations' cells adds
+    their independent noise, so the std per cell grows by ``sqrt(k)``.
+    """
+    if ORGANISATION not in measurement.clique:
+        return measurement
+    rest = tuple(c for c in measurement.clique if c != ORGANISATION)
+    orgs = measurement.noisy.size // max(1, int(np.prod([domain[c] for c in rest])))
+    shape = tuple(orgs if c == ORGANISATION else domain[c] for c in measurement.clique)
+    summed = measurement.noisy.reshape(shape).sum(axis=measurement.clique.index(ORGANISATION))
+    return Measurement(rest, summed.ravel(), measurement.sigma * math.sqrt(orgs))
+
+
+def marginal_fits(measurements: Sequence[Measurement], codes: np.ndarray, domain: Mapping[str, int]) -> list[MarginalFit]:
+    """Each measured marginal against the synthetic rows' marginal, scaled to the measurement's total."""
+    fits = []
+    columns = list(domain)
+    for measured in measurements:
+        m = union_measurement(measured, domain)
+        rows = float(m.noisy.sum())
+        synthetic = marginal(codes, columns, domain, m.clique) * (rows / max(len(codes), 1))
+        l1 = float(np.abs(synthetic - m.noisy).sum())
+        fits.append(MarginalFit(m.clique, ORGANISATION in measured.clique, m.noisy.size, m.sigma, rows, l1, expected_noise_l1(m.sigma, m.clique, domain)))
+    return fits
+
+
+def fidelity_figure(fits: Sequence[MarginalFit]) -> Figure:
+    """TVD of every measured marginal next to the TVD the measurement's noise alone would cause."""
+    fig = Figure(figsize=(8, 0.6 + 0.22 * len(fits)))
+    ax = fig.subplots()
+    y = np.arange(len(fits))
+    ax.barh(y, [f.tvd for f in fits], color="C0", label="synthetic vs noisy measurement")
+    ax.scatter([f.noise_tvd for f in fits], y, color="C3", marker="|", s=120, zorder=3, label="noise alone (expected)")
+    ax.set_yticks(y, [f.name for f in fits], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("total variation distance")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def code_labels(schema: Schema, column: str) -> list[str]:
+    """Readable names of a column's codes: categories, bins, and 'missing' where allowed."""
+    col = schema[column]
+    if col.categories is not None:
+        labels = list(col.categories)
+    elif col.kind == "boolean":
+        labels = ["false", "true"]
+    else:
+        labels = [f"{a:g}–{b:g}" for a, b in zip(col.edges[:-1], col.edges[1:])]
+    return labels + ["missing"] * int(col.missing)
+
+
+def one_way_figure(measurements: Sequence[Measurement], codes: np.ndarray, schema: Schema) -> Figure | None:
+    """Small multiples: each measured column's share per code, synthetic next to measured."""
+    domain = schema.domain()
+    ones = [m for m in measurements if len(m.clique) == 1 and m.clique[0] in domain]
+    if not ones:
+        return None
+    width = 3
+    height = math.ceil(len(ones) / width)
+    fig = Figure(figsize=(11, 2.4 * height))
+    axes = np.atleast_1d(fig.subplots(height, width)).ravel()
+    for ax, m in zip(axes, ones):
+        column = m.clique[0]
+        measured = np.clip(m.noisy, 0, None)
+        measured = measured / max(measured.sum(), 1e-12)
+        synthetic = marginal(codes, list(domain), domain, m.clique) / max(len(codes), 1)
+        x = np.arange(m.noisy.size)
+        ax.bar(x - 0.2, measured, width=0.4, color="C1", label="measured (noisy)")
+        ax.bar(x + 0.2, synthetic, width=0.4, color="C0", label="synthetic")
+        ax.set_title(column, fontsize=9)
+        labels = code_labels(schema, column)
+        if len(labels) <= 12:
+            ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=6)
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel(f"{len(labels)} codes", fontsize=7)
+        ax.tick_params(axis="y", labelsize=6)
+    for ax in axes[len(ones):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- page
+
+
+def _flatten(prefix: str, value: object) -> list[list[object]]:
+    if isinstance(value, Mapping):
+        return [row for k, v in value.items() for row in _flatten(f"{prefix}.{k}" if prefix else str(k), v)]
+    if value is None:
+        return [[prefix, "none"]]
+    return [[prefix, json.dumps(value) if isinstance(value, (list, tuple)) else value]]
+
+
+def privacy_section(release: LoadedRelease, spent: Sequence[float]) -> str:
+    statement = release.statement
+    recomputed = spent[-1] if spent else 0.0
+    check = (
+        f"Recomputed here from the verified ledger ({len(release.entries)} events): epsilon {recomputed:.6g}, "
+        + ("as privacy.json states." if math.isclose(recomputed, statement["epsilon"], rel_tol=1e-6)
+           else f"which DIFFERS from privacy.json's {statement['epsilon']:.6g}.")
+    )
+    return html.section(
+        "Privacy",
+        *(html.paragraph(p) for p in privacy_paragraphs(statement)),
+        html.paragraph(check),
+        html.figure(budget_figure(release.entries, spent, statement),
+                    "Budget spent: cumulative epsilon over this job's ledger events, and each phase alone"),
+        html.table(["phase", "epsilon alone", "accountant"],
+                   [[p, v["epsilon"], v["method"]] for p, v in statement.get("per_phase", {}).items()]
+                   + [["whole job", statement["epsilon"], statement.get("accountant", "")]]),
+    )
+
+
+def _check_cells(measurements: Sequence[Measurement], domain: Mapping[str, int], schema: str) -> None:
+    """Each measurement's size fits the schema's domain (a whole number of organisation blocks)."""
+    for m in measurements:
+        block = cells(domain, tuple(c for c in m.clique if c != ORGANISATION))
+        fits = m.noisy.size % block == 0 if ORGANISATION in m.clique else m.noisy.size == block
+        if not fits:
+            raise ReportError(f"measurement {' x '.join(m.clique)} has {m.noisy.size} cells, which schema "
+                              f"'{schema}' does not give it: is it the job's schema?")
+
+
+def fidelity_section(release: LoadedRelease) -> str:
+    intro = html.paragraph(
+        "Fidelity against what the coordinator measured: each noisy marginal (already private, so this is "
+        "post-processing) next to the same marginal of the synthetic rows, scaled to the measurement's total. "
+        "The noise band is the error the measurement's own noise would cause even for the true table "
+        "(expected L1 = sqrt(2/pi) x sigma x cells): errors near it are as good as the measurements allow."
+    )
+    if release.schema is None:
+        return html.section("Fidelity", intro, html.paragraph(
+            "This release holds no schema file (schema.yaml), which the synthetic rows must be encoded with to "
+            "compare them to the measurements; pass the job's schema with --schema to add this section."))
+    schema = release.schema
+    try:
+        codes = schema.encode(schema.read_csv(release.synthetic_csv))
+    except SchemaError as err:
+        shown = "; ".join(str(p).splitlines()[0] for p in err.problems[:3])
+        more = f" (and {len(err.problems) - 3} more)" if len(err.problems) > 3 else ""
+        raise ReportError(f"{release.synthetic_csv} does not conform to schema '{schema.name}': {shown}{more}; "
+                          "is it the job's schema?") from err
+    domain = schema.domain()
+    known = [m for m in release.measurements if set(m.clique) - {ORGANISATION} <= set(domain)]
+    _check_cells(known, domain, schema.name)
+    fits = marginal_fits(known, codes, domain)
+    parts = [intro, html.figure(fidelity_figure(fits), "Per-marginal total variation distance, synthetic vs noisy "
+                                "measurement; red marks the noise alone")]
+    parts.append(html.table(
+        ["marginal", "cells", "noise std per cell", "L1 (counts)", "noise band L1", "TVD", "noise band TVD"],
+        [[f.name, f.cells, f.sigma, f.l1, f.noise_l1, f.tvd, f.noise_tvd] for f in fits],
+    ))
+    ones = one_way_figure(known, codes, schema)
+    if ones is not None:
+        parts.append(html.figure(ones, "1-way distributions: synthetic rows against the noisy measured marginals"))
+    return html.section("Fidelity", *parts)
+
+
+def job_section(release: LoadedRelease) -> str:
+    statement = release.statement
+    parts = [
+        html.paragraph(f"{html.format_value(statement.get('rows', 'An unknown number of'))} synthetic rows from "
+                       f"{len(statement.get('organisations', []))} organisations: "
+                       f"{', '.join(statement.get('organisations', []))}."),
+        html.table(["plan setting", "value"], _flatten("", statement["plan"])),
+    ]
+    if release.job_text is not None:
+        parts += [html.paragraph("The job file (job.toml):"), html.preformatted(release.job_text)]
+    if release.schema is not None:
+        parts.append(html.table(
+            ["column", "kind", "codes", "missing allowed"],
+            [[c.name, c.kind, c.n_codes, "yes" if c.missing else "no"] for c in release.schema.columns],
+        ))
+        parts += [html.paragraph("The schema file:"), html.preformatted(release.schema_text or "")]
+    parts.append(html.table(["library", "version"], list(statement.get("libraries", {}).items())))
+    parts.append(html.paragraph(f"Secure aggregation: {statement['trust'].get('secure_aggregation', 'not stated')}."))
+    return html.section("Job, schema and versions", *parts)
+
+
+def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
+    return html.section(
+        "Technical appendix: ledger events",
+        html.paragraph("Raw parameters of every noisy round: mu is the Skellam noise parameter of the aggregate "
+                       "(variance mu per cell and side), planned mu the one at exactly t survivors."),
+        html.table(["seq", "phase", "mechanism", "round", "survivors", "mu", "planned mu", "cells", "epsilon so far"],
+                   events_rows(release.entries, spent)),
+        html.paragraph(f"Delta: {release.statement['delta']:.3g} = accountant "
+                       f"{accountant_delta(release.statement):.3g} + noise-tail check "
+                       f"{release.statement.get('delta_noise_tail', 0.0):.3g}."),
+    )
+
+
+def render(release: LoadedRelease) -> str:
+    """The report as one HTML document."""
+    title = f"fedsynth release report: {release.path.name}"
+    spent = cumulative_epsilon(release.entries, accountant_delta(release.statement))
+    return html.page(title, [privacy_section(release, spent), fidelity_section(release), job_section(release),
+                             appendix_section(release, spent)])
+
+
+def write_report(path: Path, out: Path | None = None, schema_path: Path | None = None) -> Path:
+    """Render the report of the release at ``path`` and write it atomically to ``out``."""
+    out = out or path / "report.html"
+    text = render(load_release(path, schema_path))
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(out)
+    return out
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", type=Path, help="the release directory")
+    parser.add_argument("--out", type=Path, default=None, help="the HTML file (default: RELEASE/report.html)")
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="the job's schema, when the release holds none (default: RELEASE/schema.yaml)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        out = write_report(args.release, args.out, args.schema)
+    except (ReportError, OSError) as err:
+        print(f"fedsynth report: {err}", file=sys.stderr)
+        return 2
+    print(f"report written to {out}")
+    return 0

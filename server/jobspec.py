@@ -22,6 +22,7 @@ organisation's guard sees the plan derived from it); nothing here reads data.
 from __future__ import annotations
 
 import argparse
+import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -107,7 +108,6 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("teacher-rate", float, 1.0, "Poisson sampling rate of each DP-SGD step (1 = full batches: see "
            "fedsynth.common.teacher)", lands=TEACHER, field="sampling_rate"),
 )
-OPTIONS_BY_NAME = {o.name: o for o in JOB_OPTIONS}
 
 
 def defaults(options: Iterable[Option] = JOB_OPTIONS) -> dict[str, Any]:
@@ -122,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser, options: Iterable[Option] = J
     (which overrides a job file) from one left out (:func:`given`).
     """
     for o in options:
-        parser.add_argument(f"--{o.name}", dest=o.dest, type=o.kind, default=None, choices=o.choices or None, help=f"{o.help} (default: {o.shown_default()})")
+        parser.add_argument(f"--{o.name}", dest=o.dest, type=o.kind, default=None, choices=o.choices or None,
+                            help=f"{o.help} (default: {o.shown_default()})")
 
 
 def given(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, Any]:
@@ -187,9 +188,7 @@ def job_toml(values: Mapping[str, Any], version: str) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
+    return json.dumps(value) if isinstance(value, str) else repr(value)  # JSON's string escapes are TOML's
 
 
 # ---- JobConfig

@@ -1,7 +1,9 @@
 """The ``fedsynth`` command line: the composition root of the package.
 
 Each subcommand imports its implementation lazily, so ``fedsynth schema ...`` does not
-start Flower or torch. This module is the only one that imports ``fedsynth.simulations``.
+start Flower or torch (the job definition, ``server.jobspec``, imports neither). This module
+and ``fedsynth.api`` (the Python API, the other composition root) are the only ones that
+import ``fedsynth.simulations``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import sys
 from importlib import resources
 from pathlib import Path
+
+from fedsynth.server.jobspec import JOB_OPTIONS, JobFileError, Option, add_arguments, defaults, given, read_job_file
 
 
 def bundled(name: str) -> Path:
@@ -30,7 +34,6 @@ def _schema_validate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedsynth.server.jobspec import JobFileError
     from fedsynth.simulations.main import run_simulate
 
     try:
@@ -59,11 +62,9 @@ def _job(args: argparse.Namespace) -> int:
     return run_job_command(args)
 
 
-def simulation_options() -> tuple:
+def simulation_options() -> tuple[Option, ...]:
     """``fedsynth simulate``'s own options (the data and the federation it simulates); the job's
     options (``server.jobspec.JOB_OPTIONS``) come after them."""
-    from fedsynth.server.jobspec import Option
-
     return (
         Option("data", Path, bundled("adult.csv"), "CSV table to split into parties",
                default_text="the bundled Adult sample"),
@@ -79,8 +80,6 @@ def simulation_options() -> tuple:
 
 
 def add_simulate_options(sim: argparse.ArgumentParser) -> None:
-    from fedsynth.server.jobspec import JOB_OPTIONS, add_arguments
-
     sim.add_argument("--config", type=Path, default=None,
                      help="a job file (TOML) whose keys are these options' names (e.g. a release's "
                      "job.toml); options given on the command line override it")
@@ -89,8 +88,6 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
 
 def resolve_simulate_options(args: argparse.Namespace) -> argparse.Namespace:
     """Every simulate option's value: the command line over ``--config``'s file over the defaults."""
-    from fedsynth.server.jobspec import JOB_OPTIONS, defaults, given, read_job_file
-
     options = (*simulation_options(), *JOB_OPTIONS)
     from_file = read_job_file(args.config, options) if args.config is not None else {}
     values = {**defaults(options), **from_file, **given(args, options)}

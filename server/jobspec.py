@@ -22,6 +22,7 @@ organisation's guard sees the plan derived from it); nothing here reads data.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -149,10 +150,15 @@ def read_job_file(path: Path, options: Iterable[Option] = JOB_OPTIONS) -> dict[s
     unknown = sorted(set(raw) - set(by_name))
     if unknown:
         raise JobFileError(
-            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}; "
+            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(_guess(k, by_name) for k in unknown)}; "
             f"a job file may set: {', '.join(by_name)}"
         )
     return {name: _checked(path, by_name[name], value) for name, value in raw.items()}
+
+
+def _guess(key: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(names), n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
 
 def _checked(path: Path, option: Option, value: Any) -> Any:

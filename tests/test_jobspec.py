@@ -78,8 +78,9 @@ def test_flags_override_the_file_and_paths_are_relative_to_it(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("epsilonn = 1.0\n", "unknown key 'epsilonn'; a job file may set: data, schema, split, out, ledger, cap, "
-         "parties, epsilon"),
+        ("epsilonn = 1.0\n", "unknown key 'epsilonn' (did you mean 'epsilon'?); a job file may set: "
+         "data, schema, split, out, ledger, cap, parties, epsilon"),
+        ("noise = 1.0\n", "unknown key 'noise'; a job file may set: data, schema"),
         ('epsilon = "one"\n', "'epsilon' must be a number, got str 'one'"),
         ("parties = 3.5\n", "'parties' must be an integer, got float 3.5"),
         ("parties = true\n", "'parties' must be an integer, got bool True"),

@@ -5,6 +5,8 @@ No federation runs here: jobs are compared as the JobConfig each surface builds 
 """
 
 import inspect
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -177,3 +179,15 @@ def test_a_job_toml_reads_back_as_the_job(tmp_path):
     assert tomllib.loads(text)["fedsynth-version"] == "9.9.9"
     values = read_job_file(write_toml(tmp_path / "job.toml", option_values(config)))
     assert values == {k: v for k, v in option_values(config).items() if v is not None}
+
+
+def test_import_fedsynth_is_light_and_help_shows_the_api():
+    code = (
+        "import sys, pydoc, fedsynth\n"
+        "heavy = sorted(m for m in ('torch', 'flwr', 'pandas', 'grpc') if m in sys.modules)\n"
+        "print(heavy)\n"
+        "print(pydoc.render_doc(fedsynth, renderer=pydoc.plaintext))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("[]\n")  # nothing heavy until the API is used
+    assert "class FederatedSynthesizer" in out and "class Release" in out and "fit_remote(" in out

@@ -1,7 +1,9 @@
 """The ``fedsynth`` command line: the composition root of the package.
 
 Each subcommand imports its implementation lazily, so ``fedsynth schema ...`` does not
-start Flower or torch. This module is the only one that imports ``fedsynth.simulations``.
+start Flower or torch (the job definition, ``server.jobspec``, imports neither). This module
+and ``fedsynth.api`` (the Python API, the other composition root) are the only ones that
+import ``fedsynth.simulations``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from fedsynth import __version__
+from fedsynth.server.jobspec import JOB_OPTIONS, JobFileError, Option, add_arguments, defaults, given, read_job_file
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -37,7 +40,12 @@ def _schema_validate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from fedsynth.simulations.main import run_simulate
 
-    return run_simulate(args)
+    try:
+        resolved = resolve_simulate_options(args)
+    except JobFileError as exc:
+        print(f"fedsynth simulate: {exc}", file=sys.stderr)
+        return 2
+    return run_simulate(resolved)
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -64,44 +72,36 @@ def _report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
+def simulation_options() -> tuple[Option, ...]:
+    """``fedsynth simulate``'s own options (the data and the federation it simulates); the job's
+    options (``server.jobspec.JOB_OPTIONS``) come after them."""
+    return (
+        Option("data", Path, bundled("adult.csv"), "CSV or Parquet (*.parquet) table to split into parties",
+               default_text="the bundled Adult sample"),
+        Option("schema", Path, bundled("adult.schema.yaml"), "public schema of the table",
+               default_text="the bundled Adult schema"),
+        Option("split", str, "iid", "how the table is split into parties: iid | dirichlet:ALPHA (label "
+               "skew) | by-column:COL"),
+        Option("out", Path, Path("release"), "release directory"),
+        Option("ledger", Path, None, "the federation's privacy ledger, shared by its jobs",
+               default_text="a fresh one inside the release"),
+        Option("cap", float, None, "the federation's total epsilon cap over all its jobs", default_text="--epsilon"),
+    )
+
+
 def add_simulate_options(sim: argparse.ArgumentParser) -> None:
-    sim.add_argument("--data", type=Path, default=bundled("adult.csv"),
-                     help="CSV or Parquet (*.parquet) table to split into parties (default: bundled Adult sample)")
-    sim.add_argument("--schema", type=Path, default=bundled("adult.schema.yaml"),
-                     help="public schema of the table (default: the bundled one)")
-    sim.add_argument("--parties", type=int, default=3, help="number of organisations")
-    sim.add_argument("--split", default="iid",
-                     help="iid | dirichlet:ALPHA (label skew) | by-column:COL")
-    sim.add_argument("--epsilon", type=float, default=1.0, help="total privacy budget")
-    sim.add_argument("--delta", type=float, default=1e-6, help="total delta")
-    sim.add_argument("--min-survivors", type=int, default=None,
-                     help="t: organisations that must survive each round (default: parties - 1, "
-                     "at least 2)")
-    sim.add_argument("--max-rows", type=int, default=None,
-                     help="public cap on rows per organisation: each draws a uniform subsample of at most "
-                     "this many rows (counts then cost a replaced row's sensitivity; default: no cap)")
-    sim.add_argument("--rows", type=int, default=None,
-                     help="synthetic rows to release (default: the noisy row count the generator paid for)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the split and the sampling")
-    sim.add_argument("--out", type=Path, default=Path("release"), help="release directory")
-    sim.add_argument("--ledger", type=Path, default=None,
-                     help="the federation's privacy ledger, shared by its jobs (default: a fresh "
-                     "one inside the release)")
-    sim.add_argument("--cap", type=float, default=None,
-                     help="the federation's total epsilon cap over all its jobs (default: --epsilon)")
-    sim.add_argument("--labels", choices=("sample", "argmax", "generator"), default=None,
-                     help="label column of the release: drawn from the distilled student's "
-                     "probabilities (sample), its most likely class (argmax), or the generator's own "
-                     "(generator: no teacher is trained, all budget goes to the generator); default: "
-                     "sample, or generator when the schema names no label column")
-    sim.add_argument("--budget-split", default="generator=0.7,teacher=0.3",
-                     help="shares of the budget per phase, e.g. generator=0.7,teacher=0.3")
-    sim.add_argument("--teacher", choices=("logreg", "mlp"), default="logreg",
-                     help="the DP teacher's model (federated DP-SGD)")
-    sim.add_argument("--teacher-steps", type=int, default=30, help="DP-SGD steps of the teacher")
-    sim.add_argument("--teacher-rate", type=float, default=1.0,
-                     help="Poisson sampling rate of each DP-SGD step (1 = full batches, the default: "
-                     "see fedsynth.common.teacher)")
+    sim.add_argument("--config", type=Path, default=None,
+                     help="a job file (TOML) whose keys are these options' names (e.g. a release's "
+                     "job.toml); options given on the command line override it")
+    add_arguments(sim, (*simulation_options(), *JOB_OPTIONS))
+
+
+def resolve_simulate_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Every simulate option's value: the command line over ``--config``'s file over the defaults."""
+    options = (*simulation_options(), *JOB_OPTIONS)
+    from_file = read_job_file(args.config, options) if args.config is not None else {}
+    values = {**defaults(options), **from_file, **given(args, options)}
+    return argparse.Namespace(**{**vars(args), **{o.dest: values[o.name] for o in options}})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,13 @@
 """The deployment ServerApp (``fedsynth.server.app:app``), configured by Flower run-config.
 
-Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...'``):
-``schema`` (path of the public schema on the coordinator), ``out`` (release directory),
-``parties``, ``epsilon``, ``delta``, ``min-survivors`` (0 = parties - 1), ``max-rows`` (0 = no row
-cap), ``rows`` (0 = the paid-for noisy count), ``seed``, ``rounds`` and ``per-round`` (generator
-shape; 0 = planned from the columns and epsilon),
-``timeout`` (seconds a round waits for organisations; 0 = Flower's default), ``labels``
-(sample | argmax | generator), ``budget-split`` (e.g. ``generator=0.7,teacher=0.3``),
-``teacher`` (logreg | mlp) and ``teacher-steps``; set by the coordinator service:
-``ledger`` and ``cap`` (the federation's ledger and epsilon cap), ``job-id`` and ``state``
-(its job and database: progress and outcome are reported there, see ``server.jobstore``).
+Run-config keys (all public; ``flwr run <app> <federation> --run-config 'k=v ...'``): every job
+option of ``server.jobspec.JOB_OPTIONS`` under its name (``epsilon``, ``teacher-steps``, ...; an
+option whose default is "chosen from public facts" is unset as 0), plus ``schema`` (path of the
+public schema on the coordinator) and ``out`` (release directory); set by the coordinator
+service: ``ledger`` and ``cap`` (the federation's ledger and epsilon cap), ``job-id`` and
+``state`` (its job and database: progress and outcome are reported there, see
+``server.jobstore``). ``fedsynth/flower_app/pyproject.toml`` declares them all with their
+defaults.
 """
 
 from __future__ import annotations
@@ -21,12 +19,15 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import load_schema
-from fedsynth.common.teacher import TeacherSettings
-from fedsynth.server.job import JobConfig, parse_budget_split, run_job
+from fedsynth.server.job import JobConfig, run_job
+from fedsynth.server.jobspec import from_run_config, job_config
 from fedsynth.server.jobstore import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
 from fedsynth.server.release import Release
+
+
+#: Run-config keys that are not job options: where the job reads and writes, and the service's own.
+SERVICE_KEYS = ("schema", "out", "ledger", "cap", "job-id", "state")
 
 
 def config_from_run_config(run_config: dict) -> JobConfig:
@@ -36,33 +37,12 @@ def config_from_run_config(run_config: dict) -> JobConfig:
     """
     if not str(run_config.get("schema", "")):
         raise ValueError("run-config 'schema' is required: the path of the job's public schema")
-    parties = int(run_config["parties"])
-    rows = int(run_config.get("rows", 0))
-    timeout = float(run_config.get("timeout", 0))
-    teacher = TeacherSettings()
-    return JobConfig(
+    return job_config(
+        from_run_config(run_config),
         schema=load_schema(Path(str(run_config["schema"]))),
-        parties=parties,
-        epsilon=float(run_config["epsilon"]),
-        delta=float(run_config["delta"]),
-        out=Path(str(run_config["out"])),
-        min_survivors=int(run_config.get("min-survivors", 0)) or max(2, parties - 1),
-        max_rows=int(run_config.get("max-rows", 0)) or None,
-        rows=rows or None,
-        seed=int(run_config.get("seed", 0)),
-        generator=GeneratorSettings(
-            rounds=int(run_config.get("rounds", 0)) or None,
-            per_round=int(run_config.get("per-round", 0)) or None,
-        ),
-        timeout=timeout or None,
-        teacher=TeacherSettings(
-            model=str(run_config.get("teacher", teacher.model)),
-            steps=int(run_config.get("teacher-steps", teacher.steps)),
-        ),
-        labels=str(run_config.get("labels", "sample")),
+        out=Path(str(run_config.get("out", "release"))),
         ledger=Path(str(run_config["ledger"])) if str(run_config.get("ledger", "")) else None,
         cap=float(run_config.get("cap", 0)) or None,
-        budget_split=parse_budget_split(str(run_config.get("budget-split", "generator=0.7,teacher=0.3"))),
     )
 
 

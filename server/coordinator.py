@@ -72,6 +72,7 @@ from fedsynth.protos import coordinator_pb2 as pb
 from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
 from fedsynth.server.app import config_from_run_config
 from fedsynth.server.job import preflight
+from fedsynth.server.jobspec import JOB_OPTIONS
 from fedsynth.server.jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, TERMINAL, UNFINISHED, JobRow, JobStore, new_job_id
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,7 @@ class SpecError(ValueError):
 
 
 #: JobSpec field -> run-config key of the Flower app (``fedsynth/flower_app/pyproject.toml``).
-SPEC_KEYS = {
-    "parties": "parties", "epsilon": "epsilon", "delta": "delta", "min_survivors": "min-survivors",
-    "max_rows": "max-rows", "rows": "rows", "seed": "seed", "rounds": "rounds", "per_round": "per-round",
-    "labels": "labels", "budget_split": "budget-split", "teacher": "teacher", "teacher_steps": "teacher-steps",
-    "timeout_s": "timeout",
-}
+SPEC_KEYS = {o.proto: o.name for o in JOB_OPTIONS}
 
 
 def flower_app() -> Path:

@@ -32,7 +32,9 @@ from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
 from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
 from fedsynth.common.student import relabel as relabel_codes
 from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
+from fedsynth import __version__
 from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator, sample_rows, synthetic_codes
+from fedsynth.server.jobspec import job_toml, option_values
 from fedsynth.server.release import Release, write_release
 from fedsynth.server.secure_sum import Federation
 from fedsynth.server.teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
@@ -329,4 +331,5 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             model.measurements,
             missing_token=config.schema.na_values[0] if config.schema.na_values else "",
             labeller=labeller,
+            job=job_toml(option_values(config), __version__),
         )

@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
 from fedsynth.protos import coordinator_pb2 as pb
 from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
+from fedsynth.server.jobspec import JOB_OPTIONS, add_arguments, given
 
 TERMINAL = (pb.SUCCEEDED, pb.FAILED)
 
@@ -67,20 +69,9 @@ def add_job_commands(parser: argparse.ArgumentParser) -> None:
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, parents=[connection])
 
-    submit = command("submit", "queue a job; prints its id")
+    submit = command("submit", "queue a job; prints its id (options left out: the coordinator's defaults)")
     submit.add_argument("--schema", type=Path, required=True, help="the job's public schema (YAML or JSON)")
-    submit.add_argument("--parties", type=int, required=True)
-    submit.add_argument("--epsilon", type=float, required=True)
-    submit.add_argument("--delta", type=float, default=0.0, help="default: the federation's delta")
-    submit.add_argument("--min-survivors", type=int, default=0, help="t (default: parties - 1)")
-    submit.add_argument("--rows", type=int, default=0)
-    submit.add_argument("--seed", type=int, default=0)
-    submit.add_argument("--rounds", type=int, default=0)
-    submit.add_argument("--per-round", type=int, default=0)
-    submit.add_argument("--labels", default="", choices=("", "sample", "argmax", "generator"))
-    submit.add_argument("--budget-split", default="")
-    submit.add_argument("--teacher", default="", choices=("", "logreg", "mlp"))
-    submit.add_argument("--teacher-steps", type=int, default=0)
+    add_arguments(submit, JOB_OPTIONS)
     for name, help_ in (("status", "show a job"), ("events", "follow a job's progress until it ends")):
         command(name, help_).add_argument("job_id")
     fetch = command("fetch", "download a finished job's release")
@@ -100,15 +91,31 @@ def run_job_command(args: argparse.Namespace) -> int:
             return 1
 
 
+def job_spec(schema: str, values: Mapping[str, Any]) -> pb.JobSpec:
+    """The JobSpec of a job: its schema's text and its options (by name; None = the default)."""
+    return pb.JobSpec(schema=schema, **{o.proto: values[o.name] for o in JOB_OPTIONS if values.get(o.name) is not None})
+
+
+def submit(stub: pb_grpc.CoordinatorStub, spec: pb.JobSpec) -> pb.Job:
+    """Queue a job; ``grpc.RpcError`` INVALID_ARGUMENT or FAILED_PRECONDITION when it is refused."""
+    return stub.SubmitJob(pb.SubmitJobRequest(spec=spec))
+
+
+def follow(stub: pb_grpc.CoordinatorStub, job_id: str, progress: Callable[[pb.JobEvent], None]) -> pb.Job:
+    """Pass each progress event of a job to ``progress`` until the job ends; return the ended job."""
+    for event in stub.StreamEvents(pb.StreamEventsRequest(job_id=job_id)):
+        progress(event)
+    return stub.GetJob(pb.GetJobRequest(job_id=job_id))
+
+
+def fetch(stub: pb_grpc.CoordinatorStub, job_id: str, out: Path) -> list[Path]:
+    """Download a finished job's release into ``out``."""
+    return write_release(stub.FetchRelease(pb.FetchReleaseRequest(job_id=job_id)), out)
+
+
 def _submit(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
-    spec = pb.JobSpec(
-        schema=args.schema.read_text(encoding="utf-8"), parties=args.parties, epsilon=args.epsilon, delta=args.delta,
-        min_survivors=args.min_survivors, rows=args.rows, seed=args.seed, rounds=args.rounds,
-        per_round=args.per_round, labels=args.labels, budget_split=args.budget_split, teacher=args.teacher,
-        teacher_steps=args.teacher_steps,
-    )
-    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec))
-    print(job.job_id)
+    values = given(args, JOB_OPTIONS)
+    print(submit(stub, job_spec(args.schema.read_text(encoding="utf-8"), values)).job_id)
     return 0
 
 
@@ -123,16 +130,16 @@ def _status(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     return 0
 
 
+def print_event(event: pb.JobEvent) -> None:
+    print(f"{event.time}  {pb.JobState.Name(event.state):<9}  {event.message}", flush=True)
+
+
 def _events(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
-    state = pb.JOB_STATE_UNSPECIFIED
-    for event in stub.StreamEvents(pb.StreamEventsRequest(job_id=args.job_id)):
-        state = event.state
-        print(f"{event.time}  {pb.JobState.Name(event.state):<9}  {event.message}", flush=True)
-    return 0 if state == pb.SUCCEEDED else 1
+    return 0 if follow(stub, args.job_id, print_event).state == pb.SUCCEEDED else 1
 
 
 def _fetch(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
-    for path in write_release(stub.FetchRelease(pb.FetchReleaseRequest(job_id=args.job_id)), args.out):
+    for path in fetch(stub, args.job_id, args.out):
         print(path)
     return 0
 

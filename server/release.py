@@ -214,6 +214,7 @@ def write_release(
     measurements: Iterable[Measurement],
     missing_token: str = "",
     labeller: Mapping[str, nn.Module] | None = None,
+    job: str = "",
 ) -> Release:
     """Write every file into ``staging``, then move it to ``out`` in one rename.
 
@@ -224,6 +225,8 @@ def write_release(
     a reviewer can check the synthetic rows against exactly what was learned. ``labeller.pt``
     (when a teacher was trained) holds the teacher's and student's weights: DP by
     post-processing, and what an ML engineer needs to label further rows (``load_labeller``).
+    ``job.toml`` (``job``, from ``server.jobspec``) records the job's options, its seed and the
+    fedsynth version, so that ``fedsynth simulate --config job.toml`` repeats the run.
     """
     statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
     if ledger.path.parent != staging:  # the federation's ledger: copy it with its head (verifiable)
@@ -236,6 +239,8 @@ def write_release(
     if labeller:
         _write_bytes(staging / "labeller.pt", _labeller_bytes(labeller))
     _write_text(staging / "privacy.json", json.dumps(statement, indent=2) + "\n")
+    if job:
+        _write_text(staging / "job.toml", job)
     (staging / "ledger.jsonl.lock").unlink(missing_ok=True)  # the job's writers are done; not part of a release
     if out.exists():
         previous = out.with_name(out.name + ".previous")

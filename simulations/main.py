@@ -16,8 +16,8 @@ from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.progress import ProgressReporter
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
-from fedsynth.common.teacher import TeacherSettings
-from fedsynth.server.job import JobConfig, parse_budget_split, preflight, run_job
+from fedsynth.server.job import JobConfig, preflight, run_job
+from fedsynth.server.jobspec import JOB_OPTIONS, default_labels, job_config
 from fedsynth.server.release import Release
 from fedsynth.server.secure_sum import JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -62,23 +62,9 @@ def simulate(config: JobConfig, parties: list, progress=say) -> Release:
 
 
 def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:
-    t = args.min_survivors if args.min_survivors is not None else max(2, args.parties - 1)
-    return JobConfig(
-        schema=schema,
-        parties=args.parties,
-        epsilon=args.epsilon,
-        delta=args.delta,
-        out=args.out,
-        min_survivors=t,
-        max_rows=args.max_rows,
-        rows=args.rows,
-        seed=args.seed,
-        ledger=args.ledger,
-        cap=args.cap,
-        teacher=TeacherSettings(model=args.teacher, steps=args.teacher_steps, sampling_rate=args.teacher_rate),
-        labels=args.labels,
-        budget_split=parse_budget_split(args.budget_split),
-    )
+    """The job that ``fedsynth simulate``'s (resolved) options describe."""
+    values = {o.name: getattr(args, o.dest) for o in JOB_OPTIONS}
+    return job_config(values, schema=schema, out=args.out, ledger=args.ledger, cap=args.cap)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -87,11 +73,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         schema = load_schema(args.schema)
         refuse_draft(schema, args.schema)
-        if args.labels is None:  # not given: the student's draws when a label column exists
-            args.labels = "sample" if schema.label is not None else "generator"
-            if schema.label is None:
-                say(f"schema '{schema.name}' names no label column, so the release's columns all "
-                    "come from the generator (--labels generator; all budget to the generator)")
+        if args.labels is None and default_labels(schema) == "generator":
+            say(f"schema '{schema.name}' names no label column, so the release's columns all "
+                "come from the generator (--labels generator; all budget to the generator)")
         config = config_from_args(args, schema)
         plan = preflight(config)
         say(

@@ -36,7 +36,7 @@ the point estimate from the observed rates, the ceiling (the most these many run
 against a mechanism exactly meeting the claim), lower bound / claim, the threshold and its
 error counts, runs per world and seconds. The script exits 1 if a lower bound passes its claim.
 
-    python benchmarks/audit.py [--epsilons 1,4] [--runs 150] [--groups 1,4] [--json OUT]
+    python benchmarks/audit.py [--epsilons 1,4] [--runs 300] [--groups 1,4] [--json OUT]
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def table(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epsilons", default="1,4", help="target epsilons, comma-separated (default 1,4)")
-    parser.add_argument("--runs", type=int, default=150, help="runs per world (default 150)")
+    parser.add_argument("--runs", type=int, default=300, help="runs per world (default 300)")
     parser.add_argument("--groups", default="1,4", help="canary copies k to audit, comma-separated (default 1,4)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()

@@ -47,6 +47,12 @@ def _coordinator(args: argparse.Namespace) -> int:
     return serve(args.config)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from fedsynth.client.evaluate import run_evaluate
+
+    return run_evaluate(args)
+
+
 def _job(args: argparse.Namespace) -> int:
     from fedsynth.server.operator import run_job_command
 
@@ -90,6 +96,23 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--teacher-rate", type=float, default=1.0,
                      help="Poisson sampling rate of each DP-SGD step (1 = full batches, the default: "
                      "see fedsynth.common.teacher)")
+    sim.add_argument("--evaluate", type=float, default=0.0, metavar="SHARE",
+                     help="share of epsilon for a federated evaluation: the union's noisy counts of every "
+                     "1-way and some public column pairs, compared with the release in privacy.json "
+                     "(e.g. 0.05; default 0: none, the main job's cost is unchanged)")
+
+
+def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", type=Path, help="the release directory (synthetic.csv, privacy.json)")
+    parser.add_argument("--real", type=Path, required=True, help="this organisation's own rows (CSV)")
+    parser.add_argument("--schema", type=Path, default=None, help="the job's public schema (default: RELEASE/schema.yaml)")
+    parser.add_argument("--control", type=Path, default=None,
+                        help="rows of the same population that took no part in the job (CSV): the privacy probes' "
+                        "control, without which their risk is against a random baseline")
+    parser.add_argument("--out", type=Path, default=Path("evaluation"),
+                        help="directory for evaluation.json and evaluation.html (default: ./evaluation)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks, the real rows' split and the 3-way marginals")
+    parser.add_argument("--attacks", type=int, default=None, help="attacks per privacy probe (default 500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_job_commands(job)
     job.set_defaults(func=_job)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="judge a release against this organisation's own rows (nothing leaves the machine)",
+        description="Fidelity (column shapes, pair trends, 2/3-way TVD, TSTR) and privacy-risk probes "
+        "(singling out, linkability, inference) of a release against local rows; writes evaluation.json "
+        "and evaluation.html (see fedsynth.client.evaluate).",
+    )
+    add_evaluate_options(evaluate)
+    evaluate.set_defaults(func=_evaluate)
 
     schema = sub.add_parser("schema", help="draft or validate a public schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)

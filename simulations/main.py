@@ -17,6 +17,7 @@ from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
 from fedsynth.common.teacher import TeacherSettings
 from fedsynth.server.job import JobConfig, parse_budget_split, preflight, run_job
+from fedsynth.server.evaluation import headline
 from fedsynth.server.release import Release
 from fedsynth.server.secure_sum import JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -78,6 +79,7 @@ def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:
         teacher=TeacherSettings(model=args.teacher, steps=args.teacher_steps, sampling_rate=args.teacher_rate),
         labels=args.labels,
         budget_split=parse_budget_split(args.budget_split),
+        evaluate=args.evaluate,
     )
 
 
@@ -121,3 +123,5 @@ def print_summary(release: Release, seconds: float) -> None:
     )
     for phase, spend in s["per_phase"].items():
         print(f"    {phase}: epsilon {spend['epsilon']:.3f} alone")
+    if "evaluation" in s:
+        print(f"  federated evaluation: {headline(s['evaluation'])}")

@@ -48,9 +48,10 @@ real row to its nearest synthetic row; the share of exact copies. It is not a pr
 (a DP release may copy a common row; a non-private one may copy none), only a sanity check,
 read against the control rows' distances when given.
 
-**Libraries.** SDMetrics 0.32 requires pandas < 3 and anonymeter 1.1 requires numpy < 2
-(``pip install --dry-run sdmetrics anonymeter`` would downgrade pandas 3.1 to 2.3 and numpy 2.4
-to 1.26 under this stack), so their metrics are implemented here from their definitions.
+**Libraries.** SDMetrics 0.32 requires pandas < 3 and anonymeter 1.1 requires numpy < 2 and
+pyarrow < 22 (``pip install --dry-run sdmetrics anonymeter`` would downgrade pandas 3.1 to 2.3,
+numpy 2.4 to 1.26 and pyarrow to 21 under this stack), so their metrics are implemented here
+from their published definitions.
 """
 
 from __future__ import annotations
@@ -128,7 +129,10 @@ def read_table(schema: Schema, path: Path, what: str) -> pd.DataFrame:
     """A CSV read with the schema and checked against it (raw cells, the schema's columns)."""
     if not path.is_file():
         raise EvaluationError(f"{what} file {path} does not exist")
-    frame = schema.read_csv(path)
+    try:
+        frame = schema.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser and empty-file errors are ValueErrors
+        raise EvaluationError(f"{what} file {path} cannot be read as CSV: {exc}") from None
     missing = [c for c in schema.column_names if c not in frame.columns]
     if missing:
         raise EvaluationError(f"{what} file {path} lacks the schema's column(s) {', '.join(missing)}")
@@ -470,7 +474,7 @@ def figures(t: Tables, seed: int = 0, attacks: int = ATTACKS) -> dict[str, Any]:
         "synthetic_rows": len(t.synthetic),
         "schema": t.schema.name,
         "seed": seed,
-        "privacy": "computed on this machine from its own rows; nothing was sent and no budget spent. "
+        "privacy": "Computed on this machine from its own rows; nothing was sent and no budget spent. "
         "These figures describe your rows: keep them as private as the rows.",
         "fidelity": fidelity(t, seed),
         "tstr": tstr(t, seed),

@@ -38,7 +38,7 @@ import numpy as np
 from dp_accounting import DpEvent
 
 from fedsynth.common.marginals import Clique, cliques_to_json, marginal
-from fedsynth.common.metrics import random_cliques
+from fedsynth.common.metrics import random_cliques, total_variation
 from fedsynth.common.rounds import round_event
 from fedsynth.common.secure_sum import NoisySumSpec
 
@@ -82,20 +82,13 @@ def noise_band(sigma: float, size: int, rows: float) -> float:
     return min(1.0, l1 / rows)
 
 
-def tvd(p: np.ndarray, q: np.ndarray) -> float:
-    """Total variation distance of two non-negative vectors, each normalised to a distribution."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 0, None)
-    q = np.clip(np.asarray(q, dtype=np.float64), 0, None)
-    return 0.5 * float(np.abs(p / max(p.sum(), 1e-12) - q / max(q.sum(), 1e-12)).sum())
-
-
 def summarise(
     cliques: Sequence[Clique], noisy: Sequence[np.ndarray], synthetic: Sequence[np.ndarray], sigma: float
 ) -> dict[str, Any]:
     """The published quality summary: per marginal and on average, TVD with its noise band."""
     rows = noisy_total(noisy)
     per = [
-        {"clique": list(cl), "tvd": tvd(s, n), "noise_band": noise_band(sigma, n.size, rows)}
+        {"clique": list(cl), "tvd": total_variation(np.clip(n, 0, None), s), "noise_band": noise_band(sigma, n.size, rows)}
         for cl, n, s in zip(cliques, noisy, synthetic, strict=True)
     ]
 

@@ -126,6 +126,7 @@ def test_the_command_prints_headlines_and_writes_json_and_html(fake_release, tmp
         ("bad-real", ["--schema", str(SCHEMA_PATH)], "real file"),
         ("no-column", ["--schema", str(SCHEMA_PATH)], "lacks the schema's column(s) workclass"),
         ("", ["--schema", str(SCHEMA_PATH), "--attacks", "0"], "--attacks must be at least 1, got 0"),
+        ("empty-real", ["--schema", str(SCHEMA_PATH)], "cannot be read as CSV"),
     ],
 )
 def test_bad_input_is_one_precise_line_and_exit_2(fake_release, tmp_path, capsys, change, args, message):
@@ -134,6 +135,8 @@ def test_bad_input_is_one_precise_line_and_exit_2(fake_release, tmp_path, capsys
         (release / "privacy.json").unlink()
     if change == "bad-real":
         real.write_text(real.read_text().replace("Private", "Privat", 1))
+    if change == "empty-real":
+        real.write_text("")
     if change == "no-column":
         import pandas as pd
 

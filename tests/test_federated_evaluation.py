@@ -11,7 +11,8 @@ import pytest
 from fedsynth.cli import bundled, main
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused
 from fedsynth.common.accounting import Ledger
-from fedsynth.common.evaluation import evaluation_event, synthetic_marginals, tvd
+from fedsynth.common.evaluation import evaluation_event, noise_band, noisy_total, synthetic_marginals
+from fedsynth.common.metrics import total_variation
 from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.rounds import read_plan
 from fedsynth.common.schema import load_schema
@@ -38,9 +39,13 @@ def table():
 
 
 @pytest.fixture(scope="module")
-def release(table, tmp_path_factory):
+def parties(table):
+    return split_table(table, 3, "iid", SCHEMA.label, seed=0)
+
+
+@pytest.fixture(scope="module")
+def release(parties, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation") / "release"
-    parties = split_table(table, 3, "iid", SCHEMA.label, seed=0)
     return simulate(config(out), parties, progress=lambda _m: None)
 
 
@@ -84,7 +89,7 @@ def test_published_figures_are_close_to_the_true_union_tvd(release, table):
     cliques = [tuple(m["clique"]) for m in summary["marginals"]]
     real = synthetic_marginals(SCHEMA.encode(table), domain, cliques)  # the union: every party's rows
     synthetic = synthetic_marginals(SCHEMA.encode(SCHEMA.read_csv(release.path / "synthetic.csv")), domain, cliques)
-    true_tvd = np.array([tvd(s, r) for s, r in zip(synthetic, real)])
+    true_tvd = np.array([total_variation(r, s) for s, r in zip(synthetic, real)])
     published = np.array([m["tvd"] for m in summary["marginals"]])
     bands = np.array([m["noise_band"] for m in summary["marginals"]])
     assert np.all(np.abs(published - true_tvd) <= bands)
@@ -97,3 +102,33 @@ def test_an_evaluation_share_out_of_range_is_refused(tmp_path, capsys):
     code = main(["simulate", "--evaluate", "1.5", "--out", str(tmp_path / "out")])
     assert code == 2 and "evaluate (the evaluation's share of epsilon) must be in [0, 1), got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_organisation_evaluates_the_release_against_its_own_rows(release, parties, tmp_path, capsys):
+    own = tmp_path / "party-0.csv"
+    parties[0].to_csv(own, index=False, na_rep="?")
+    out = tmp_path / "evaluation"
+    code = main(["evaluate", str(release.path), "--real", str(own), "--schema", str(bundled("adult.schema.yaml")),
+                 "--out", str(out), "--attacks", "100"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    result = json.loads((out / "evaluation.json").read_text())
+    assert f"quality score {result['fidelity']['quality_score']:.3f}" in printed
+    assert f"TSTR (Y): AUC {result['tstr']['synthetic']['auc']:.3f}" in printed and "singling out" in printed
+    assert result["real"]["rows"] == len(parties[0]) and result["synthetic_rows"] == release.rows
+    assert 0.8 < result["fidelity"]["quality_score"] < 1.0  # a DP release at epsilon 8: close, not a copy
+    page = (out / "evaluation.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "Privacy-risk probes" in page
+
+
+@pytest.mark.parametrize("sigma", [1.0, 10.0, 40.0])
+def test_the_noise_band_holds_for_skellam_noise(sigma):
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(5_000, rng.dirichlet(np.ones(100)))
+    synthetic = rng.multinomial(5_000, rng.dirichlet(np.ones(100))).astype(float)
+    mu = sigma**2 / 2
+    for _ in range(200):
+        noisy = counts + rng.poisson(mu, 100) - rng.poisson(mu, 100)  # Skellam(mu, mu): variance sigma^2
+        band = noise_band(sigma, 100, noisy_total([noisy]))
+        error = abs(total_variation(np.clip(noisy, 0, None), synthetic) - total_variation(counts, synthetic))
+        assert error <= band

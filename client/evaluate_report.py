@@ -131,7 +131,7 @@ def _privacy(probes: dict[str, Any], control: bool) -> str:
     rows = []
     for name, p in probes.items():
         rows.append([
-            name.replace("_", " "),
+            name.replace("_", " ") + (f" of {p['secret']}" if "secret" in p else ""),
             f"{p['attack']['rate']:.3f} [{p['attack']['low']:.3f}, {p['attack']['high']:.3f}]",
             p["baseline"]["rate"],
             p["control"]["rate"] if "control" in p else "no control rows",

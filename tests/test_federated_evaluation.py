@@ -49,6 +49,7 @@ def release(parties, tmp_path_factory):
     return simulate(config(out), parties, progress=lambda _m: None)
 
 
+@pytest.mark.slow  # one Flower simulation, shared by the three tests that read its release
 def test_the_evaluation_round_is_in_the_ledger_and_privacy_json(release):
     statement = json.loads((release.path / "privacy.json").read_text())
     ledger = Ledger(release.path / "ledger.jsonl", cap_epsilon=8.0, delta=1e-6)
@@ -83,6 +84,7 @@ def test_every_guard_judges_the_evaluation_phase(tmp_path):
         Guard("org-b", small_cap).admit_job(plan.guard_request())
 
 
+@pytest.mark.slow
 def test_published_figures_are_close_to_the_true_union_tvd(release, table):
     summary = json.loads((release.path / "privacy.json").read_text())["evaluation"]
     domain = SCHEMA.domain()
@@ -104,6 +106,7 @@ def test_an_evaluation_share_out_of_range_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_organisation_evaluates_the_release_against_its_own_rows(release, parties, tmp_path, capsys):
     own = tmp_path / "party-0.csv"
     parties[0].to_csv(own, index=False, na_rep="?")

@@ -88,7 +88,11 @@ def summarise(
     """The published quality summary: per marginal and on average, TVD with its noise band."""
     rows = noisy_total(noisy)
     per = [
-        {"clique": list(cl), "tvd": total_variation(np.clip(n, 0, None), s), "noise_band": noise_band(sigma, n.size, rows)}
+        {
+            "clique": list(cl),
+            "tvd": total_variation(np.clip(n, 0, None), s),
+            "noise_band": noise_band(sigma, n.size, rows),
+        }
         for cl, n, s in zip(cliques, noisy, synthetic, strict=True)
     ]
 

@@ -105,13 +105,15 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
 def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", type=Path, help="the release directory (synthetic.csv, privacy.json)")
     parser.add_argument("--real", type=Path, required=True, help="this organisation's own rows (CSV)")
-    parser.add_argument("--schema", type=Path, default=None, help="the job's public schema (default: RELEASE/schema.yaml)")
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="the job's public schema (default: RELEASE/schema.yaml)")
     parser.add_argument("--control", type=Path, default=None,
                         help="rows of the same population that took no part in the job (CSV): the privacy probes' "
                         "control, without which their risk is against a random baseline")
     parser.add_argument("--out", type=Path, default=Path("evaluation"),
                         help="directory for evaluation.json and evaluation.html (default: ./evaluation)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks, the real rows' split and the 3-way marginals")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the attacks, the real rows' split and the 3-way marginals")
     parser.add_argument("--attacks", type=int, default=None, help="attacks per privacy probe (default 500)")
 
 

@@ -193,7 +193,8 @@ def _split(config: JobConfig) -> dict[str, float]:
     if not config.evaluate:
         return split
     total = sum(split.values())
-    return {**{p: round((1.0 - config.evaluate) * s / total, 12) for p, s in split.items()}, EVALUATION: config.evaluate}
+    shares = {p: round((1.0 - config.evaluate) * s / total, 12) for p, s in split.items()}
+    return {**shares, EVALUATION: config.evaluate}
 
 
 def _main_split(config: JobConfig) -> dict[str, float]:
@@ -223,7 +224,8 @@ def plan_job(config: JobConfig) -> JobPlan:
     evaluation = None
     if EVALUATION in events:
         cliques = tuple(config.evaluation_cliques())
-        evaluation = EvaluationPlan(plan.noise_multipliers[EVALUATION], cliques, config.min_survivors, max_abs, config.max_rows)
+        sigma = plan.noise_multipliers[EVALUATION]  # its event takes the noise std per cell
+        evaluation = EvaluationPlan(sigma, cliques, config.min_survivors, max_abs, config.max_rows)
         secure_ranges(evaluation.spec(config.schema.domain()), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
     return JobPlan(

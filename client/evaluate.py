@@ -221,10 +221,10 @@ def fidelity(t: Tables, seed: int) -> dict[str, Any]:
         metric, score = pair_trend(s, pair, t.real, t.synthetic, real, syn)
         trends.append({"columns": list(pair), "metric": metric, "score": score})
     shape_mean = float(np.mean([x["score"] for x in shapes]))
-    trend_mean = float(np.mean([x["score"] for x in trends])) if trends else math.nan
+    trend_mean = float(np.mean([x["score"] for x in trends])) if trends else None
     triples = random_cliques(domain, 3, TRIPLES, seed)
     return {
-        "quality_score": float(np.nanmean([shape_mean, trend_mean])),
+        "quality_score": float(np.mean([x for x in (shape_mean, trend_mean) if x is not None])),
         "column_shapes": {"score": shape_mean, "columns": shapes},
         "column_pair_trends": {"score": trend_mean, "pairs": trends},
         "tvd": {
@@ -267,7 +267,7 @@ def _scores(train: pd.DataFrame, test: pd.DataFrame, label: str) -> dict[str, fl
     proba = proba.reindex(columns=classes, fill_value=0.0)
     accuracy = float(accuracy_score(test[label], clf.predict(test[features])))
     if len(classes) < 2:
-        return {"auc": math.nan, "accuracy": accuracy}
+        return {"auc": None, "accuracy": accuracy}  # one class among the test rows: nothing to rank
     if len(classes) == 2:
         auc = roc_auc_score(test[label] == classes[1], proba[classes[1]])
     else:
@@ -316,9 +316,9 @@ def nearest(targets: np.ndarray, rows: np.ndarray, scales: np.ndarray, missing: 
 
 
 def wilson(successes: int, trials: int) -> tuple[float, float, float]:
-    """Rate and its Wilson score interval (95 %)."""
+    """Rate and its Wilson score interval (95 %); no trials: 0 within [0, 1] (nothing known)."""
     if trials == 0:
-        return math.nan, math.nan, math.nan
+        return 0.0, 0.0, 1.0
     p = successes / trials
     centre = (p + Z95**2 / (2 * trials)) / (1 + Z95**2 / trials)
     half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / (1 + Z95**2 / trials)
@@ -484,11 +484,15 @@ def figures(t: Tables, seed: int = 0, attacks: int = ATTACKS) -> dict[str, Any]:
     }
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def headline(result: dict[str, Any]) -> list[str]:
     f = result["fidelity"]
     lines = [
         f"quality score {f['quality_score']:.3f} (column shapes {f['column_shapes']['score']:.3f}, "
-        f"column pair trends {f['column_pair_trends']['score']:.3f})",
+        f"column pair trends {_fmt(f['column_pair_trends']['score'])})",
         "mean TVD " + ", ".join(
             f"{name} {f['tvd'][k]:.3f}" for k, name in (("two_way", "2-way"), ("three_way", "3-way"))
             if f["tvd"][k] is not None
@@ -497,8 +501,8 @@ def headline(result: dict[str, Any]) -> list[str]:
     if result["tstr"] is not None:
         s, r = result["tstr"]["synthetic"], result["tstr"]["real"]
         lines.append(
-            f"TSTR ({result['tstr']['label']}): AUC {s['auc']:.3f}, accuracy {s['accuracy']:.3f}; "
-            f"trained on real rows: AUC {r['auc']:.3f}, accuracy {r['accuracy']:.3f}"
+            f"TSTR ({result['tstr']['label']}): AUC {_fmt(s['auc'])}, accuracy {s['accuracy']:.3f}; "
+            f"trained on real rows: AUC {_fmt(r['auc'])}, accuracy {r['accuracy']:.3f}"
         )
     probes = result["privacy_risk"]
     basis = next(iter(probes.values()))["risk_against"]
@@ -519,7 +523,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """``evaluation.json`` and ``evaluation.html`` in ``out``, each written whole then renamed."""
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "evaluation.json", out / "evaluation.html"
-    for path, text in zip(paths, (json.dumps(result, indent=2) + "\n", render_page(result)), strict=True):
+    texts = json.dumps(result, indent=2, allow_nan=False) + "\n", render_page(result)
+    for path, text in zip(paths, texts, strict=True):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

@@ -12,7 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from fedsynth.common.marginals import Clique, marginal
@@ -52,19 +52,21 @@ def tstr_auc(train: pd.DataFrame, test: pd.DataFrame, label: str, positive: str,
     ``model`` is ``hgb`` (HistGradientBoosting on categorical codes) or ``logreg`` (one-hot
     logistic regression). Every feature is treated as categorical (binned numerics included).
     """
-    features = [c for c in train.columns if c != label]
     y_train = (train[label].astype(str) == positive).to_numpy()
     y_test = (test[label].astype(str) == positive).to_numpy()
     if y_train.all() or not y_train.any():
         return 0.5  # a synthetic table with one label value cannot rank anything
-    x_train, x_test = train[features].astype(str), test[features].astype(str)
-    encode = OneHotEncoder(handle_unknown="ignore")
+    features = [c for c in train.columns if c != label]
+    clf = classifier(model, features).fit(train[features].astype(str), y_train)
+    return float(roc_auc_score(y_test, clf.predict_proba(test[features].astype(str))[:, 1]))
+
+
+def classifier(model: str, features: Sequence[str]) -> Pipeline:
+    """An unfitted classifier on ``features``, all read as categories (text): ``hgb``
+    (HistGradientBoosting on one-hot codes) or ``logreg`` (one-hot logistic regression)."""
     if model == "logreg":
-        clf = make_pipeline(encode, LogisticRegression(max_iter=2000))
-    elif model == "hgb":
-        ordinal = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), features)])
-        clf = make_pipeline(ordinal, HistGradientBoostingClassifier(random_state=0))
-    else:
-        raise ValueError(f"unknown model {model!r}; use 'hgb' or 'logreg'")
-    clf.fit(x_train, y_train)
-    return float(roc_auc_score(y_test, clf.predict_proba(x_test)[:, 1]))
+        return make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=2000))
+    if model == "hgb":
+        ordinal = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(features))])
+        return make_pipeline(ordinal, HistGradientBoostingClassifier(random_state=0))
+    raise ValueError(f"unknown model {model!r}; use 'hgb' or 'logreg'")

@@ -60,6 +60,12 @@ def _coordinator(args: argparse.Namespace) -> int:
     return serve(args.config)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from fedsynth.client.evaluate import run_evaluate
+
+    return run_evaluate(args)
+
+
 def _job(args: argparse.Namespace) -> int:
     from fedsynth.server.operator import run_job_command
 
@@ -102,6 +108,21 @@ def resolve_simulate_options(args: argparse.Namespace) -> argparse.Namespace:
     from_file = read_job_file(args.config, options) if args.config is not None else {}
     values = {**defaults(options), **from_file, **given(args, options)}
     return argparse.Namespace(**{**vars(args), **{o.dest: values[o.name] for o in options}})
+
+
+def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", type=Path, help="the release directory (synthetic.csv, privacy.json)")
+    parser.add_argument("--real", type=Path, required=True, help="this organisation's own rows (CSV)")
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="the job's public schema (default: RELEASE/schema.yaml)")
+    parser.add_argument("--control", type=Path, default=None,
+                        help="rows of the same population that took no part in the job (CSV): the privacy probes' "
+                        "control, without which their risk is against a random baseline")
+    parser.add_argument("--out", type=Path, default=Path("evaluation"),
+                        help="directory for evaluation.json and evaluation.html (default: ./evaluation)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the attacks, the real rows' split and the 3-way marginals")
+    parser.add_argument("--attacks", type=int, default=None, help="attacks per privacy probe (default 500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_options(report)
     report.set_defaults(func=_report)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="judge a release against this organisation's own rows (nothing leaves the machine)",
+        description="Fidelity (column shapes, pair trends, 2/3-way TVD, TSTR) and privacy-risk probes "
+        "(singling out, linkability, inference) of a release against local rows; writes evaluation.json "
+        "and evaluation.html (see fedsynth.client.evaluate).",
+    )
+    add_evaluate_options(evaluate)
+    evaluate.set_defaults(func=_evaluate)
 
     schema = sub.add_parser("schema", help="draft or validate a public schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)

@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 from dp_accounting import ComposedDpEvent, DpEvent
 
 from fedsynth.common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
+from fedsynth.common.evaluation import DEFAULT_PAIRS, PHASE as EVALUATION, evaluation_cliques, evaluation_event
 from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.marginals import count_sensitivity
 from fedsynth.common.rounds import plan_request
@@ -33,6 +34,7 @@ from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
 from fedsynth.common.student import relabel as relabel_codes
 from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
 from fedsynth import __version__
+from fedsynth.server.evaluation import EvaluationPlan, evaluate_release, headline, measure_union
 from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator, sample_rows, synthetic_codes
 from fedsynth.server.jobspec import job_toml, option_values
 from fedsynth.server.release import Release, write_release
@@ -68,8 +70,14 @@ class JobConfig:
     student: StudentSettings = field(default_factory=StudentSettings)
     labels: str = "sample"  # sample | argmax | generator (no teacher: all budget to the generator)
     budget_split: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLIT))
+    evaluate: float = 0.0  # share of epsilon for a federated evaluation (common.evaluation); 0: none
+    evaluate_pairs: int = DEFAULT_PAIRS  # column pairs it checks, besides every 1-way marginal
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.evaluate < 1.0:
+            raise ValueError(f"evaluate (the evaluation's share of epsilon) must be in [0, 1), got {self.evaluate:g}")
+        if self.evaluate_pairs < 0:
+            raise ValueError(f"evaluate_pairs must be at least 0, got {self.evaluate_pairs}")
         if self.parties < 1:
             raise ValueError(f"a job needs at least one organisation, got {self.parties}")
         if not 1 <= self.min_survivors < self.parties:
@@ -133,6 +141,10 @@ class JobConfig:
     def features(self) -> Features:
         return Features(self.schema.domain(), str(self.schema.label))
 
+    def evaluation_cliques(self) -> list:
+        """The public marginals a federated evaluation checks (``common.evaluation``)."""
+        return evaluation_cliques(self.schema.domain(), self.evaluate_pairs, self.seed)
+
 
 @dataclass(frozen=True)
 class JobPlan:
@@ -145,12 +157,15 @@ class JobPlan:
     split: Mapping[str, float]
     labels: str
     student: StudentSettings
+    evaluation: EvaluationPlan | None = None
 
     def noise_multipliers(self) -> dict[str, float]:
         """Each phase's aggregate noise std over its L2 sensitivity, at ``t`` survivors."""
         multipliers = {GENERATOR: self.generator.sigma / count_sensitivity(self.generator.row_cap)[1]}
         if self.teacher is not None:
             multipliers[TEACHER] = self.teacher.noise_multiplier
+        if self.evaluation is not None:
+            multipliers[EVALUATION] = self.evaluation.sigma / count_sensitivity(self.evaluation.row_cap)[1]
         return multipliers
 
     def guard_request(self) -> dict:
@@ -175,6 +190,8 @@ class JobPlan:
                 **asdict(self.teacher.settings),
             }
             summary["student"] = {"privacy": "post-processing (no ledger event)", **asdict(self.student)}
+        if self.evaluation is not None:
+            summary[EVALUATION] = self.evaluation.summary()
         return summary
 
 
@@ -207,10 +224,23 @@ def _phase_events(config: JobConfig) -> dict[str, EventFn]:
     if TEACHER in config.phases:
         dim = dimension(build_model(config.teacher, config.features(), config.seed))
         events[TEACHER] = lambda z: teacher_event(z, config.teacher, dim)
+    if config.evaluate:
+        cliques = config.evaluation_cliques()
+        events[EVALUATION] = lambda sigma: evaluation_event(sigma, cliques, config.max_rows)
     return events
 
 
 def _split(config: JobConfig) -> dict[str, float]:
+    """Each phase's share; a federated evaluation takes its share, the others share the rest."""
+    split = _main_split(config)
+    if not config.evaluate:
+        return split
+    total = sum(split.values())
+    shares = {p: round((1.0 - config.evaluate) * s / total, 12) for p, s in split.items()}
+    return {**shares, EVALUATION: config.evaluate}
+
+
+def _main_split(config: JobConfig) -> dict[str, float]:
     if len(config.phases) == 1:
         return {GENERATOR: 1.0}
     missing = [p for p in config.phases if p not in config.budget_split]
@@ -234,8 +264,16 @@ def plan_job(config: JobConfig) -> JobPlan:
             plan.noise_multipliers[TEACHER], config.min_survivors, config.teacher, config.features(), config.seed
         )
         secure_ranges(teacher.spec(dimension(teacher.model())), config.parties)
+    evaluation = None
+    if EVALUATION in events:
+        cliques = tuple(config.evaluation_cliques())
+        sigma = plan.noise_multipliers[EVALUATION]  # its event takes the noise std per cell
+        evaluation = EvaluationPlan(sigma, cliques, config.min_survivors, max_abs, config.max_rows)
+        secure_ranges(evaluation.spec(config.schema.domain()), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
-    return JobPlan(generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student)
+    return JobPlan(
+        generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, evaluation
+    )
 
 
 def open_ledger(config: JobConfig, staging: Path) -> Ledger:
@@ -304,6 +342,7 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
             model = fit_generator(fed, config.schema, plan.generator, rng, report)
             teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
+            union = measure_union(fed, config.schema, plan.evaluation) if plan.evaluation else None
         rows = config.rows if config.rows is not None else int(round(model.total))
         labeller, relabel = {}, None
         if teacher is not None:
@@ -320,6 +359,9 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         report(f"sampled {rows:,} synthetic rows that keep the schema's {len(config.schema.rules)} rules")
         if teacher is not None:
             report(f"labelled them with the distilled student ({config.labels}; post-processing, no privacy cost)")
+        evaluation = evaluate_release(plan.evaluation, union, config.schema, synthetic) if union else None
+        if evaluation is not None:
+            report(f"federated evaluation: {headline(evaluation)}")
         return write_release(
             staging,
             config.out,
@@ -332,4 +374,5 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             missing_token=config.schema.na_values[0] if config.schema.na_values else "",
             labeller=labeller,
             job=job_toml(option_values(config), __version__),
+            evaluation=evaluation,
         )

@@ -215,6 +215,7 @@ def write_release(
     missing_token: str = "",
     labeller: Mapping[str, nn.Module] | None = None,
     job: str = "",
+    evaluation: Mapping | None = None,
 ) -> Release:
     """Write every file into ``staging``, then move it to ``out`` in one rename.
 
@@ -229,6 +230,8 @@ def write_release(
     fedsynth version, so that ``fedsynth simulate --config job.toml`` repeats the run.
     """
     statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
+    if evaluation is not None:  # a federated evaluation's published figures (``common.evaluation``)
+        statement["evaluation"] = dict(evaluation)
     if ledger.path.parent != staging:  # the federation's ledger: copy it with its head (verifiable)
         shutil.copyfile(ledger.path, staging / "ledger.jsonl")
         shutil.copyfile(ledger.head_path, staging / "ledger.jsonl.head")

@@ -18,6 +18,7 @@ from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_sum import SecureRangeError
 from fedsynth.server.job import JobConfig, preflight, run_job
 from fedsynth.server.jobspec import JOB_OPTIONS, default_labels, job_config
+from fedsynth.server.evaluation import headline
 from fedsynth.server.release import Release
 from fedsynth.server.secure_sum import JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -127,4 +128,6 @@ def print_summary(release: Release, seconds: float) -> None:
     )
     for phase, spend in s["per_phase"].items():
         print(f"    {phase}: epsilon {spend['epsilon']:.3f} alone")
+    if "evaluation" in s:
+        print(f"  federated evaluation: {headline(s['evaluation'])}")
     print(f"  a readable report (HTML, no privacy cost): fedsynth report {release.path}")

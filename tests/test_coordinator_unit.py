@@ -63,7 +63,7 @@ def test_a_job_is_planned_as_the_serverapp_will_run_it(tmp_path):
     run_config = tomllib.loads((coord.config.job_dir(job.job_id) / "run-config.toml").read_text())
     assert run_config.keys() == app_defaults().keys()  # Flower refuses keys the app does not declare
     assert run_config["rounds"] == 1 and run_config["teacher-steps"] == 2 and run_config["parties"] == 3
-    assert run_config["labels"] == "sample" and run_config["timeout"] == 600.0  # unset: the app's defaults
+    assert run_config["labels"] == "" and run_config["timeout"] == 600.0  # unset: the app's defaults
     assert run_config["job-id"] == job.job_id and run_config["ledger"] == str(coord.config.ledger_path)
     assert run_config["cap"] == 1.6 and run_config["state"] == coord.config.state
     assert [e.message for e in coord.store.events_after(job.job_id, 0)] == [

@@ -31,7 +31,7 @@ SCHEMA = load_schema(SCHEMA_PATH)
 OTHER = {
     "parties": 4, "epsilon": 2.0, "delta": 1e-5, "min-survivors": 2, "max-rows": 1000, "rows": 500, "seed": 7,
     "rounds": 2, "per-round": 3, "timeout": 30.0, "labels": "argmax", "budget-split": "generator=0.6,teacher=0.4",
-    "teacher": "mlp", "teacher-steps": 5, "teacher-rate": 0.5,
+    "teacher": "mlp", "teacher-steps": 5, "teacher-rate": 0.5, "evaluate": 0.05,
 }
 #: A job that plans (2t > n, the teacher on full batches) with no option at its default but cap/ledger.
 PLANNED = {**OTHER, "parties": 5, "min-survivors": 3, "teacher-rate": 1.0, "rows": 300}
@@ -62,7 +62,8 @@ def test_config_file_and_the_equivalent_flags_make_the_same_plan(tmp_path):
     assert from_file == from_flags
     assert preflight(from_file).summary() == preflight(from_flags).summary()
     plan = preflight(from_file).summary()
-    assert plan["budget_split"] == {"generator": 0.6, "teacher": 0.4} and plan["teacher"]["model"] == "mlp"
+    assert plan["budget_split"] == pytest.approx({"generator": 0.6 * 0.95, "teacher": 0.4 * 0.95, "evaluation": 0.05})
+    assert plan["teacher"]["model"] == "mlp"
     assert plan["min_survivors"] == 3 and 1.9 < plan["epsilon_planned"] <= 2.0
     assert plan != preflight(simulate_config([])).summary()  # the options did change the plan
 

@@ -103,10 +103,9 @@ class Features:
         """One-hot features of integer-coded rows (rows x columns, schema column order)."""
         columns = list(self.domain)
         offsets = np.cumsum([0] + [self.domain[c] for c in self.inputs[:-1]])
+        hot = codes[:, [columns.index(name) for name in self.inputs]] + offsets
         out = np.zeros((len(codes), self.width), dtype=np.float32)
-        rows = np.arange(len(codes))
-        for offset, name in zip(offsets, self.inputs, strict=True):
-            out[rows, offset + codes[:, columns.index(name)]] = 1.0
+        np.put_along_axis(out, hot, 1.0, axis=1)
         return torch.from_numpy(out)
 
     def y(self, codes: np.ndarray) -> torch.Tensor:

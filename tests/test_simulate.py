@@ -44,7 +44,7 @@ def release(table, tmp_path_factory):
 def test_release_is_complete(release):
     names = sorted(p.name for p in release.path.iterdir())
     assert names == sorted(
-        ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json",
+        ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "schema.yaml",
          "labeller.pt"]
     )
     assert not release.path.with_name("release.partial").exists()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
 
 LABEL_MODES = ("sample", "argmax", "generator")
 #: Rows one-hot encoded and labelled at a time (bounds the memory of labelling millions of rows).
@@ -67,7 +67,7 @@ def relabel(
         raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     if mode == "generator":
         return codes
-    proba = np.concatenate([predict_proba(student, features.x(chunk)) for chunk in _chunks(codes)])
+    proba = np.concatenate([predict_proba_codes(student, features, chunk) for chunk in _chunks(codes)])
     if mode == "argmax":
         labels = proba.argmax(axis=1)
     else:

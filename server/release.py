@@ -169,14 +169,16 @@ class Release:
     def _relabel(self) -> Relabel | None:
         if self.labeller is None or self.labels == "generator":
             return None
-        student, features, mode = self.labeller["student"], self._features(), self.labels
+        student, features, mode = self.labeller["student"], self.features, self.labels
 
         def draw_labels(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return relabel(codes, features, student, mode, rng)
 
         return draw_labels
 
-    def _features(self) -> Features:
+    @property
+    def features(self) -> Features:
+        """The labeller's inputs: the schema's columns, one-hot, but the label."""
         return Features(self.schema.domain(), str(self.schema.label))
 
 
@@ -226,7 +228,7 @@ def _read_measurements(path: Path, release: Release) -> list[Measurement]:
 
 def _read_labeller(release: Release) -> dict[str, nn.Module]:
     try:
-        models = load_labeller(release.path, release._features())
+        models = load_labeller(release.path, release.features)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise ReleaseError(f"{release.path / 'labeller.pt'}: cannot be loaded ({exc})") from None
     if "student" not in models:

@@ -20,7 +20,7 @@ from fedsynth.cli import bundled, main
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.generator import ORGANISATION, GeneratorSettings
 from fedsynth.common.schema import load_schema
-from fedsynth.common.teacher import TeacherSettings, predict_proba
+from fedsynth.common.teacher import TeacherSettings, predict_proba, predict_proba_codes
 from fedsynth.server.central import CentralAggregator
 from fedsynth.server.job import JobConfig, run_job_with
 from fedsynth.server.release import Release, ReleaseError
@@ -92,7 +92,7 @@ def test_sample_follows_the_release(release):
 def test_new_rows_are_labelled_by_the_release_student(release, tmp_path):
     loaded = Release.load(release.path)
     frame = loaded.sample(20_000, seed=2)
-    features = loaded._features()
+    features = loaded.features
     proba = predict_proba(loaded.labeller["student"], features.x(SCHEMA.encode(frame)))
     expected = proba[:, SCHEMA[SCHEMA.label].categories.index(POSITIVE)].mean()
     share = (frame[SCHEMA.label] == POSITIVE).mean()
@@ -179,3 +179,12 @@ def test_cli_errors_exit_2_with_a_message_and_write_nothing(release, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("fedsynth sample: ") and message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
+def test_the_student_labels_codes_as_it_labels_one_hot_features(release):
+    """``predict_proba_codes`` (no one-hot matrix: how millions of rows are labelled) is the model."""
+    loaded = Release.load(release.path)
+    codes = SCHEMA.encode(loaded.sample(500, seed=8))
+    features = loaded.features
+    for model in loaded.labeller.values():  # the logreg teacher and the mlp student
+        assert np.allclose(predict_proba_codes(model, features, codes), predict_proba(model, features.x(codes)), atol=1e-6)

@@ -84,7 +84,11 @@ class Release:
         for key in ("epsilon", "delta", "organisations", "plan", "rows"):
             if key not in statement:
                 raise ReleaseError(f"{path / 'privacy.json'}: no '{key}'; the file is not a fedsynth privacy statement")
-        release = cls(path, int(statement["rows"]), statement)
+        shapes = {"rows": int, "organisations": list, "plan": dict}
+        wrong = [key for key, kind in shapes.items() if not isinstance(statement[key], kind)]
+        if wrong:
+            raise ReleaseError(f"{path / 'privacy.json'}: '{wrong[0]}' is not a {shapes[wrong[0]].__name__}; the file is damaged")
+        release = cls(path, statement["rows"], statement)
         release._cache["schema"] = _read_schema(path / "schema.yaml")
         release._cache["measurements"] = _read_measurements(path / "measurements.json", release)
         return release

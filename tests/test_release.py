@@ -149,6 +149,8 @@ def damaged(release: Release, tmp_path: Path, name: str, text: str | None) -> Pa
         ("measurements.json", json.dumps([{"clique": ["height"], "sigma": 1.0, "counts": [1]}]),
          "names 'height', not in schema.yaml"),
         ("privacy.json", "{}", "privacy.json: no 'epsilon'"),
+        ("privacy.json", json.dumps({"epsilon": 1, "delta": 0, "organisations": 3, "plan": {}, "rows": 5}),
+         "privacy.json: 'organisations' is not a list"),
         ("schema.yaml", "name: x\ncolumns: []\n", "schema.yaml: not a valid schema"),
     ],
 )

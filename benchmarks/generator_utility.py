@@ -10,7 +10,7 @@ each at epsilon 1 and 3. Prints wall time, mean TVD over all 2-way marginals and
 3-way marginals (seed 0), TSTR AUC (HistGradientBoosting, one-hot logistic regression)
 next to TRTR, and each federated TVD as a ratio of the central one.
 
-    python benchmarks/generator_utility.py [--epsilons 1,3] [--parties 3,10] [--splits iid,dirichlet:0.5]
+    python benchmarks/generator_utility.py [--epsilons 1,3] [--parties 3,10] [--splits iid,dirichlet:0.5] [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import adult_discretised
+from common import add_data_root, adult_discretised, data_root
 
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
@@ -75,8 +75,10 @@ def main() -> None:
     parser.add_argument("--parties", default="3,10")
     parser.add_argument("--splits", default="iid,dirichlet:0.5")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    add_data_root(parser)
     args = parser.parse_args()
-    schema, train, test = adult_discretised(seed=0)
+    root = data_root(args.data_root, ["adult"], "generator_utility.py")
+    schema, train, test = adult_discretised(seed=0, folder=root / "adult")
     domain = schema.domain()
     cliques2, cliques3 = all_cliques(domain, 2), random_cliques(domain, 3, 200, seed=0)
     trtr = {m: tstr_auc(train, test, LABEL, POSITIVE, m) for m in ("hgb", "logreg")}

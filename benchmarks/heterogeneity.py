@@ -1,7 +1,7 @@
 """Heterogeneity benchmark (issue 12): how much utility the federated generator loses when the
 organisations' rows are not alike, against the same code run by one central curator.
 
-Datasets (from ``--data-dir``, default the ``shared/data`` folder beside the repository):
+Datasets (from ``--data-root``, default the ``shared/data`` folder beside the repository when it exists):
 * Adult (coded): the private-pgm Adult, 80/20 split with seed 0, delta 1e-9 (as
   ``generator_utility.py``), 10 organisations; its label ``income>50K`` drives the Dirichlet skew
   and TSTR;
@@ -24,7 +24,7 @@ MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--data-dir DIR] [--json OUT] [--quick]
+        [--splits central,iid,dirichlet:0.5,by-column] [--data-root DIR] [--json OUT] [--quick]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import SHARED, acs_massachusetts, adult_discretised
+from common import add_data_root, acs_massachusetts, adult_discretised, data_root
 
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
@@ -56,7 +56,6 @@ from fedsynth.simulations.main import simulate
 from fedsynth.simulations.split import split_table
 
 LABEL, POSITIVE = "income>50K", "1"
-REQUIRED = {"adult": ("adult/adult.csv", "adult/adult-domain.json"), "acs": ("acs/ma2019.csv", "acs/ma2018.csv")}
 QUICK_ROWS = 2000  # --quick: fixed-seed subsample of each real table (Adult's test: a quarter)
 QUICK_GENERATOR = GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100)
 ADULT_BY = "occupation"
@@ -170,18 +169,6 @@ def load_acs(folder: Path, quick: bool) -> Dataset:
 
 
 LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {"adult": load_adult, "acs": load_acs}
-
-
-def check_data(data_dir: Path, keys: Sequence[str]) -> None:
-    """Exit 2 with a clear message when a dataset's files are absent."""
-    for key in keys:
-        if key not in LOADERS:
-            sys.exit(f"heterogeneity.py: unknown dataset {key!r}; use {', '.join(LOADERS)}")
-        missing = [name for name in REQUIRED[key] if not (data_dir / name).is_file()]
-        if missing:
-            print(f"heterogeneity.py: dataset {key!r} not found: no {', '.join(missing)} under {data_dir} "
-                  f"(point --data-dir at the shared data folder)", file=sys.stderr)
-            sys.exit(2)
 
 
 def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings) -> JobConfig:
@@ -337,19 +324,22 @@ def main() -> None:
     parser.add_argument("--datasets", default="adult,acs")
     parser.add_argument("--epsilons", default="1,3")
     parser.add_argument("--splits", default="central,iid,dirichlet:0.5,by-column")
-    parser.add_argument("--data-dir", type=Path, default=SHARED, help=f"shared data folder (default {SHARED})")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke configuration: first epsilon only, {QUICK_ROWS} real rows (fixed-seed "
                         "subsample), a small generator; figures not comparable with the targets")
+    add_data_root(parser)
     args = parser.parse_args()
     keys = args.datasets.split(",")
-    check_data(args.data_dir, keys)
+    unknown = [k for k in keys if k not in LOADERS]
+    if unknown:
+        sys.exit(f"heterogeneity.py: unknown dataset {', '.join(map(repr, unknown))}; use {', '.join(LOADERS)}")
+    root = data_root(args.data_root, keys, "heterogeneity.py")
     epsilons = [float(e) for e in args.epsilons.split(",")][: 1 if args.quick else None]
     settings = QUICK_GENERATOR if args.quick else GeneratorSettings()
     if args.quick:
         print(f"QUICK smoke run: {settings}")
-    results = {key: run_dataset(LOADERS[key](args.data_dir, args.quick), epsilons, args.splits.split(","), settings)
+    results = {key: run_dataset(LOADERS[key](root, args.quick), epsilons, args.splits.split(","), settings)
                for key in keys}
     print("\nIssue 12 targets" + (" (quick configuration: for the full run only)" if args.quick else ""))
     verdicts = [judge(t, results) for t in TARGETS]
@@ -357,7 +347,7 @@ def main() -> None:
         value = "-" if v["value"] is None else f"{v['value']:.4g}"
         print(f"  {v['target']:<58}{value:>10}  {v['status']}")
     if args.json:
-        args.json.write_text(json.dumps({"quick": args.quick, "data_dir": str(args.data_dir), "datasets": results,
+        args.json.write_text(json.dumps({"quick": args.quick, "data_root": str(root), "datasets": results,
                                          "targets": verdicts}, indent=2))
 
 

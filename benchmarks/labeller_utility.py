@@ -14,7 +14,7 @@ at each epsilon:
   the ledger's timestamps) relative to one local non-private full-batch step on the pooled
   train split measured in the same process.
 
-    python benchmarks/labeller_utility.py [--epsilons 1,3] [--parties 10] [--split dirichlet:0.5]
+    python benchmarks/labeller_utility.py [--epsilons 1,3] [--parties 10] [--split dirichlet:0.5] [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import adult_discretised
+from common import add_data_root, adult_discretised, data_root
 from opacus import PrivacyEngine
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, TensorDataset
@@ -102,8 +102,10 @@ def main() -> None:
     parser.add_argument("--split", default="dirichlet:0.5")
     parser.add_argument("--teacher", default="logreg", choices=("logreg", "mlp"))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    add_data_root(parser)
     args = parser.parse_args()
-    schema, train, test = adult_discretised(seed=0)
+    root = data_root(args.data_root, ["adult"], "labeller_utility.py")
+    schema, train, test = adult_discretised(seed=0, folder=root / "adult")
     features = Features(schema.domain(), LABEL)
     trtr = {m: tstr_auc(train, test, LABEL, POSITIVE, m) for m in ("hgb", "logreg")}
     print(f"Adult: {len(train):,} train / {len(test):,} test rows; {args.parties} parties {args.split}; "

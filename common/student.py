@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
 
 LABEL_MODES = ("sample", "argmax", "generator")
+#: Rows one-hot encoded and labelled at a time (bounds the memory of labelling millions of rows).
+CHUNK_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,16 @@ def relabel(
         raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     if mode == "generator":
         return codes
-    proba = predict_proba(student, features.x(codes))
+    proba = np.concatenate([predict_proba_codes(student, features, chunk) for chunk in _chunks(codes)])
     if mode == "argmax":
         labels = proba.argmax(axis=1)
     else:
         cumulative = np.cumsum(proba, axis=1)
         labels = (rng.random((len(proba), 1)) > cumulative[:, :-1]).sum(axis=1)
-    out = codes.copy()
+    out = codes.copy(order="K")  # keeps a column-major array column-major
     out[:, list(features.domain).index(features.label)] = labels
     return out
+
+
+def _chunks(codes: np.ndarray) -> list[np.ndarray]:
+    return [codes[start : start + CHUNK_ROWS] for start in range(0, max(len(codes), 1), CHUNK_ROWS)]

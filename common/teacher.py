@@ -101,13 +101,15 @@ class Features:
 
     def x(self, codes: np.ndarray) -> torch.Tensor:
         """One-hot features of integer-coded rows (rows x columns, schema column order)."""
+        out = np.zeros((len(codes), self.width), dtype=np.float32)
+        np.put_along_axis(out, self.hot(codes), 1.0, axis=1)
+        return torch.from_numpy(out)
+
+    def hot(self, codes: np.ndarray) -> np.ndarray:
+        """Per row, the position of each input column's 1 in the one-hot features (rows x inputs)."""
         columns = list(self.domain)
         offsets = np.cumsum([0] + [self.domain[c] for c in self.inputs[:-1]])
-        out = np.zeros((len(codes), self.width), dtype=np.float32)
-        rows = np.arange(len(codes))
-        for offset, name in zip(offsets, self.inputs, strict=True):
-            out[rows, offset + codes[:, columns.index(name)]] = 1.0
-        return torch.from_numpy(out)
+        return codes[:, [columns.index(name) for name in self.inputs]] + offsets
 
     def y(self, codes: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(codes[:, list(self.domain).index(self.label)].astype(np.int64))
@@ -220,6 +222,16 @@ def predict_proba(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) -
     """Class probabilities (rows x classes) at ``temperature``."""
     with torch.no_grad():
         return torch.softmax(model(x) / temperature, dim=1).numpy()
+
+
+def predict_proba_codes(model: nn.Sequential, features: Features, codes: np.ndarray) -> np.ndarray:
+    """``predict_proba(model, features.x(codes))`` without building the one-hot features: a linear
+    layer applied to a one-hot row is the sum of one weight column per input (``embedding_bag``)."""
+    first, rest = model[0], model[1:]
+    hot = torch.from_numpy(features.hot(codes))
+    with torch.no_grad():
+        hidden = nn.functional.embedding_bag(hot, first.weight.t().contiguous(), mode="sum") + first.bias
+        return torch.softmax(rest(hidden), dim=1).numpy()
 
 
 def weights_for(settings: TeacherSettings, features: Features, arrays: Sequence[np.ndarray]) -> nn.Module:

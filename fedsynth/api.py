@@ -14,7 +14,6 @@ The constructor's keywords are the job options (``server.jobspec.JOB_OPTIONS``, 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -172,6 +171,5 @@ class FederatedSynthesizer:
                 fetch(stub, job.job_id, Path(out))
             except grpc.RpcError as exc:
                 raise RuntimeError(f"the coordinator at {coordinator}: {exc.code().name}: {exc.details()}") from None
-        statement = json.loads((Path(out) / "privacy.json").read_text(encoding="utf-8"))
-        self.release_ = Release(Path(out), int(statement["rows"]), statement)
+        self.release_ = Release.load(Path(out))
         return self.release_

@@ -48,6 +48,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return run_simulate(resolved)
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from fedsynth.server.release import run_sample
+
+    return run_sample(args.release, args.rows, args.out, args.seed)
+
+
 def _client(args: argparse.Namespace) -> int:
     from fedsynth.client.daemon import run_daemon
 
@@ -143,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_simulate_options(sim)
     sim.set_defaults(func=_simulate)
+
+    sample = sub.add_parser(
+        "sample",
+        help="sample more rows from a release (free: no privacy budget)",
+        description="Refit a release's model from its noisy measurements and sample any number of rows "
+        "that keep its schema's rules, labelled by its student when it has one. Post-processing of the "
+        "release: no round, no ledger entry, no privacy budget.",
+    )
+    sample.add_argument("release", type=Path, help="a release folder (written by `fedsynth simulate --out`)")
+    sample.add_argument("--rows", type=int, required=True, help="number of rows to sample")
+    sample.add_argument("--out", type=Path, required=True, help="the file to write: FILE.csv or FILE.parquet")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling (same seed, same rows; default 0)")
+    sample.set_defaults(func=_sample)
 
     client = sub.add_parser(
         "client",

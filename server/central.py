@@ -2,7 +2,9 @@
 
 For a single trusted curator (central DP) and for the "same code, no secure aggregation"
 baseline of the benchmarks: each organisation's vector and noise share are computed exactly
-as its ClientApp would (``Organisation.contribute`` + ``noisy_share``) and summed here.
+as its ClientApp would (``Organisation.contribute`` + ``noisy_share``) and summed here. It is a
+context manager with ``check`` and ``org_names`` like ``Federation``, so
+``server.job.run_job_with`` runs a whole job (release included) on it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from fedsynth.client.organisation import Organisation
+from fedsynth.client.organisation import Organisation, RequestRefused
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
 from fedsynth.common.rounds import round_event
-from fedsynth.server.secure_sum import SumResult
+from fedsynth.server.secure_sum import JobRefused, SumResult
 
 
 class CentralAggregator:
@@ -29,9 +31,30 @@ class CentralAggregator:
         self._rng = np.random.default_rng(seed)
         self._round = 0
 
+    def __enter__(self) -> "CentralAggregator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
     @property
     def organisations(self) -> tuple[str, ...]:
         return tuple(org.name for org in self.orgs)
+
+    @property
+    def org_names(self) -> dict[int, str]:
+        return dict(enumerate(self.organisations))
+
+    def check(self, request: Mapping[str, Any]) -> None:
+        """Every organisation's pre-flight check, as ``Federation.check`` asks it."""
+        refusals = []
+        for org in self.orgs:
+            try:
+                org.check(request)
+            except RequestRefused as exc:
+                refusals.append(str(exc))
+        if refusals:
+            raise JobRefused("job refused before any data left an organisation:\n- " + "\n- ".join(refusals))
 
     def _arrays(
         self, parameters: list[np.ndarray] | None, node_parameters: Mapping[str, list[np.ndarray]] | None

@@ -322,7 +322,23 @@ def first_round(
     rows = np.mean([m.noisy.reshape(organisations, -1).sum(axis=1) for m in profile], axis=0)
     differ = set(heterogeneous_columns(profile, organisations))
     kept = [m for m in profile if m.clique[1] in differ]
-    return ({ORGANISATION: organisations, **domain} if kept else domain), ones + kept, rows
+    return model_domain(domain, organisations if kept else None), ones + kept, rows
+
+
+def model_domain(domain: dict[str, int], organisations: int | None) -> dict[str, int]:
+    """The model's columns: the schema's, after the organisation column when the model has one."""
+    return domain if organisations is None else {ORGANISATION: organisations, **domain}
+
+
+def refit(schema: Schema, measurements: list[Measurement], organisations: int, iters: int) -> MarginalModel:
+    """A model fitted afresh to already-noisy ``measurements`` (post-processing: no round, no
+    budget), with the organisation column when a measurement names it."""
+    has_organisation = any(ORGANISATION in m.clique for m in measurements)
+    model = MarginalModel(model_domain(schema.domain(), organisations if has_organisation else None), structural_zeros(schema))
+    for m in measurements:
+        model.add(m)
+    model.fit(iters)
+    return model
 
 
 def fit_generator(
@@ -362,9 +378,7 @@ def fit_generator(
 
 def synthetic_codes(model: MarginalModel, schema: Schema, rows: int, seed: int) -> np.ndarray:
     """``rows`` rows sampled from the model, in the schema's columns (no organisation column)."""
-    codes = model.sample(rows, seed=seed)
-    columns = list(model.domain)
-    return codes[:, [columns.index(c) for c in schema.domain()]]
+    return model.sample(rows, seed=seed, columns=list(schema.domain()))
 
 
 #: ``relabel(codes, rng)``: codes with the label column replaced (the student labeller), or None.

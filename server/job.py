@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Context
@@ -323,6 +324,16 @@ def staged(staging: Path) -> Iterator[None]:
 
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
     """Run the job on the organisations behind ``grid`` and write its release."""
+    return run_job_with(lambda ledger: Federation(grid, context, config.parties, ledger, timeout=config.timeout), config, progress)
+
+
+def run_job_with(connect: Callable[[Ledger], AbstractContextManager[Any]], config: JobConfig, progress: Progress) -> Release:
+    """Run the job on the organisations that ``connect(ledger)`` reaches and write its release.
+
+    ``connect`` gives a context manager with ``check``, ``noisy_sum`` and ``org_names``: a
+    Flower :class:`Federation` (``run_job``) or, for one trusted curator and the tests, a
+    ``server.central.CentralAggregator`` running the same job code in one process.
+    """
     plan = preflight(config)
     staging = config.out.with_name(config.out.name + ".partial")
     with staged(staging):
@@ -337,7 +348,7 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             progress(f"{message}  [epsilon spent {spent:.3f} of {config.epsilon:g}]")
 
         rng = np.random.default_rng(config.seed)
-        with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
+        with connect(ledger) as fed:
             fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
             report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
             model = fit_generator(fed, config.schema, plan.generator, rng, report)
@@ -375,4 +386,5 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
             labeller=labeller,
             job=job_toml(option_values(config), __version__),
             evaluation=evaluation,
+            schema=config.schema,
         )

@@ -3,6 +3,13 @@
 A release is written into the job's staging directory (which already holds the fsynced
 ledger) and renamed into place only when every file is complete, so a reader never sees a
 partial release. ``privacy.json`` is computed from the ledger alone.
+
+:class:`Release` loads a release folder and samples any number of further rows from it: it
+refits the marginal model to the release's own noisy measurements (``measurements.json``)
+under its public schema (``schema.yaml``, the rules' structural zeros included), samples rule-
+abiding rows and labels them with the released student (``labeller.pt``). All of it reads only
+what the release already published, so it is post-processing: no round, no ledger entry, no
+budget, however many rows are drawn.
 """
 
 from __future__ import annotations
@@ -12,21 +19,28 @@ import json
 import math
 import os
 import shutil
+import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from dp_accounting import ComposedDpEvent
 from torch import nn
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
-from fedsynth.common.generator import Measurement
+from fedsynth.common.generator import ORGANISATION, MarginalModel, Measurement
+from fedsynth.common.marginals import cells
 from fedsynth.common.noise import TAIL_PROBABILITY
+from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_prg import is_hardened
+from fedsynth.common.student import relabel
 from fedsynth.common.teacher import Features, TeacherSettings, build_model
+from fedsynth.server.generator import Relabel, refit, sample_rows
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "
@@ -35,11 +49,195 @@ UNIT_OF_PRIVACY = (
 LIBRARIES = ("fedsynth", "flwr", "dp-accounting", "mbi", "numpy", "pandas", "torch", "opacus", "jax")
 
 
+#: The files every release holds that :meth:`Release.load` needs.
+REQUIRED_FILES = ("privacy.json", "measurements.json", "schema.yaml")
+
+
+class ReleaseError(ValueError):
+    """A release folder that cannot be read: the message names the file and what is wrong."""
+
+
 @dataclass(frozen=True)
 class Release:
+    """A release folder: its privacy statement, and more rows from its model for free.
+
+    ``Release.load(path)`` reads and checks one; ``sample(n, seed=...)`` refits the model to the
+    release's noisy measurements (once, kept in memory) and draws ``n`` rows that keep the schema's
+    rules, labelled by the release's student when it has one. Post-processing: no budget is spent.
+    """
+
     path: Path
     rows: int
     statement: dict
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Release:
+        """Read the release in ``path``; :class:`ReleaseError` names a missing or corrupt file."""
+        path = Path(path)
+        if not path.is_dir():
+            raise ReleaseError(f"{path}: no release folder there (a release is the folder `fedsynth simulate --out` wrote)")
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if missing:
+            raise ReleaseError(f"{path}: missing {', '.join(missing)}; a release folder holds {', '.join(REQUIRED_FILES)}")
+        statement = _read_json(path / "privacy.json", dict)
+        for key in ("epsilon", "delta", "organisations", "plan", "rows"):
+            if key not in statement:
+                raise ReleaseError(f"{path / 'privacy.json'}: no '{key}'; the file is not a fedsynth privacy statement")
+        shapes = {"rows": int, "organisations": list, "plan": dict}
+        wrong = [key for key, kind in shapes.items() if not isinstance(statement[key], kind)]
+        if wrong:
+            raise ReleaseError(f"{path / 'privacy.json'}: '{wrong[0]}' is not a {shapes[wrong[0]].__name__}; the file is damaged")
+        release = cls(path, statement["rows"], statement)
+        release._cache["schema"] = _read_schema(path / "schema.yaml")
+        release._cache["measurements"] = _read_measurements(path / "measurements.json", release)
+        return release
+
+    @property
+    def schema(self) -> Schema:
+        """The job's public schema (``schema.yaml``)."""
+        if "schema" not in self._cache:
+            self._cache["schema"] = _read_schema(self.path / "schema.yaml")
+        return self._cache["schema"]
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        """Every noisy marginal the job measured (``measurements.json``)."""
+        if "measurements" not in self._cache:
+            self._cache["measurements"] = _read_measurements(self.path / "measurements.json", self)
+        return self._cache["measurements"]
+
+    @property
+    def organisations(self) -> int:
+        """How many organisations took part: the size of the model's organisation column."""
+        return len(self.statement["organisations"])
+
+    @property
+    def labels(self) -> str:
+        """How the release's label column was made (``sample``, ``argmax`` or ``generator``)."""
+        return str(self.statement["plan"].get("labels", "generator"))
+
+    @property
+    def privacy(self) -> dict:
+        """The privacy statement in brief; ``statement`` (``privacy.json``) has everything."""
+        return {
+            "epsilon": self.statement["epsilon"],
+            "delta": self.statement["delta"],
+            "accountant": self.statement.get("accountant"),
+            "organisations": self.organisations,
+            "per_phase": {phase: spent["epsilon"] for phase, spent in self.statement.get("per_phase", {}).items()},
+            "unit_of_privacy": self.statement.get("unit_of_privacy", UNIT_OF_PRIVACY),
+        }
+
+    @property
+    def labeller(self) -> dict[str, nn.Module] | None:
+        """The released ``teacher`` and ``student`` (``labeller.pt``), or None without one."""
+        if "labeller" not in self._cache:
+            self._cache["labeller"] = _read_labeller(self) if (self.path / "labeller.pt").is_file() else None
+        return self._cache["labeller"]
+
+    def model(self) -> MarginalModel:
+        """The marginal model refitted to the release's noisy measurements (once; then from memory).
+
+        As many mirror-descent iterations as the job ran in all, from the plan (deterministic).
+        """
+        if "model" not in self._cache:
+            settings = self.statement["plan"].get("generator", {})
+            iters = int(settings.get("fit_iters", 300)) * (int(settings.get("rounds", 0)) + 1) + int(settings.get("final_iters", 1500))
+            self._cache["model"] = refit(self.schema, self.measurements, self.organisations, iters)
+        return self._cache["model"]
+
+    def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
+        """``n`` new rows that keep the schema's rules, labelled as the release's were.
+
+        The same ``seed`` gives the same rows. Post-processing of the release: no privacy cost.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"rows to sample must be a whole number of at least 1, got {n!r}")
+        rng = np.random.default_rng(seed)
+        return sample_rows(self.model(), self.schema, int(n), rng, self._relabel())
+
+    def label(self, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+        """``frame`` (the schema's columns; the label may be absent) with the label column drawn
+        by the release's student, in the release's labels mode."""
+        if self.labeller is None:
+            raise ReleaseError(f"{self.path}: no labeller.pt (the job ran with labels 'generator'); nothing to label with")
+        schema = self.schema
+        label = str(schema.label)
+        filled = frame if label in frame.columns else frame.assign(**{label: schema[label].categories[0]})
+        codes = schema.encode(filled[schema.column_names])
+        relabelled = self._relabel()(codes, np.random.default_rng(seed))
+        labels = schema.decode(relabelled, np.random.default_rng(seed))[label]
+        return frame.assign(**{label: labels.to_numpy()})
+
+    def _relabel(self) -> Relabel | None:
+        if self.labeller is None or self.labels == "generator":
+            return None
+        student, features, mode = self.labeller["student"], self.features, self.labels
+
+        def draw_labels(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return relabel(codes, features, student, mode, rng)
+
+        return draw_labels
+
+    @property
+    def features(self) -> Features:
+        """The labeller's inputs: the schema's columns, one-hot, but the label."""
+        return Features(self.schema.domain(), str(self.schema.label))
+
+
+def _read_json(path: Path, kind: type) -> object:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReleaseError(f"{path}: cannot be read as JSON ({exc}); the release is damaged") from None
+    if not isinstance(data, kind):
+        raise ReleaseError(f"{path}: expected a JSON {'object' if kind is dict else 'list'}, got {type(data).__name__}")
+    return data
+
+
+def _read_schema(path: Path) -> Schema:
+    try:
+        return load_schema(path)
+    except SchemaError as exc:
+        raise ReleaseError(f"{path}: not a valid schema ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReleaseError(f"{path}: cannot be read ({exc}); the release is damaged") from None
+
+
+def _read_measurements(path: Path, release: Release) -> list[Measurement]:
+    """The noisy marginals, each checked against the model's domain (schema + organisations)."""
+    domain = {ORGANISATION: release.organisations, **release.schema.domain()}
+    out = []
+    for k, entry in enumerate(_read_json(path, list)):
+        try:
+            clique, sigma = tuple(entry["clique"]), float(entry["sigma"])
+            counts = np.asarray(entry["counts"], dtype=np.float64)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ReleaseError(f"{path}: measurement #{k + 1} is not {{clique, sigma, counts}} ({exc!r})") from None
+        unknown = [c for c in clique if c not in domain]
+        if unknown:
+            raise ReleaseError(f"{path}: measurement #{k + 1} names {', '.join(map(repr, unknown))}, not in schema.yaml")
+        if counts.ndim != 1 or counts.size != cells(domain, clique) or not sigma > 0:
+            raise ReleaseError(
+                f"{path}: measurement #{k + 1} ({' x '.join(clique)}) has {counts.size} counts and sigma {sigma}; "
+                f"expected {cells(domain, clique)} counts (schema.yaml, {release.organisations} organisations in "
+                "privacy.json) and sigma > 0"
+            )
+        out.append(Measurement(clique, counts, sigma))
+    if not out:
+        raise ReleaseError(f"{path}: holds no measurement; nothing to fit a model to")
+    return out
+
+
+def _read_labeller(release: Release) -> dict[str, nn.Module]:
+    try:
+        models = load_labeller(release.path, release.features)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise ReleaseError(f"{release.path / 'labeller.pt'}: cannot be loaded ({exc})") from None
+    if "student" not in models:
+        raise ReleaseError(f"{release.path / 'labeller.pt'}: holds no student (only {', '.join(models)})")
+    return models
 
 
 def library_versions() -> dict[str, str]:
@@ -216,6 +414,8 @@ def write_release(
     labeller: Mapping[str, nn.Module] | None = None,
     job: str = "",
     evaluation: Mapping | None = None,
+    *,
+    schema: Schema,
 ) -> Release:
     """Write every file into ``staging``, then move it to ``out`` in one rename.
 
@@ -228,6 +428,7 @@ def write_release(
     post-processing, and what an ML engineer needs to label further rows (``load_labeller``).
     ``job.toml`` (``job``, from ``server.jobspec``) records the job's options, its seed and the
     fedsynth version, so that ``fedsynth simulate --config job.toml`` repeats the run.
+    ``schema.yaml`` is the job's public schema, which :class:`Release` refits the model under.
     """
     statement = {**privacy_statement(ledger, first_entry, plan, organisations), "rows": len(synthetic)}
     if evaluation is not None:  # a federated evaluation's published figures (``common.evaluation``)
@@ -237,6 +438,7 @@ def write_release(
         shutil.copyfile(ledger.head_path, staging / "ledger.jsonl.head")
     noisy = [{"clique": list(m.clique), "sigma": m.sigma, "counts": m.noisy.tolist()} for m in measurements]
     _write_text(staging / "measurements.json", json.dumps(noisy) + "\n")
+    _write_text(staging / "schema.yaml", schema.dumps("yaml"))
     synthetic.to_csv(staging / "synthetic.csv", index=False, na_rep=missing_token)
     synthetic.to_parquet(staging / "synthetic.parquet", index=False)
     if labeller:
@@ -251,3 +453,66 @@ def write_release(
         out.rename(previous)
     staging.rename(out)
     return Release(out, len(synthetic), statement)
+
+
+#: Files ``fedsynth sample`` writes, by suffix.
+SAMPLE_FORMATS = (".csv", ".parquet")
+
+
+def check_sample_file(out: Path) -> None:
+    """``out`` can take a sample: a .csv or .parquet file in an existing, writable folder."""
+    if out.suffix.lower() not in SAMPLE_FORMATS:
+        raise ReleaseError(f"--out {out}: write a .csv or a .parquet file")
+    if out.is_dir():
+        raise ReleaseError(f"--out {out}: is a folder; name a .csv or .parquet file")
+    if not out.parent.is_dir():
+        raise ReleaseError(f"--out {out}: no folder {out.parent}; create it first")
+    if not os.access(out.parent, os.W_OK):
+        raise ReleaseError(f"--out {out}: cannot write into {out.parent} (permission denied)")
+
+
+def write_sample(release: Release, rows: int, out: Path, seed: int = 0) -> pd.DataFrame:
+    """Sample ``rows`` rows from ``release`` into ``out`` (.csv or .parquet), atomically.
+
+    The rows are written to a temporary file beside ``out`` and renamed onto it only when
+    complete, so ``out`` is never partial; on any error nothing is left behind.
+    """
+    check_sample_file(out)
+    frame = release.sample(rows, seed=seed)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        if out.suffix.lower() == ".csv":
+            na = release.schema.na_values[0] if release.schema.na_values else ""
+            frame.to_csv(temp, index=False, na_rep=na)
+        else:
+            frame.to_parquet(temp, index=False)
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, out)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return frame
+
+
+def run_sample(release_path: Path, rows: int, out: Path, seed: int) -> int:
+    """``fedsynth sample``: more rows from a release, free of privacy cost; exit 2 on bad input."""
+    try:
+        if rows < 1:
+            raise ReleaseError(f"--rows must be at least 1, got {rows}")
+        check_sample_file(out)
+        started = time.perf_counter()
+        release = Release.load(release_path)
+        release.model().conditionals()
+        fitted = time.perf_counter()
+        write_sample(release, rows, out, seed)
+    except (ReleaseError, SchemaError, OSError) as exc:
+        print(f"fedsynth sample: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"fedsynth sample: wrote {rows:,} rows to {out} (model refitted from {release_path / 'measurements.json'} "
+        f"in {fitted - started:.1f} s, sampled and written in {time.perf_counter() - fitted:.1f} s; "
+        "post-processing of the release: no privacy budget spent, its ledger unchanged)",
+        file=sys.stderr,
+    )
+    return 0

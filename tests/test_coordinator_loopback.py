@@ -49,7 +49,7 @@ MAX_ROWS = 1_000_000  # the job's default max_rows: the bound of every count vec
 FEDERATION_CAP = 1.2  # one job of epsilon 1 fits; a second one does not
 JOB = dict(parties=3, epsilon=1.0, delta=1e-6, min_survivors=2, rounds=1, per_round=2, teacher_steps=2)
 RELEASE_FILES = [
-    "labeller.pt", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "privacy.json", "synthetic.csv",
+    "job.toml", "labeller.pt", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "privacy.json", "schema.yaml", "synthetic.csv",
     "synthetic.parquet",
 ]
 

@@ -45,7 +45,7 @@ def test_release_is_complete(release):
     names = sorted(p.name for p in release.path.iterdir())
     assert names == sorted(
         ["synthetic.csv", "synthetic.parquet", "privacy.json", "ledger.jsonl", "ledger.jsonl.head", "measurements.json",
-         "labeller.pt", "job.toml"]
+         "schema.yaml", "labeller.pt", "job.toml"]
     )
     assert not release.path.with_name("release.partial").exists()
 

@@ -47,7 +47,7 @@ def test_fit_runs_the_federation_in_simulation_and_returns_its_release(fitted):
     synth, release, messages = fitted
     assert isinstance(release, fedsynth.Release) and synth.release_ is release
     assert sorted(p.name for p in release.path.iterdir()) == [
-        "job.toml", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "privacy.json", "synthetic.csv",
+        "job.toml", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "privacy.json", "schema.yaml", "synthetic.csv",
         "synthetic.parquet"]  # generator labels: no teacher, no labeller
     s = release.statement
     assert s["epsilon"] <= s["plan"]["epsilon_planned"] <= 1.0 and set(s["per_phase"]) == {"generator"}

@@ -1,0 +1,192 @@
+"""Free resampling from a release: ``Release.load`` / ``sample`` / ``label`` and ``fedsynth sample``.
+
+One release is made once for the module by the job's own code (``server.job.run_job_with``) on
+a ``CentralAggregator``: the same rounds, ledger, teacher, student and release writer as a Flower
+run, without the simulation engine. Sampling from it must spend nothing: the ledger's bytes
+are compared before and after.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsynth.cli import bundled, main
+from fedsynth.client.organisation import Organisation
+from fedsynth.common.generator import ORGANISATION, GeneratorSettings
+from fedsynth.common.schema import load_schema
+from fedsynth.common.teacher import TeacherSettings, predict_proba, predict_proba_codes
+from fedsynth.server.central import CentralAggregator
+from fedsynth.server.job import JobConfig, run_job_with
+from fedsynth.server.release import Release, ReleaseError
+from fedsynth.simulations.split import split_table
+
+SCHEMA = load_schema(bundled("adult.schema.yaml"))
+SMALL = GeneratorSettings(rounds=1, per_round=2, fit_iters=100, final_iters=200, score_sample=20_000)
+POSITIVE = ">50K"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Release:
+    table = SCHEMA.read_csv(bundled("adult.csv"))
+    parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
+    orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t) for i, t in enumerate(parties)]
+    config = JobConfig(
+        schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=tmp_path_factory.mktemp("job") / "release",
+        min_survivors=2, generator=SMALL, teacher=TeacherSettings(steps=3),
+    )
+    return run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_load_reads_the_release_and_summarises_its_privacy(release):
+    loaded = Release.load(release.path)
+    assert loaded.rows == release.rows and loaded.statement == json.loads(json.dumps(release.statement))
+    assert loaded.schema == SCHEMA  # schema.yaml is the job's schema
+    privacy = loaded.privacy
+    assert privacy["epsilon"] == release.statement["epsilon"] <= 1.0 and privacy["organisations"] == 3
+    assert set(privacy["per_phase"]) == {"generator", "teacher"} and privacy["accountant"] in ("rdp", "pld")
+    assert set(loaded.labeller) == {"teacher", "student"} and loaded.labels == "sample"
+    # The Dirichlet label skew puts the organisation column in the model: its domain is rebuilt.
+    assert any(m.clique[0] == ORGANISATION for m in loaded.measurements)
+    assert loaded.model().domain[ORGANISATION] == 3
+
+
+def test_sample_gives_any_number_of_rows_that_keep_the_rules(release):
+    loaded = Release.load(release.path)
+    for n in (1, 7, 3 * release.rows):
+        frame = loaded.sample(n, seed=1)
+        assert len(frame) == n and list(frame.columns) == SCHEMA.column_names
+    assert SCHEMA.rules and SCHEMA.rule_violations(frame).to_numpy().sum() == 0
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="at least 1"):
+            loaded.sample(bad)
+
+
+def test_sample_is_deterministic_by_seed_across_refits(release):
+    first, second = Release.load(release.path), Release.load(release.path)  # two independent refits
+    a = first.sample(2_000, seed=11)
+    assert a.equals(second.sample(2_000, seed=11))
+    assert a.equals(first.sample(2_000, seed=11))  # the cached model gives the same rows again
+    assert not a.equals(first.sample(2_000, seed=12))
+
+
+def test_sample_follows_the_release(release):
+    """More rows from the refitted model look like the released rows (one-way shares)."""
+    released = SCHEMA.conform(SCHEMA.read_csv(release.path / "synthetic.csv"))
+    more = Release.load(release.path).sample(20_000, seed=3)
+    for column in ("sex", "relationship", "education", "race"):
+        shares = released[column].value_counts(normalize=True)
+        again = more[column].value_counts(normalize=True).reindex(shares.index, fill_value=0.0)
+        assert np.abs(shares - again).max() < 0.05, column
+
+
+def test_new_rows_are_labelled_by_the_release_student(release, tmp_path):
+    loaded = Release.load(release.path)
+    frame = loaded.sample(20_000, seed=2)
+    features = loaded.features
+    proba = predict_proba(loaded.labeller["student"], features.x(SCHEMA.encode(frame)))
+    expected = proba[:, SCHEMA[SCHEMA.label].categories.index(POSITIVE)].mean()
+    share = (frame[SCHEMA.label] == POSITIVE).mean()
+    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / len(frame)) + 1e-3
+    relabelled = loaded.label(frame.drop(columns=[SCHEMA.label]), seed=5)
+    assert abs((relabelled[SCHEMA.label] == POSITIVE).mean() - expected) < 0.01
+    # Without labeller.pt the labels are the model's own, and they differ: the test can tell.
+    bare = tmp_path / "bare"
+    shutil.copytree(release.path, bare)
+    (bare / "labeller.pt").unlink()
+    unlabelled = Release.load(bare)
+    assert unlabelled.labeller is None
+    own = (unlabelled.sample(20_000, seed=2)[SCHEMA.label] == POSITIVE).mean()
+    assert abs(own - expected) > 0.05
+    with pytest.raises(ReleaseError, match="no labeller.pt"):
+        unlabelled.label(frame)
+
+
+def test_sampling_spends_nothing_and_changes_no_file_of_the_release(release, tmp_path):
+    before = fingerprint(release.path)
+    Release.load(release.path).sample(5_000, seed=4)
+    out = tmp_path / "more.parquet"
+    assert main(["sample", str(release.path), "--rows", "3000", "--out", str(out), "--seed", "4"]) == 0
+    assert fingerprint(release.path) == before  # ledger.jsonl and its head included: no entry, no budget
+
+
+def test_cli_writes_csv_and_parquet_that_read_back_under_the_schema(release, tmp_path):
+    csv, parquet = tmp_path / "more.csv", tmp_path / "more.parquet"
+    assert main(["sample", str(release.path), "--rows", "1500", "--out", str(csv), "--seed", "9"]) == 0
+    assert main(["sample", str(release.path), "--rows", "1500", "--out", str(parquet), "--seed", "9"]) == 0
+    rows = SCHEMA.read_csv(csv)
+    assert len(rows) == 1500 and SCHEMA.validate(rows).ok  # rules included
+    assert pd.read_parquet(parquet).astype(str).equals(SCHEMA.conform(rows).astype(str))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["more.csv", "more.parquet"]  # no temporary left
+
+
+def damaged(release: Release, tmp_path: Path, name: str, text: str | None) -> Path:
+    copy = tmp_path / "damaged"
+    shutil.copytree(release.path, copy)
+    if text is None:
+        (copy / name).unlink()
+    else:
+        (copy / name).write_text(text)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("schema.yaml", None, "missing schema.yaml"),
+        ("measurements.json", "[{", "measurements.json: cannot be read as JSON"),
+        ("measurements.json", json.dumps([{"clique": ["age"], "sigma": 1.0, "counts": [1, 2]}]),
+         "measurement #1 (age) has 2 counts"),
+        ("measurements.json", json.dumps([{"clique": ["height"], "sigma": 1.0, "counts": [1]}]),
+         "names 'height', not in schema.yaml"),
+        ("privacy.json", "{}", "privacy.json: no 'epsilon'"),
+        ("privacy.json", json.dumps({"epsilon": 1, "delta": 0, "organisations": 3, "plan": {}, "rows": 5}),
+         "privacy.json: 'organisations' is not a list"),
+        ("schema.yaml", "name: x\ncolumns: []\n", "schema.yaml: not a valid schema"),
+    ],
+)
+def test_a_damaged_release_is_refused_naming_the_file(release, tmp_path, capsys, name, text, message):
+    folder = damaged(release, tmp_path, name, text)
+    with pytest.raises(ReleaseError, match=re.escape(message)):
+        Release.load(folder)
+    out = tmp_path / "more.csv"
+    assert main(["sample", str(folder), "--rows", "10", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{missing}", "--rows", "10", "--out", "{out}"], "no release folder there"),
+        (["{release}", "--rows", "0", "--out", "{out}"], "--rows must be at least 1, got 0"),
+        (["{release}", "--rows", "-5", "--out", "{out}"], "--rows must be at least 1, got -5"),
+        (["{release}", "--rows", "10", "--out", "{tmp}/no/such/folder/x.csv"], "create it first"),
+        (["{release}", "--rows", "10", "--out", "{tmp}/x.txt"], "write a .csv or a .parquet file"),
+        (["{release}", "--rows", "10", "--out", "{tmp}/taken.csv"], "is a folder"),
+    ],
+)
+def test_cli_errors_exit_2_with_a_message_and_write_nothing(release, tmp_path, capsys, args, message):
+    (tmp_path / "taken.csv").mkdir()
+    values = {"missing": tmp_path / "nope", "release": release.path, "out": tmp_path / "x.csv", "tmp": tmp_path}
+    assert main(["sample", *(a.format(**values) for a in args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsynth sample: ") and message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
+def test_the_student_labels_codes_as_it_labels_one_hot_features(release):
+    """``predict_proba_codes`` (no one-hot matrix: how millions of rows are labelled) is the model."""
+    loaded = Release.load(release.path)
+    codes = SCHEMA.encode(loaded.sample(500, seed=8))
+    features = loaded.features
+    for model in loaded.labeller.values():  # the logreg teacher and the mlp student
+        assert np.allclose(predict_proba_codes(model, features, codes), predict_proba(model, features.x(codes)), atol=1e-6)

@@ -66,6 +66,9 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--min-survivors", type=int, default=None,
                      help="t: organisations that must survive each round (default: parties - 1, "
                      "at least 2)")
+    sim.add_argument("--secagg-neighbours", type=int, default=None,
+                     help="SecAgg+ neighbourhood size k (odd; = parties for the complete graph; default: "
+                     "complete below 20 parties, else the sparsest graph tolerating parties - t dropouts)")
     sim.add_argument("--max-rows", type=int, default=None,
                      help="public cap on rows per organisation: each draws a uniform subsample of at most "
                      "this many rows (counts then cost a replaced row's sensitivity; default: no cap)")

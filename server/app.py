@@ -7,7 +7,8 @@ cap), ``rows`` (0 = the paid-for noisy count), ``seed``, ``rounds`` and ``per-ro
 shape; 0 = planned from the columns and epsilon),
 ``timeout`` (seconds a round waits for organisations; 0 = Flower's default), ``labels``
 (sample | argmax | generator), ``budget-split`` (e.g. ``generator=0.7,teacher=0.3``),
-``teacher`` (logreg | mlp) and ``teacher-steps``; set by the coordinator service:
+``teacher`` (logreg | mlp), ``teacher-steps`` and ``secagg-neighbours`` (SecAgg+ neighbourhood
+size; 0 = chosen from the parties and t, ``common.secagg_graph``); set by the coordinator service:
 ``ledger`` and ``cap`` (the federation's ledger and epsilon cap), ``job-id`` and ``state``
 (its job and database: progress and outcome are reported there, see ``server.jobstore``).
 """
@@ -63,6 +64,7 @@ def config_from_run_config(run_config: dict) -> JobConfig:
         ledger=Path(str(run_config["ledger"])) if str(run_config.get("ledger", "")) else None,
         cap=float(run_config.get("cap", 0)) or None,
         budget_split=parse_budget_split(str(run_config.get("budget-split", "generator=0.7,teacher=0.3"))),
+        secagg_neighbours=int(run_config.get("secagg-neighbours", 0)) or None,
     )
 
 

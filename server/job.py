@@ -24,6 +24,7 @@ from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.marginals import count_sensitivity
 from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import Schema
+from fedsynth.common.secagg_graph import SecAggGraph, choose_graph
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
 from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
 from fedsynth.common.student import relabel as relabel_codes
@@ -62,6 +63,7 @@ class JobConfig:
     student: StudentSettings = field(default_factory=StudentSettings)
     labels: str = "sample"  # sample | argmax | generator (no teacher: all budget to the generator)
     budget_split: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLIT))
+    secagg_neighbours: int | None = None  # SecAgg+ neighbourhood size; None: common.secagg_graph chooses
 
     def __post_init__(self) -> None:
         if self.parties < 1:
@@ -102,6 +104,7 @@ class JobPlan:
     split: Mapping[str, float]
     labels: str
     student: StudentSettings
+    graph: SecAggGraph  # every round's SecAgg+ graph (common.secagg_graph)
 
     def noise_multipliers(self) -> dict[str, float]:
         """Each phase's aggregate noise std over its L2 sensitivity, at ``t`` survivors."""
@@ -122,6 +125,7 @@ class JobPlan:
             "max_rows_per_organisation": self.generator.row_cap,
             "generator": {"sigma_per_marginal": self.generator.sigma, **asdict(self.generator.settings)},
             "labels": self.labels,
+            "secagg": self.graph.summary(),
         }
         if self.teacher is not None:
             dim = dimension(self.teacher.model())
@@ -177,7 +181,9 @@ def _split(config: JobConfig) -> dict[str, float]:
 
 
 def plan_job(config: JobConfig) -> JobPlan:
-    """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round."""
+    """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round
+    (``GraphError`` for a SecAgg+ neighbourhood that cannot tolerate ``n - t`` dropouts)."""
+    graph = choose_graph(config.parties, config.min_survivors, config.secagg_neighbours)
     events, split = _phase_events(config), _split(config)
     plan = plan_noise(events, split, config.epsilon, config.delta)
     sigma = plan.noise_multipliers[GENERATOR]
@@ -192,7 +198,7 @@ def plan_job(config: JobConfig) -> JobPlan:
         )
         secure_ranges(teacher.spec(dimension(teacher.model())), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
-    return JobPlan(generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student)
+    return JobPlan(generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, graph)
 
 
 def open_ledger(config: JobConfig, staging: Path) -> Ledger:
@@ -238,7 +244,7 @@ def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress)
         progress(f"{message}  [epsilon spent {spent:.3f} of {config.epsilon:g}]")
 
     rng = np.random.default_rng(config.seed)
-    with Federation(grid, context, config.parties, ledger, timeout=config.timeout) as fed:
+    with Federation(grid, context, config.parties, ledger, timeout=config.timeout, neighbours=config.secagg_neighbours) as fed:
         fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
         report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
         model = fit_generator(fed, config.schema, plan.generator, rng, report)

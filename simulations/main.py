@@ -14,6 +14,7 @@ from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.schema import Schema, SchemaError, load_schema
+from fedsynth.common.secagg_graph import SecAggGraph
 from fedsynth.common.secure_sum import SecureRangeError
 from fedsynth.common.teacher import TeacherSettings
 from fedsynth.server.job import JobConfig, parse_budget_split, preflight, run_job
@@ -78,6 +79,7 @@ def config_from_args(args: argparse.Namespace, schema: Schema) -> JobConfig:
         teacher=TeacherSettings(model=args.teacher, steps=args.teacher_steps, sampling_rate=args.teacher_rate),
         labels=args.labels,
         budget_split=parse_budget_split(args.budget_split),
+        secagg_neighbours=args.secagg_neighbours,
     )
 
 
@@ -90,7 +92,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         plan = preflight(config)
         say(
             f"plan: epsilon {config.epsilon:g}, delta {config.delta:g}, {config.parties} parties, "
-            f"t={config.min_survivors}; every marginal measured with noise std "
+            f"t={config.min_survivors}, SecAgg+ {graph_words(plan.graph)}; every marginal measured with noise std "
             f"{plan.generator.sigma:.1f} counts"
             + (f"; teacher DP-SGD noise multiplier {plan.teacher.noise_multiplier:.2f}" if plan.teacher else "")
         )
@@ -105,6 +107,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         return 2
     print_summary(release, time.time() - started)
     return 0
+
+
+def graph_words(graph: SecAggGraph) -> str:
+    if graph.complete:
+        return "complete graph"
+    return f"neighbourhoods of {graph.num_shares} at Shamir threshold {graph.threshold}"
 
 
 def print_summary(release: Release, seconds: float) -> None:

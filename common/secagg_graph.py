@@ -50,7 +50,8 @@ when nobody drops), a round keeps the complete graph's guarantee unless one of t
    ``P[m given positions removed] = (r)_m / (n)_m`` (a hypergeometric draw of ``m`` hits).
 3. (liveness only) some node has fewer than ``s`` surviving members in its neighbourhood:
    Flower halts the round before unmasking, nothing is revealed or used (``RoundAborted``).
-   ``p_abort <= n P[H(n - 1, D, k - 1) >= k - s]``.
+   ``p_abort <= (n - D) P[H(n - 1, D, k - 1) > k - s] + D P[H(n - 1, D - 1, k - 1) >= k - s]``
+   (a survivor counts itself, a dropped node does not).
 
 ``privacy_failure = p_1 + p_2`` is the probability, over the coordinator's shuffle alone
 (independent of the data), that a round is not the Skellam mechanism the ledger records; a
@@ -146,8 +147,10 @@ class SecAggGraph:
 
     def abort_probability(self) -> float:
         """Bound on the probability that Flower halts the round with at most D dropouts (3)."""
-        n, k, s = self.organisations, self.num_shares, self.threshold
-        return min(1.0, n * _tail(n - 1, self.max_dropouts, k - 1, k - s))
+        n, k, s, d = self.organisations, self.num_shares, self.threshold, self.max_dropouts
+        live = (n - d) * _tail(n - 1, d, k - 1, k - s + 1)  # a survivor keeps itself
+        dead = d * _tail(n - 1, d - 1, k - 1, k - s) if d else 0.0
+        return min(1.0, live + dead)
 
     def to_config(self) -> dict[str, int]:
         """The request keys the guard judges (``client.guard``)."""

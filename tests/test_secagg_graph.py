@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from scipy.stats import hypergeom
 
-from fedsynth.cli import bundled
+from fedsynth.cli import bundled, main
 from fedsynth.client.app import guarded_share
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused, verify_setup
+from fedsynth.common.accounting import Ledger, skellam_event
 from fedsynth.common.marginals import cliques_to_json
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secagg_graph import (
@@ -33,6 +34,7 @@ from fedsynth.common.secagg_graph import (
     sparse_graph,
 )
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, secure_ranges
+from fedsynth.server.release import privacy_statement
 
 TRIALS = 4000
 
@@ -193,3 +195,38 @@ def test_the_setup_must_be_the_requested_graph(tmp_path):
     for key, value in [("share_num", 100), ("threshold", 95), ("share_num", graph.num_shares + 2)]:
         with pytest.raises(GuardRefused, match=f"rule secagg-setup; {key}="):
             verify_setup("org-7", {**setup, key: value}, spec, ranges, 100, graph)
+
+
+# ---------------------------------------------------------------- the release and the CLI
+
+
+def test_the_release_adds_each_rounds_graph_failure_to_delta_and_states_the_graph(tmp_path):
+    graph = choose_graph(200, 190)
+    names = [f"org-{i}" for i in range(200)]
+    ledger = Ledger(tmp_path / "ledger.jsonl", cap_epsilon=10.0, delta=1e-6)
+    for round_ in (1, 2):
+        ledger.append("generator", "marginals", skellam_event(400.0, 1.0, 1.0), metadata={
+            "round": round_, "survivors": names[:195], "mu": 400.0, "dim": 10,
+            "graph": {"num_shares": graph.num_shares, "threshold": graph.threshold,
+                      "privacy_failure": graph.privacy_failure()}})
+    plan = {"min_survivors": 190, "epsilon_planned": 1.0, "secagg": graph.summary()}
+    statement = privacy_statement(ledger, 0, plan, names)
+    by_hand = (1 + math.exp(statement["epsilon"])) * 2 * graph.privacy_failure()
+    assert statement["delta_graph_failure"] == pytest.approx(by_hand) and by_hand > 0
+    assert statement["delta"] == pytest.approx(1e-6 + statement["delta_noise_tail"] + by_hand)
+    stated = statement["trust"]["secagg_graph"]
+    assert stated["neighbourhood_size_k"] == graph.num_shares
+    assert stated["shamir_threshold_per_neighbourhood"] == graph.threshold
+    assert stated["privacy_failure_per_round"] == graph.privacy_failure()
+    assert stated["kind"].startswith("sparse")
+    assert statement["trust"]["tolerated_colluding_organisations"] == 5  # min survivors 195 - t 190
+
+
+def test_simulate_refuses_up_front_a_neighbourhood_that_cannot_meet_the_dropouts(tmp_path, capsys):
+    out = tmp_path / "release"
+    code = main(["simulate", "--parties", "100", "--min-survivors", "90", "--secagg-neighbours", "9",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists() and "Traceback" not in err
+    assert ("fedsynth simulate: a SecAgg+ neighbourhood of 9 among 100 organisations cannot tolerate 10 dropouts"
+            in err and f"use at least {choose_graph(100, 90).num_shares} neighbours, or t = 97" in err)

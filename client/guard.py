@@ -173,7 +173,7 @@ class Guard:
                 "shamir-threshold", f"t={t} of n={n}: need n/2 < t <= n, else t colluders can unmask a vector"
             )
 
-    def _check_graph(self, request: Mapping[str, Any], spec: NoisySumSpec) -> SecAggGraph:
+    def _check_graph(self, request: Mapping[str, Any], spec: NoisySumSpec) -> None:
         n, t = int(request["num_clients"]), spec.min_survivors
         try:
             graph = graph_from_request(request, n, t)
@@ -182,7 +182,7 @@ class Guard:
         if graph.complete:
             if graph.threshold != t:
                 raise self._refused("secagg-graph", f"a complete graph shares at threshold t={t}, not {graph.threshold}")
-            return graph
+            return
         failure = graph.privacy_failure()
         if failure > self.policy.max_graph_failure:
             raise self._refused(
@@ -191,7 +191,6 @@ class Guard:
                 f"probability {failure:.3g} per round for {n - t} dropouts and colluders (t={t}); the policy "
                 f"allows {self.policy.max_graph_failure:.3g}",
             )
-        return graph
 
     def _check_multiplier(self, z: float, what: str) -> None:
         if z <= 0 or z < self.policy.min_noise_multiplier:

@@ -91,6 +91,7 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
             pass
 
     client_app = build_client_app(Party, fixed_seed=0)
+    stage_seconds = time_stages()
 
     @client_app.evaluate()
     def plain(msg: Message, context: Context) -> Message:
@@ -109,10 +110,12 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
 
         def secure(spec: NoisySumSpec) -> float:
             fed.ledger = Ledger(tmp / f"ledger-{next(counter)}.jsonl", cap_epsilon=1e9, delta=1e-6)
+            stage_seconds.clear()
             start = time.perf_counter()
             res = fed.noisy_sum(spec, {}, phase="bench", mechanism="noisy sum")
             elapsed = time.perf_counter() - start
             assert len(res.survivors) == n, res.survivors
+            results.setdefault("stages", {}).setdefault(str(spec.dim), []).append(dict(stage_seconds))
             return elapsed
 
         plain_round = [1000]  # plain rounds get their own round numbers (noise seeds)
@@ -135,6 +138,7 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
         with Federation(grid, context, num_clients=n, ledger=None, neighbours=neighbours) as fed:
             warm = specs[min(dims)]
             results["warmup_s"] = [secure(warm), plain_sum(warm)]
+            results["stages"] = {}  # the warm-up's are not part of the table
             save()
             for d in dims:
                 row = results["dims"].setdefault(str(d), {"secure": [], "plain": []})
@@ -151,6 +155,24 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
         save()
 
     run_in_simulation(job, client_app, n, cpus_per_party=cpus)
+
+
+def time_stages() -> dict[str, float]:
+    """Seconds of each SecAgg+ stage of the latest secure round (the workflow's stages, timed)."""
+    from fedsynth.server import secure_sum
+
+    seconds: dict[str, float] = {}
+    workflow = secure_sum._TrackedSecAggPlus
+    for stage in ("setup_stage", "share_keys_stage", "collect_masked_vectors_stage", "unmask_stage"):
+        def timed(self, grid, context, state, _stage=getattr(workflow, stage), _name=stage):  # noqa: ANN001, ANN202
+            start = time.perf_counter()
+            try:
+                return _stage(self, grid, context, state)
+            finally:
+                seconds[_name.removesuffix("_stage")] = time.perf_counter() - start
+
+        setattr(workflow, stage, timed)
+    return seconds
 
 
 # ---------------------------------------------------------------- parent: time boxes, table
@@ -272,6 +294,10 @@ def main() -> None:
                     plain, secure = median(row["plain"][:reps]), median(row["secure"][:reps])
                     note = row.get("cut", "" if status == "ok" else status)
                     print(f"{lead} {plain:>8.2f} {secure:>9.2f} {secure / plain:>11.1f}x  {note}")
+                    stages = (results or {}).get("stages", {}).get(str(d), [])
+                    if stages:
+                        split = ", ".join(f"{k} {median([r[k] for r in stages]):.2f}" for k in stages[0])
+                        print(f"{'':>7} secure round by stage (median s): {split}")
                 print(f"{'':>7} ({graph} graph, {n} clients: {wall:.0f} s wall in all, incl. Ray start-up and warm-up)",
                       flush=True)
 

@@ -19,8 +19,8 @@ Two thresholds
 * ``t`` (the noise threshold, ``NoisySumSpec.min_survivors``): every organisation adds
   ``Sk(mu / t)``; the coordinator unmasks only when at least ``t`` masked vectors arrived
   (``server.secure_sum``; Flower itself checks only each neighbourhood), so the sum carries
-  ``Sk(s mu / t)`` with ``s >= t`` survivors: the ledger records the ``s`` it saw, and with
-  ``c`` colluders subtracting their shares ``(s - c) mu / t >= mu`` remains while ``c <= s - t``.
+  ``Sk(|S| mu / t)`` with ``|S| >= t`` survivors: the ledger records the ``|S|`` it saw, and with
+  ``c`` colluders subtracting their shares ``(|S| - c) mu / t >= mu`` remains while ``c <= |S| - t``.
 * ``s`` (the Shamir threshold per neighbourhood, this module's ``threshold``): ``2s > k``.
   An honest organisation reveals, per round, one kind of share per neighbour (its seed share if
   the coordinator says that neighbour is active, its ``sk1`` share if dead; ``client.guard.

@@ -36,7 +36,7 @@ from flwr.serverapp import Grid
 
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.rounds import round_event
-from fedsynth.common.secagg_graph import SecAggGraph, choose_graph
+from fedsynth.common.secagg_graph import choose_graph
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import (
     MAX_WEIGHT,
@@ -146,16 +146,16 @@ def client_error(reason: str) -> str:
 
 
 class _TrackedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow on ``graph``, remembering which nodes were still active after
-    each stage, and halting before the unmask stage when fewer than ``min_survivors`` masked
-    vectors arrived (Flower checks each neighbourhood only, which a sparse graph lets pass).
+    """Flower's SecAgg+ workflow, remembering which nodes were still active after each stage,
+    and halting before the unmask stage when fewer than ``min_survivors`` masked vectors arrived
+    (Flower checks each neighbourhood only, which a sparse graph lets pass).
 
     Flower halts a round silently; this lets the coordinator say who dropped, and when.
     ``neighbourhoods``: the graph Flower drew (node id -> its neighbourhood, itself included).
     """
 
-    def __init__(self, graph: SecAggGraph, min_survivors: int, **kwargs: Any) -> None:
-        super().__init__(num_shares=graph.num_shares, reconstruction_threshold=graph.threshold, **kwargs)
+    def __init__(self, *args: Any, min_survivors: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.min_survivors = min_survivors
         self.active: set[int] = set()
         self.neighbourhoods: dict[int, set[int]] = {}
@@ -301,8 +301,9 @@ class Federation:
             {WorkflowKey.CURRENT_ROUND: self._round}
         )
         workflow = _TrackedSecAggPlus(
-            graph,
-            spec.min_survivors,
+            num_shares=graph.num_shares,
+            reconstruction_threshold=graph.threshold,
+            min_survivors=spec.min_survivors,
             max_weight=float(MAX_WEIGHT),
             clipping_range=float(ranges.clipping_range),
             quantization_range=ranges.quantization_range,

@@ -43,6 +43,7 @@ from flwr.compat.common import recorddict_compat as compat
 from fedsynth.client.daemon import DaemonConfig
 from fedsynth.client.guard import Guard, GuardPolicy, verify_setup, verify_unmask
 from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
+from fedsynth.common.secagg_graph import graph_from_request
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
 
@@ -143,7 +144,8 @@ def guarded_share(
     num_clients = int(request["num_clients"])
     ranges = secure_ranges(spec, num_clients)
     if setup is not None:
-        verify_setup(org.name, setup, spec, ranges, num_clients)
+        graph = graph_from_request(request, num_clients, spec.min_survivors)
+        verify_setup(org.name, setup, spec, ranges, num_clients, graph)
     if org.guard is not None:
         org.guard.record(event, request, spec)
     return noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)

@@ -26,6 +26,7 @@ delta = 1e-6
 min-noise-multiplier = 0.5
 min-survivors = 2
 noise-accounting = "planned"               # or "own-share": account only this organisation's noise
+# max-graph-failure = 9.1e-13              # optional: largest per-round failure probability of a sparse SecAgg+ graph
 ```
 
 Relative paths are relative to the config file. Next to the guard's ledger the daemon keeps
@@ -54,13 +55,15 @@ from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused, TableDoesNotConform, refusal
 from fedsynth.common.schema import Schema, TableFileError, load_schema
 from fedsynth.common.schema.io import as_text_frame
+from fedsynth.common.secagg_graph import PRIVACY_FAILURE
 
 log = logging.getLogger(__name__)
 
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
     "superlink": {"address", "root-certificates", "auth-key", "insecure", "clientappio-port"},
-    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors", "noise-accounting"},
+    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors", "noise-accounting",
+              "max-graph-failure"},
     "testing": {"noise-seed"},
 }
 REQUIRED = {
@@ -144,6 +147,7 @@ class DaemonConfig:
                 min_noise_multiplier=float(guard["min-noise-multiplier"]),
                 min_survivors=int(guard["min-survivors"]),
                 noise_accounting=str(guard.get("noise-accounting", "planned")),
+                max_graph_failure=float(guard.get("max-graph-failure", PRIVACY_FAILURE)),
             )
         except ValueError as exc:
             raise ConfigError(f"{path} [guard]: {exc}") from None

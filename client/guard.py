@@ -14,8 +14,13 @@ any data is read or anything is sent:
   Shamir share (threshold ``t``) of its mask secrets, so ``t`` colluders with the coordinator
   could unmask an honest client's vector, which carries only its own share ``mu / t`` of the
   noise; with ``2t > n`` no ``n - t`` colluders can.
+* ``secagg-graph``: a SecAgg+ graph (``secagg.num_shares`` k, ``secagg.threshold`` s) other
+  than the complete one (k = n, s = t) that breaks ``2s > k`` or ``s < k`` or whose privacy
+  failure probability, computed here from the public n and t for ``n - t`` dropouts and as many
+  colluders (``common.secagg_graph``), exceeds the policy's ``max_graph_failure``: the guard
+  accepts any graph at least as safe as the one it would choose itself.
 * ``secagg-setup``: SecAgg+ setup parameters that differ from what the round's request implies
-  (threshold ``t``, number of shares ``n``, clipping, quantization and modulus ranges, weight):
+  (threshold ``s``, number of shares ``k``, sample size ``n``, clipping, quantization and modulus ranges, weight):
   compared at the masked-vector stage, before the vector is computed (:func:`verify_setup`).
   ``secagg-unmask``: an unmask request whose active and dead node sets overlap or that names
   fewer than ``t`` active nodes (:func:`verify_unmask`): answering it could reveal both a
@@ -55,6 +60,7 @@ from fedsynth.common.accounting import BudgetExceeded, Ledger
 from fedsynth.common.marginals import cells, cliques_from_json
 from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
 from fedsynth.common.schema import Schema
+from fedsynth.common.secagg_graph import PRIVACY_FAILURE, GraphError, SecAggGraph, graph_from_request
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
 
 NOISE_ACCOUNTING = ("planned", "own-share")
@@ -74,6 +80,7 @@ class GuardPolicy:
     min_noise_multiplier: float
     min_survivors: int
     noise_accounting: str = "planned"
+    max_graph_failure: float = PRIVACY_FAILURE  # per round, for a sparse SecAgg+ graph
 
     def __post_init__(self) -> None:
         if self.min_survivors < 2:
@@ -121,6 +128,7 @@ class Guard:
             raise self._refused("scale", str(exc)) from None
         self._check_threshold(spec.min_survivors)
         self._check_shamir(spec.min_survivors, int(request["num_clients"]))
+        self._check_graph(request, spec)
         mu = self.accounted_mu(spec)
         if task in ("select", "scores"):
             self._check_model(request, arrays)
@@ -165,6 +173,25 @@ class Guard:
                 "shamir-threshold", f"t={t} of n={n}: need n/2 < t <= n, else t colluders can unmask a vector"
             )
 
+    def _check_graph(self, request: Mapping[str, Any], spec: NoisySumSpec) -> None:
+        n, t = int(request["num_clients"]), spec.min_survivors
+        try:
+            graph = graph_from_request(request, n, t)
+        except GraphError as exc:
+            raise self._refused("secagg-graph", str(exc)) from None
+        if graph.complete:
+            if graph.threshold != t:
+                raise self._refused("secagg-graph", f"a complete graph shares at threshold t={t}, not {graph.threshold}")
+            return
+        failure = graph.privacy_failure()
+        if failure > self.policy.max_graph_failure:
+            raise self._refused(
+                "secagg-graph",
+                f"neighbourhoods of k={graph.num_shares} at threshold {graph.threshold} among n={n} fail with "
+                f"probability {failure:.3g} per round for {n - t} dropouts and colluders (t={t}); the policy "
+                f"allows {self.policy.max_graph_failure:.3g}",
+            )
+
     def _check_multiplier(self, z: float, what: str) -> None:
         if z <= 0 or z < self.policy.min_noise_multiplier:
             raise self._refused(
@@ -205,11 +232,14 @@ class Guard:
         return GuardRefused(refusal(self.org, rule, why))
 
 
-def verify_setup(org: str, setup: Mapping[str, Any], spec: NoisySumSpec, ranges: SecureRanges, n: int) -> None:
-    """Refuse unless the SecAgg+ setup this node joined with is what the round's request implies."""
+def verify_setup(
+    org: str, setup: Mapping[str, Any], spec: NoisySumSpec, ranges: SecureRanges, n: int, graph: SecAggGraph | None = None
+) -> None:
+    """Refuse unless the SecAgg+ setup this node joined with is what the round's request implies
+    (``graph``: the round's; None: the complete graph at threshold ``t``)."""
     expected = {
-        "threshold": spec.min_survivors,
-        "share_num": n,
+        "threshold": graph.threshold if graph else spec.min_survivors,
+        "share_num": graph.num_shares if graph else n,
         "sample_num": n,
         "clipping_range": float(ranges.clipping_range),
         "target_range": ranges.quantization_range,

@@ -49,7 +49,8 @@ class FederatedSynthesizer:
     noisy row count); ``seed``; ``rounds`` and ``per_round`` the generator's shape (None:
     planned from the columns and epsilon); ``timeout`` the seconds a round waits (0: forever);
     ``labels`` sample | argmax | generator; ``budget_split`` the phases' shares; ``teacher``
-    logreg | mlp, ``teacher_steps`` and ``teacher_rate`` the DP teacher's DP-SGD; ``evaluate`` the
+    logreg | mlp, ``teacher_steps`` and ``teacher_rate`` the DP teacher's DP-SGD; ``secagg_neighbours`` the
+    SecAgg+ neighbourhood size (None: chosen from parties and t); ``evaluate`` the
     share of epsilon for a federated evaluation (0: none).
     The job is validated and planned when it is fitted, before any data moves.
     """
@@ -72,6 +73,7 @@ class FederatedSynthesizer:
         teacher: str = "logreg",
         teacher_steps: int = 30,
         teacher_rate: float = 1.0,
+        secagg_neighbours: int | None = None,
         evaluate: float = 0.0,
     ) -> None:
         self.schema = schema
@@ -80,7 +82,7 @@ class FederatedSynthesizer:
         self.rounds, self.per_round, self.timeout = rounds, per_round, timeout
         self.labels, self.budget_split = labels, budget_split
         self.teacher, self.teacher_steps, self.teacher_rate = teacher, teacher_steps, teacher_rate
-        self.evaluate = evaluate
+        self.secagg_neighbours, self.evaluate = secagg_neighbours, evaluate
         self.release_: Release | None = None
 
     def get_params(self) -> dict[str, Any]:

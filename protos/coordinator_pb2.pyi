@@ -23,7 +23,7 @@ SUCCEEDED: JobState
 FAILED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("schema", "parties", "epsilon", "delta", "min_survivors", "max_rows", "rows", "seed", "rounds", "per_round", "labels", "budget_split", "teacher", "teacher_steps", "timeout_s", "teacher_rate", "evaluate")
+    __slots__ = ("schema", "parties", "epsilon", "delta", "min_survivors", "max_rows", "rows", "seed", "rounds", "per_round", "labels", "budget_split", "teacher", "teacher_steps", "timeout_s", "teacher_rate", "evaluate", "secagg_neighbours")
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     PARTIES_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class JobSpec(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TEACHER_RATE_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     schema: str
     parties: int
     epsilon: float
@@ -58,7 +59,8 @@ class JobSpec(_message.Message):
     timeout_s: float
     teacher_rate: float
     evaluate: float
-    def __init__(self, schema: _Optional[str] = ..., parties: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., min_survivors: _Optional[int] = ..., max_rows: _Optional[int] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., per_round: _Optional[int] = ..., labels: _Optional[str] = ..., budget_split: _Optional[str] = ..., teacher: _Optional[str] = ..., teacher_steps: _Optional[int] = ..., timeout_s: _Optional[float] = ..., teacher_rate: _Optional[float] = ..., evaluate: _Optional[float] = ...) -> None: ...
+    secagg_neighbours: int
+    def __init__(self, schema: _Optional[str] = ..., parties: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., min_survivors: _Optional[int] = ..., max_rows: _Optional[int] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., per_round: _Optional[int] = ..., labels: _Optional[str] = ..., budget_split: _Optional[str] = ..., teacher: _Optional[str] = ..., teacher_steps: _Optional[int] = ..., timeout_s: _Optional[float] = ..., teacher_rate: _Optional[float] = ..., evaluate: _Optional[float] = ..., secagg_neighbours: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "error", "epsilon_planned", "epsilon_spent", "created", "updated", "flower_run_id", "release_files", "spec")

@@ -30,6 +30,7 @@ from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.marginals import count_sensitivity
 from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import Schema
+from fedsynth.common.secagg_graph import SecAggGraph, choose_graph
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
 from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
 from fedsynth.common.student import relabel as relabel_codes
@@ -73,6 +74,7 @@ class JobConfig:
     budget_split: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLIT))
     evaluate: float = 0.0  # share of epsilon for a federated evaluation (common.evaluation); 0: none
     evaluate_pairs: int = DEFAULT_PAIRS  # column pairs it checks, besides every 1-way marginal
+    secagg_neighbours: int | None = None  # SecAgg+ neighbourhood size; None: common.secagg_graph chooses
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.evaluate < 1.0:
@@ -158,6 +160,7 @@ class JobPlan:
     split: Mapping[str, float]
     labels: str
     student: StudentSettings
+    graph: SecAggGraph  # every round's SecAgg+ graph (common.secagg_graph)
     evaluation: EvaluationPlan | None = None
 
     def noise_multipliers(self) -> dict[str, float]:
@@ -181,6 +184,7 @@ class JobPlan:
             "max_rows_per_organisation": self.generator.row_cap,
             "generator": {"sigma_per_marginal": self.generator.sigma, **asdict(self.generator.settings)},
             "labels": self.labels,
+            "secagg": self.graph.summary(),
         }
         if self.teacher is not None:
             dim = dimension(self.teacher.model())
@@ -251,7 +255,9 @@ def _main_split(config: JobConfig) -> dict[str, float]:
 
 
 def plan_job(config: JobConfig) -> JobPlan:
-    """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round."""
+    """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round
+    (``GraphError`` for a SecAgg+ neighbourhood that cannot tolerate ``n - t`` dropouts)."""
+    graph = choose_graph(config.parties, config.min_survivors, config.secagg_neighbours)
     events, split = _phase_events(config), _split(config)
     plan = plan_noise(events, split, config.epsilon, config.delta)
     sigma = plan.noise_multipliers[GENERATOR]
@@ -273,7 +279,7 @@ def plan_job(config: JobConfig) -> JobPlan:
         secure_ranges(evaluation.spec(config.schema.domain()), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
     return JobPlan(
-        generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, evaluation
+        generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, graph, evaluation
     )
 
 
@@ -324,7 +330,12 @@ def staged(staging: Path) -> Iterator[None]:
 
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
     """Run the job on the organisations behind ``grid`` and write its release."""
-    return run_job_with(lambda ledger: Federation(grid, context, config.parties, ledger, timeout=config.timeout), config, progress)
+    def connect(ledger: Ledger) -> Federation:
+        return Federation(
+            grid, context, config.parties, ledger, timeout=config.timeout, neighbours=config.secagg_neighbours
+        )
+
+    return run_job_with(connect, config, progress)
 
 
 def run_job_with(connect: Callable[[Ledger], AbstractContextManager[Any]], config: JobConfig, progress: Progress) -> Release:

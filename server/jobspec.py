@@ -109,6 +109,8 @@ JOB_OPTIONS: tuple[Option, ...] = (
            field="steps"),
     Option("teacher-rate", float, 1.0, "Poisson sampling rate of each DP-SGD step (1 = full batches: see "
            "fedsynth.common.teacher)", lands=TEACHER, field="sampling_rate"),
+    Option("secagg-neighbours", int, None, "SecAgg+ neighbourhood size k (odd; = parties for the complete graph)",
+           default_text="complete below 20 parties, else the sparsest graph tolerating parties - t dropouts"),
     Option("evaluate", float, 0.0, "share of epsilon for a federated evaluation: the union's noisy counts of "
            "every 1-way marginal and some public column pairs, compared with the release in privacy.json "
            "(e.g. 0.05; 0: none, the main job's cost is unchanged)"),

@@ -293,6 +293,18 @@ def tail_delta(entries: Iterable, organisations: int, epsilon: float) -> float:
     return (1.0 + math.exp(min(epsilon, 700.0))) * tau
 
 
+def graph_delta(entries: Iterable, epsilon: float) -> float:
+    """What sparse SecAgg+ graphs add to delta (``common.secagg_graph``).
+
+    A round's graph breaks the privacy argument with probability at most its recorded
+    ``privacy_failure`` (0 for the complete graph), independently of the data; the job is within
+    total variation of the sum of these of one where no graph fails, so it adds
+    ``(1 + e^epsilon)`` times that sum, like :func:`tail_delta`.
+    """
+    tau = sum(float(e.metadata.get("graph", {}).get("privacy_failure", 0.0)) for e in entries)
+    return (1.0 + math.exp(min(epsilon, 700.0))) * tau
+
+
 def tolerated_colluders(entries: Iterable, t: int, n: int) -> int:
     """Organisations that may collude with the coordinator while the planned epsilon still holds.
 
@@ -326,7 +338,27 @@ def trust(entries: Sequence, plan: Mapping, organisations: Sequence[str]) -> dic
         "guard refuses requests it cannot verify and accounts its own ledger, at the planned noise or, in "
         "its 'own-share' mode, at its own share mu/t only (docs/trust-model.md)",
         "secure_aggregation": secure_aggregation(),
+        **secagg_graph(plan),
     }
+
+
+def secagg_graph(plan: Mapping) -> dict:
+    """The trust section's account of the SecAgg+ graph (``common.secagg_graph``), if planned."""
+    graph = plan.get("secagg")
+    if graph is None:
+        return {}
+    if graph["neighbourhood_size_k"] == graph["organisations"]:
+        how = "complete: every organisation Shamir-shares its mask secrets with every other one at threshold t"
+    else:
+        how = (
+            f"sparse: each organisation shares its mask secrets with the {graph['neighbourhood_size_k'] - 1} "
+            f"organisations next to it in an order the coordinator draws at random each round, at Shamir threshold "
+            f"{graph['shamir_threshold_per_neighbourhood']} (more than half its neighbourhood); the tolerated "
+            f"colluders hold except with probability {graph['privacy_failure_per_round']:.3g} per round (in "
+            "delta_graph_failure); a coordinator that chose the order itself could gather its colluders round one "
+            "organisation, so beyond honest-but-curious fewer colluders than that threshold are tolerated"
+        )
+    return {"secagg_graph": {"kind": how, **graph}}
 
 
 def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisations: Iterable[str]) -> dict:
@@ -342,11 +374,13 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
     phases = sorted({e.phase for e in entries})
     organisations = sorted(organisations)
     tail = tail_delta(entries, len(organisations), total["epsilon"])
+    graph = graph_delta(entries, total["epsilon"])
     return {
         "epsilon": total["epsilon"],
-        "delta": ledger.delta + tail,
+        "delta": ledger.delta + tail + graph,
         "delta_accountant": ledger.delta,
         "delta_noise_tail": tail,
+        "delta_graph_failure": graph,
         "accountant": total["method"],
         "epsilon_rdp": total["rdp"],
         "epsilon_pld": total["pld"],

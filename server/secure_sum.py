@@ -3,8 +3,14 @@
 One call of :meth:`Federation.noisy_sum` is one SecAgg+ round: every connected client
 computes its vector, adds its Skellam share and masks it; the coordinator unmasks only the
 survivors' sum, records the Skellam event with the survivors' actual noise in the ledger
-(fsynced) and only then returns the decoded sum. A round with fewer than ``t`` survivors
-cannot be unmasked (reconstruction threshold ``t``) and raises :class:`RoundAborted`.
+(fsynced) and only then returns the decoded sum. A round with fewer than ``t`` survivors is
+never unmasked and raises :class:`RoundAborted`.
+
+The SecAgg+ graph is ``common.secagg_graph.choose_graph``: complete (every organisation shares
+its mask secrets with every other one at Shamir threshold ``t``) below ``SPARSE_FROM``
+organisations, sparse above (neighbourhoods of ``k ~ log n`` at a Shamir threshold above
+``k / 2``). Flower then checks only that each neighbourhood keeps enough members, so the
+coordinator itself halts a round before unmasking when fewer than ``t`` masked vectors arrived.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from flwr.serverapp import Grid
 
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.rounds import round_event
+from fedsynth.common.secagg_graph import choose_graph
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import (
     MAX_WEIGHT,
@@ -139,14 +146,19 @@ def client_error(reason: str) -> str:
 
 
 class _TrackedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow, remembering which nodes were still active after each stage.
+    """Flower's SecAgg+ workflow, remembering which nodes were still active after each stage,
+    and halting before the unmask stage when fewer than ``min_survivors`` masked vectors arrived
+    (Flower checks each neighbourhood only, which a sparse graph lets pass).
 
     Flower halts a round silently; this lets the coordinator say who dropped, and when.
+    ``neighbourhoods``: the graph Flower drew (node id -> its neighbourhood, itself included).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, min_survivors: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.min_survivors = min_survivors
         self.active: set[int] = set()
+        self.neighbourhoods: dict[int, set[int]] = {}
         self.stage = "setup"
 
     def _tracked(self, name: str, stage: Callable[..., bool], grid, context, state) -> bool:  # noqa: ANN001
@@ -156,13 +168,16 @@ class _TrackedSecAggPlus(SecAggPlusWorkflow):
         return ok
 
     def setup_stage(self, grid, context, state) -> bool:  # noqa: ANN001 (Flower's API)
-        return self._tracked("setup", super().setup_stage, grid, context, state)
+        ok = self._tracked("setup", super().setup_stage, grid, context, state)
+        self.neighbourhoods = {nid: set(nbrs) for nid, nbrs in state.nid_to_neighbours.items()}
+        return ok
 
     def share_keys_stage(self, grid, context, state) -> bool:  # noqa: ANN001
         return self._tracked("key sharing", super().share_keys_stage, grid, context, state)
 
     def collect_masked_vectors_stage(self, grid, context, state) -> bool:  # noqa: ANN001
-        return self._tracked("masked vectors", super().collect_masked_vectors_stage, grid, context, state)
+        ok = self._tracked("masked vectors", super().collect_masked_vectors_stage, grid, context, state)
+        return ok and len(self.active) >= self.min_survivors
 
 
 @dataclass
@@ -171,7 +186,8 @@ class Federation:
 
     Use as a context manager: it keeps Flower's client manager in sync with the grid,
     waits for ``num_clients`` nodes and asks each for its organisation name (a ``query``
-    message; the answer holds no data).
+    message; the answer holds no data). ``neighbours``: the SecAgg+ neighbourhood size asked
+    for (None: ``choose_graph`` decides from the number of organisations and ``t``).
     """
 
     grid: Grid
@@ -179,7 +195,9 @@ class Federation:
     num_clients: int
     ledger: Ledger | None
     timeout: float | None = None
+    neighbours: int | None = None
     org_names: dict[int, str] = field(default_factory=dict)
+    last_graph: dict[int, set[int]] = field(default_factory=dict)  # the last round's neighbourhoods
     _round: int = 0
 
     def __enter__(self) -> "Federation":
@@ -268,10 +286,11 @@ class Federation:
         elif spec.mu > 0:
             raise ValueError("a noisy sum without a ledger is only for noise-free tests")
         ranges = secure_ranges(spec, self.num_clients)
+        graph = choose_graph(self.num_clients, spec.min_survivors, self.neighbours)
         by_node = {nid: node_parameters[name] for nid, name in self.org_names.items() if name in (node_parameters or {})}
         strategy = _OneRound(
             self.num_clients,
-            {**request, **spec.to_config(), "round": self._round, "num_clients": self.num_clients},
+            {**request, **spec.to_config(), **graph.to_config(), "round": self._round, "num_clients": self.num_clients},
             by_node,
         )
         self._legacy.strategy = strategy
@@ -282,8 +301,9 @@ class Federation:
             {WorkflowKey.CURRENT_ROUND: self._round}
         )
         workflow = _TrackedSecAggPlus(
-            num_shares=self.num_clients,
-            reconstruction_threshold=spec.min_survivors,
+            num_shares=graph.num_shares,
+            reconstruction_threshold=graph.threshold,
+            min_survivors=spec.min_survivors,
             max_weight=float(MAX_WEIGHT),
             clipping_range=float(ranges.clipping_range),
             quantization_range=ranges.quantization_range,
@@ -292,6 +312,7 @@ class Federation:
         )
         grid = _ErrorsByNode(self.grid)
         workflow(grid, self._legacy)
+        self.last_graph = workflow.neighbourhoods
         reasons = "".join(f"\n- {self.name(n)}: {why}" for n, why in sorted(grid.errors.items()))
         if strategy.mean is None:
             alive = tuple(sorted(self.name(n) for n in workflow.active))
@@ -317,6 +338,11 @@ class Federation:
                     "mu": mu,
                     "planned_mu": spec.mu,
                     "dim": spec.dim,
+                    "graph": {
+                        "num_shares": graph.num_shares,
+                        "threshold": graph.threshold,
+                        "privacy_failure": graph.privacy_failure(),
+                    },
                 },
             )
         result = SumResult(

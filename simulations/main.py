@@ -15,6 +15,7 @@ from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
 from fedsynth.common.progress import ProgressReporter
 from fedsynth.common.schema import Schema, SchemaError, load_schema
+from fedsynth.common.secagg_graph import SecAggGraph
 from fedsynth.common.secure_sum import SecureRangeError
 from fedsynth.server.job import JobConfig, preflight, run_job
 from fedsynth.server.jobspec import JOB_OPTIONS, default_labels, job_config
@@ -81,7 +82,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         plan = preflight(config)
         say(
             f"plan: epsilon {config.epsilon:g}, delta {config.delta:g}, {config.parties} parties, "
-            f"t={config.min_survivors}; every marginal measured with noise std "
+            f"t={config.min_survivors}, SecAgg+ {graph_words(plan.graph)}; every marginal measured with noise std "
             f"{plan.generator.sigma:.1f} counts"
             + (f"; teacher DP-SGD noise multiplier {plan.teacher.noise_multiplier:.2f}" if plan.teacher else "")
         )
@@ -112,6 +113,12 @@ def refuse_draft(schema: Schema, path: Path) -> None:
         f"bound, bin and category list with the data steward, replace them with public knowledge, then "
         f"delete {where} (`{lines[number - 1].strip() if number else 'draft: true'}`)"
     )
+
+
+def graph_words(graph: SecAggGraph) -> str:
+    if graph.complete:
+        return "complete graph"
+    return f"neighbourhoods of {graph.num_shares} at Shamir threshold {graph.threshold}"
 
 
 def print_summary(release: Release, seconds: float) -> None:

@@ -142,7 +142,13 @@ class SecAggGraph:
         return self.num_shares // 2
 
     def privacy_failure(self) -> float:
-        """Bound on the probability that the graph breaks the privacy argument (module docstring, 1 + 2)."""
+        """Bound on the probability that the graph breaks the privacy argument (module docstring, 1 + 2).
+
+        Exactly 0 for the complete graph: every honest survivor neighbours every other one (no
+        partial sums), and its ``C = n - t < t = s`` colluders (``2t > n``) hold too few shares.
+        """
+        if self.complete:
+            return 0.0
         return _privacy_failure(self.organisations, self.num_shares, self.threshold, self.max_dropouts, self.max_colluders)
 
     def abort_probability(self) -> float:

@@ -88,9 +88,10 @@ def test_monte_carlo_aborts_stay_below_the_computed_bound():
     assert aborted > 0 and aborted / TRIALS <= bound < 20 * upper(aborted, TRIALS)
 
 
-def test_the_complete_graph_below_the_sparse_threshold_keeps_t_and_fails_never():
-    graph = choose_graph(SPARSE_FROM - 1, SPARSE_FROM - 2)
-    assert graph.complete and graph.threshold == SPARSE_FROM - 2
+@pytest.mark.parametrize("n, t", [(3, 2), (4, 3), (5, 3), (7, 4), (SPARSE_FROM - 1, SPARSE_FROM - 2)])
+def test_the_complete_graph_below_the_sparse_threshold_keeps_t_and_fails_never(n, t):
+    graph = choose_graph(n, t)
+    assert graph.complete and graph.threshold == t
     assert graph.privacy_failure() == 0.0 and graph.abort_probability() == 0.0
 
 

@@ -56,6 +56,8 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
     recomputed = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in ledger.entries]))
     assert statement["epsilon"] == pytest.approx(recomputed.epsilon(1e-6).epsilon, rel=1e-9)
     assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] <= 1.0
+    assert statement["delta"] == pytest.approx(1e-6 + statement["delta_noise_tail"])  # the complete graph never fails
+    assert statement["delta_graph_failure"] == 0.0
     # 1-way round, the organisations' profile, one selection round (votes, then scores), one
     # measurement round, then the teacher's DP-SGD steps; the student's distillation and the
     # labelling add no event (post-processing).

@@ -43,6 +43,12 @@ Design and privacy argument
   make the model larger than ``max_model_mb`` drops them; a run that runs out of candidates
   stops early and spends less (stopping on already-released outputs is post-processing of the
   full plan).
+* **Bounded messages.** A round considers at most ``max_view_cells`` cells of candidate
+  marginals: all candidates when they fit, else a uniform random subset drawn by the
+  coordinator (:func:`round_candidates`; public randomness, no data involved, so no privacy
+  cost). The model's view sent to an organisation for the votes is then at most
+  ``max_view_cells`` floats plus one penalty per candidate, and for the scores a part of it,
+  whatever the number of columns (``docs/generator.md``).
 * **Fit and sample.** ``mbi`` fits a graphical model to all noisy measurements (weighted by
   their actual noise); rows are sampled from it. Both are post-processing.
 """
@@ -325,6 +331,37 @@ def first_round(
     return ({ORGANISATION: organisations, **domain} if kept else domain), ones + kept, rows
 
 
+def round_candidates(
+    model: MarginalModel, candidates: list[Clique], settings: GeneratorSettings, rng: np.random.Generator
+) -> tuple[list[Clique], list[Clique]]:
+    """This round's candidates, and the candidates left for later rounds.
+
+    A candidate that would make the model larger than ``max_model_mb`` is dropped for good (the
+    model only grows). When the remaining candidates' marginals have at most ``max_view_cells``
+    cells in all, the round considers every one; otherwise it walks them in a uniform random
+    order drawn by the coordinator (public: no data involved) and takes each one whose cells
+    still fit, so the model's view sent to an organisation never exceeds ``max_view_cells``
+    floats, whatever the number of columns.
+    """
+    if total_cells(model.domain, candidates) <= settings.max_view_cells:
+        fits = [cl for cl in candidates if model.size_mb([cl]) <= settings.max_model_mb]
+        return fits, fits
+    chosen: list[Clique] = []
+    too_big: set[Clique] = set()
+    room = settings.max_view_cells
+    for i in rng.permutation(len(candidates)):
+        clique = candidates[i]
+        size = cells(model.domain, clique)
+        if size > room:
+            continue
+        if model.size_mb([clique]) > settings.max_model_mb:
+            too_big.add(clique)
+            continue
+        chosen.append(clique)
+        room -= size
+    return chosen, [cl for cl in candidates if cl not in too_big]
+
+
 def fit_generator(
     fed: Federation, schema: Schema, plan: GeneratorPlan, rng: np.random.Generator, progress: Progress
 ) -> MarginalModel:
@@ -345,11 +382,11 @@ def fit_generator(
         rows = np.full(fed.num_clients, model.total / fed.num_clients)
     candidates = candidate_cliques(domain, settings.max_size, settings.max_cells)
     for round_ in range(1, settings.rounds + 1):
-        candidates = [cl for cl in candidates if model.size_mb([cl]) <= settings.max_model_mb]
-        if not candidates:
+        considered, candidates = round_candidates(model, candidates, settings, rng)
+        if not considered:
             progress(f"generator: no candidate fits the model size limit; stopping after round {round_ - 1}")
             break
-        chosen = select(fed, schema, plan, model, candidates, rows, rng)
+        chosen = select(fed, schema, plan, model, considered, rows, rng)
         names = ", ".join("x".join(cl) for cl in chosen)
         for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
             model.add(m)

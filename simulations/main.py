@@ -50,14 +50,16 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
     return build_client_app(make_org)
 
 
-def simulate(config: JobConfig, parties: list, progress=say) -> Release:
-    """Run ``config`` over the given party tables in Flower's simulation engine."""
+def simulate(config: JobConfig, parties: list, progress=say, ray_address: str | None = None) -> Release:
+    """Run ``config`` over the given party tables in Flower's simulation engine (on the Ray
+    cluster at ``ray_address``, or a fresh local Ray instance)."""
     logging.getLogger("flwr").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="fedsynth-guards-") as guards:
         return run_in_simulation(
             lambda grid, context: run_job(grid, context, config, progress),
             simulation_app(parties, config, Path(guards)),
             config.parties,
+            ray_address=ray_address,
         )
 
 
@@ -98,7 +100,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         schema.validate(table, strict=True)
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
-        release = simulate(config, parties)
+        release = simulate(config, parties, ray_address=args.ray_address)
     except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted, ValueError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")

@@ -160,7 +160,7 @@ class GeneratorSettings:
     max_size: int = 3
     max_cells: int = 2000
     max_model_mb: float = 16.0
-    max_view_cells: int = 2**16
+    max_view_cells: int = 2**18
     select_share: float = 0.1
     vote_share: float = 1.0 / 3.0
     shortlist: int = 4

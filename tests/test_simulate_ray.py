@@ -17,12 +17,12 @@ import tempfile
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # Ray head start-up plus one simulation: 1-2 minutes on 2 busy cores
-
 from fedsynth.client.app import build_client_app
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 from fedsynth.simulations.engine import run_in_simulation
+
+pytestmark = pytest.mark.slow  # Ray head start-up plus one simulation: 1-2 minutes on 2 busy cores
 
 PARTIES = 3
 

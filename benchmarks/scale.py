@@ -3,9 +3,10 @@ whole generator jobs at many organisations.
 
 Three parts (``--parts``), each printing its figures next to a baseline from the same run:
 
-* ``messages``: the generator on Adult (10 organisations, IID, epsilon 1, seed 0) with the
-  default bound on a round's candidate cells (``GeneratorSettings.max_view_cells``) and with no
-  bound (every candidate every round, as before issue 16), both through ``CentralAggregator``
+* ``messages``: the generator on Adult (10 organisations, IID, epsilon 1, seed 0) with no bound
+  on a round's candidate cells (every candidate every round, as before issue 16) and with each of
+  ``--view-bounds`` (``GeneratorSettings.max_view_cells``; a bound that every candidate fits is
+  the unbounded run and is not repeated), all through ``CentralAggregator``
   (the same organisation code and rounds as a federation, summed in-process: message sizes and
   the model do not depend on SecAgg+). Prints the most floats any organisation was sent in one
   round (the model's view plus the penalties), the 2-way TVD against the real rows, the wall
@@ -27,7 +28,7 @@ Three parts (``--parts``), each printing its figures next to a baseline from the
   graph of issue 16's item 1.
 
     python benchmarks/scale.py [--parts messages,data,jobs] [--parties 10,20] [--rows 1000000] \\
-        [--columns 50] [--data-orgs 10] [--data-root DIR] [--job-timeout 1800]
+        [--columns 50] [--data-orgs 10] [--data-root DIR] [--view-bounds 262144,65536] [--job-timeout 1800]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +129,22 @@ def part_messages(args: argparse.Namespace) -> None:
     real = schema.encode(table)
     pairs = all_cliques(domain, 2)
     every = candidate_cliques(domain, GeneratorSettings().max_size, GeneratorSettings().max_cells)
+    needed = total_cells(domain, every)
     print(f"\n== messages: Adult ({len(table):,} rows, {len(domain)} columns), 10 organisations IID, epsilon 1, seed 0")
-    print(f"   {len(every)} candidates, {total_cells(domain, every):,} cells in all")
-    print(f"{'bound (max_view_cells)':>24} {'max floats/message':>19} {'TVD2':>7} {'fit s':>7}")
-    rows = {}
-    for label, cap in (("none (every candidate)", UNBOUNDED), (f"{GeneratorSettings().max_view_cells:,}", None)):
-        settings = GeneratorSettings() if cap is None else GeneratorSettings(max_view_cells=cap)
+    print(f"   {len(every)} candidates, {needed:,} cells in all")
+    print(f"{'bound (max_view_cells)':>24} {'max floats/message':>19} {'TVD2':>7} {'fit s':>7} {'floats ratio':>13} {'TVD2 ratio':>11}")
+    baseline: tuple[int, float] | None = None
+    for bound in [UNBOUNDED, *args.view_bounds]:
+        label = "none (every candidate)" if bound == UNBOUNDED else f"{bound:,}"
+        if bound != UNBOUNDED and bound >= needed:
+            print(f"{label:>24}   every candidate fits: the run is the unbounded one")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            run = central_run(schema, parties, settings, len(table), Path(tmp))
+            run = central_run(schema, parties, GeneratorSettings(max_view_cells=bound), len(table), Path(tmp))
         tvd2 = mean_tvd(real, run["codes"], domain, pairs)
-        rows[label] = (run["max_floats_sent"], tvd2, run["fit_s"])
-        print(f"{label:>24} {run['max_floats_sent']:>19,} {tvd2:>7.4f} {run['fit_s']:>7.1f}")
-    (f0, t0, s0), (f1, t1, s1) = rows.values()
-    print(f"{'bounded / unbounded':>24} {f1 / f0:>19.3f} {t1 / t0:>7.3f} {s1 / s0:>7.3f}")
+        baseline = baseline or (run["max_floats_sent"], tvd2)
+        print(f"{label:>24} {run['max_floats_sent']:>19,} {tvd2:>7.4f} {run['fit_s']:>7.1f} "
+              f"{run['max_floats_sent'] / baseline[0]:>13.3f} {tvd2 / baseline[1]:>11.3f}")
 
 
 # ---- data
@@ -310,9 +314,12 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=None,
                         help="folder holding adult/adult.csv and adult/adult-domain.json (private-pgm Adult); "
                         "default: the bundled Adult sample")
+    parser.add_argument("--view-bounds", default=f"{GeneratorSettings().max_view_cells},{2**16}",
+                        help="max_view_cells values compared with no bound (messages part)")
     parser.add_argument("--job-timeout", type=float, default=1800.0, help="seconds allowed to each whole job")
     args = parser.parse_args()
     args.parties = [int(n) for n in args.parties.split(",")]
+    args.view_bounds = [int(n) for n in args.view_bounds.split(",")]
     parts = args.parts.split(",")
     unknown = set(parts) - {"messages", "data", "jobs"}
     if unknown:

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,8 @@ def peak_rss_mb() -> float:
 
 
 def central_run(
-    schema: Schema, parties: Sequence[pd.DataFrame], settings: GeneratorSettings, rows: int, out: Path
+    schema: Schema, parties: Sequence[pd.DataFrame], settings: GeneratorSettings, rows: int, out: Path,
+    progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """The generator over ``parties`` through ``RecordingAggregator`` (epsilon 1, seed 0)."""
     config = JobConfig(schema=schema, parties=len(parties), epsilon=1.0, delta=1e-9, out=out,
@@ -97,7 +98,7 @@ def central_run(
     orgs = [Organisation(f"org-{i:03d}", lambda _s, t=table: t) for i, table in enumerate(parties)]
     agg = RecordingAggregator(orgs, ledger, seed=0)
     started = time.time()
-    model = fit_generator(agg, schema, plan.generator, np.random.default_rng(0), lambda _m: None)
+    model = fit_generator(agg, schema, plan.generator, np.random.default_rng(0), progress)
     fitted = time.time()
     frame = sample_rows(model, schema, rows, np.random.default_rng(0))
     return {
@@ -206,8 +207,14 @@ def data_child(args: argparse.Namespace, queue: multiprocessing.Queue) -> None:
     parts = np.array_split(np.random.default_rng(0).permutation(args.rows), args.data_orgs)
     parties = [frame_of(schema, codes[idx]) for idx in parts]
     made = time.time() - t0
+
+    def progress(message: str) -> None:
+        print(f"   [{time.time() - t0:6.0f} s, peak {peak_rss_mb():,.0f} MB] {message}", file=sys.stderr, flush=True)
+
+    progress(f"data made and split ({made:.0f} s)")
     with tempfile.TemporaryDirectory() as tmp:
-        run = central_run(schema, parties, GeneratorSettings(), args.rows, Path(tmp))
+        run = central_run(schema, parties, GeneratorSettings(), args.rows, Path(tmp), progress)
+    progress("generator fitted and rows sampled")
     org_peak = largest_count_peak_mb(run["orgs"][0], schema, run["settings"])
     pairs = all_cliques(domain, 2)
     score_rows = np.random.default_rng(1).choice(args.rows, size=min(args.rows, 200_000), replace=False)

@@ -46,9 +46,10 @@ Design and privacy argument
 * **Bounded messages.** A round considers at most ``max_view_cells`` cells of candidate
   marginals: all candidates when they fit, else a uniform random subset drawn by the
   coordinator (:func:`round_candidates`; public randomness, no data involved, so no privacy
-  cost). The model's view sent to an organisation for the votes is then at most
-  ``max_view_cells`` floats plus one penalty per candidate, and for the scores a part of it,
-  whatever the number of columns (``docs/generator.md``).
+  cost; the model-size limit is then applied to the marginals the round picks: one it drops is
+  not measured, which only spends less). The model's view sent to an organisation for the
+  votes is then at most ``max_view_cells`` floats plus one penalty per candidate, and for the
+  scores a part of it, whatever the number of columns (``docs/generator.md``).
 * **Fit and sample.** ``mbi`` fits a graphical model to all noisy measurements (weighted by
   their actual noise); rows are sampled from it. Both are post-processing.
 """
@@ -336,30 +337,30 @@ def round_candidates(
 ) -> tuple[list[Clique], list[Clique]]:
     """This round's candidates, and the candidates left for later rounds.
 
-    A candidate that would make the model larger than ``max_model_mb`` is dropped for good (the
-    model only grows). When the remaining candidates' marginals have at most ``max_view_cells``
-    cells in all, the round considers every one; otherwise it walks them in a uniform random
-    order drawn by the coordinator (public: no data involved) and takes each one whose cells
-    still fit, so the model's view sent to an organisation never exceeds ``max_view_cells``
-    floats, whatever the number of columns.
+    When the candidates' marginals have at most ``max_view_cells`` cells in all, the round
+    considers every one that keeps the model within ``max_model_mb`` (the others are dropped for
+    good: the model only grows). Otherwise it walks them in a uniform random order drawn by the
+    coordinator (public: no data involved) and takes each one whose cells still fit, so the
+    model's view sent to an organisation never exceeds ``max_view_cells`` floats, whatever the
+    number of columns; the model-size limit is then checked on the marginals the round picks
+    (:func:`within_model_size`), not on each of the thousands of candidates.
     """
     if total_cells(model.domain, candidates) <= settings.max_view_cells:
-        fits = [cl for cl in candidates if model.size_mb([cl]) <= settings.max_model_mb]
+        fits = within_model_size(model, candidates, settings)
         return fits, fits
     chosen: list[Clique] = []
-    too_big: set[Clique] = set()
     room = settings.max_view_cells
     for i in rng.permutation(len(candidates)):
-        clique = candidates[i]
-        size = cells(model.domain, clique)
-        if size > room:
-            continue
-        if model.size_mb([clique]) > settings.max_model_mb:
-            too_big.add(clique)
-            continue
-        chosen.append(clique)
-        room -= size
-    return chosen, [cl for cl in candidates if cl not in too_big]
+        size = cells(model.domain, candidates[i])
+        if size <= room:
+            chosen.append(candidates[i])
+            room -= size
+    return chosen, candidates
+
+
+def within_model_size(model: MarginalModel, cliques: list[Clique], settings: GeneratorSettings) -> list[Clique]:
+    """The cliques each of which keeps the model's junction tree within ``max_model_mb``."""
+    return [cl for cl in cliques if model.size_mb([cl]) <= settings.max_model_mb]
 
 
 def fit_generator(
@@ -386,13 +387,15 @@ def fit_generator(
         if not considered:
             progress(f"generator: no candidate fits the model size limit; stopping after round {round_ - 1}")
             break
-        chosen = select(fed, schema, plan, model, considered, rows, rng)
+        picked = select(fed, schema, plan, model, considered, rows, rng)
+        chosen = within_model_size(model, picked, settings)
+        candidates = [cl for cl in candidates if cl not in picked]
         names = ", ".join("x".join(cl) for cl in chosen)
-        for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
-            model.add(m)
-        candidates = [cl for cl in candidates if cl not in chosen]
-        model.fit(settings.fit_iters)
-        progress(f"generator round {round_}/{settings.rounds}: measured {names}")
+        if chosen:
+            for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
+                model.add(m)
+            model.fit(settings.fit_iters)
+        progress(f"generator round {round_}/{settings.rounds}: measured {names or 'nothing (model size limit)'}")
     model.fit(settings.final_iters)
     return model
 

@@ -74,14 +74,14 @@ def wide(tmp_path_factory):
     ]
     out = tmp_path_factory.mktemp("wide")
     config = JobConfig(schema=schema, parties=ORGS, epsilon=1.0, delta=1e-6, out=out, min_survivors=ORGS - 1,
-                       labels="generator", generator=GeneratorSettings(score_sample=20_000, max_view_cells=2**14))
+                       labels="generator", generator=GeneratorSettings(score_sample=5_000, max_view_cells=2**14))
     plan = plan_job(config).generator
     domain = schema.domain()
     model = MarginalModel(domain)
     columns = list(domain)
     for c in columns:  # exact 1-way counts stand in for the first round: the model is the same kind
         model.add(Measurement((c,), marginal(codes.astype(np.int64), columns, domain, (c,)).astype(float), 1.0))
-    model.fit(30)
+    model.fit(5)
     orgs = [Organisation(f"org-{i}", lambda _s, f=f: f) for i, f in enumerate(frames)]
     return schema, plan, model, orgs, out
 

@@ -4,12 +4,14 @@ The test starts a Ray head in a child process of its own (its own temp dir, so n
 instance on the machine finds it; stopped by that process's ``ray.shutdown``, never by a
 machine-wide ``ray stop``), runs one small federation against the head's address, and asks the
 head which drivers and actors it ran: this process must be one of its jobs, and Flower's
-ClientApp actors must have lived on the head's node, in that job.
+ClientApp actors must have lived on the head's node, in that job. An address where no head
+answers is refused up front (Ray itself would retry for minutes).
 """
 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,12 +19,11 @@ import tempfile
 import numpy as np
 import pytest
 
+from fedsynth.cli import main
 from fedsynth.client.app import build_client_app
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 from fedsynth.simulations.engine import run_in_simulation
-
-pytestmark = pytest.mark.slow  # Ray head start-up plus one simulation: 1-2 minutes on 2 busy cores
 
 PARTIES = 3
 
@@ -82,6 +83,7 @@ def ray_head():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # Ray head start-up plus one simulation: 1-2 minutes on 2 busy cores
 def test_simulation_runs_on_the_given_ray_cluster(ray_head):
     head, started = ray_head
     organisations, total = run_in_simulation(
@@ -98,3 +100,18 @@ def test_simulation_runs_on_the_given_ray_cluster(ray_head):
     flower = [a for a in report["actors"] if a["class"] == "ClientAppActor"]
     assert flower and {a["job"] for a in flower} == set(ours)
     assert {a["node"] for a in flower} == {started["node"]}
+
+
+def test_an_address_where_no_ray_head_answers_is_refused_before_anything_runs(tmp_path, capsys):
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "release"
+    code = main(["simulate", "--ray-address", f"127.0.0.1:{port}", "--parties", "3", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"--ray-address 127.0.0.1:{port}: no Ray head answers there" in err
+    assert f"ray start --head --port={port}" in err and "Traceback" not in err
+    assert not out.exists() and not out.with_name("release.partial").exists()
+    assert main(["simulate", "--ray-address", "head-without-port", "--out", str(out)]) == 2
+    assert "expected HOST:PORT of a Ray head" in capsys.readouterr().err

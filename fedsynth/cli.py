@@ -87,12 +87,12 @@ def add_simulate_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--teacher", choices=("logreg", "mlp"), default="logreg",
                      help="the DP teacher's model (federated DP-SGD)")
     sim.add_argument("--teacher-steps", type=int, default=30, help="DP-SGD steps of the teacher")
-    sim.add_argument("--ray-address", default=None,
-                     help="run the simulated organisations on this existing Ray cluster (HOST:PORT of its "
-                     "head; every node needs fedsynth installed); default: a fresh Ray instance on this machine")
     sim.add_argument("--teacher-rate", type=float, default=1.0,
                      help="Poisson sampling rate of each DP-SGD step (1 = full batches, the default: "
                      "see fedsynth.common.teacher)")
+    sim.add_argument("--ray-address", default=None,
+                     help="run the simulated organisations on this existing Ray cluster (HOST:PORT of its "
+                     "head; every node needs fedsynth installed); default: a fresh Ray instance on this machine")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,3 +153,17 @@ def test_marginals_counted_in_chunks_equal_one_pass(monkeypatch):
     expected = pd.crosstab(codes[:, 0], codes[:, 1]).reindex(index=range(3), columns=range(5), fill_value=0)
     assert np.array_equal(m.marginal(codes, list(domain), domain, ("a", "b")), expected.to_numpy().ravel())
     assert m.marginal(codes[:0], list(domain), domain, ("a", "b")).tolist() == [0] * 15
+
+
+def test_a_shortlist_that_would_outgrow_the_model_size_limit_measures_nothing(wide):
+    """With the bound binding, the size limit is checked on the shortlist: nothing too large is picked."""
+    from dataclasses import replace
+
+    schema, plan, model, orgs, out = wide
+    tiny = replace(plan, settings=replace(plan.settings, max_model_mb=model.size_mb([]) / 2))
+    agg = MeasuringAggregator(orgs, Ledger(out / "tiny-ledger.jsonl", cap_epsilon=1.0, delta=1e-6), seed=0)
+    rng = np.random.default_rng(2)
+    every = candidate_cliques(schema.domain(), tiny.settings.max_size, tiny.settings.max_cells)
+    considered, _ = round_candidates(model, every, tiny.settings, rng)
+    assert select(agg, schema, tiny, model, considered, np.full(ORGS, ROWS / ORGS), rng) == []
+    assert {m["task"] for m in agg.sent} == {"select"}  # the votes ran; no scores round was paid for

@@ -211,7 +211,10 @@ class GeneratorSettings:
 
     After the 1-way marginals, ``rounds`` rounds each select ``per_round`` marginals among
     the candidates (cliques of up to ``max_size`` columns and ``max_cells`` cells, that keep
-    the model within ``max_model_mb``) and measure them. Every measurement gets the same
+    the model within ``max_model_mb``) and measure them. A round considers at most
+    ``max_view_cells`` cells of candidate marginals (a public random subset when there are more:
+    ``server.generator.round_candidates``), which bounds what it sends to each organisation
+    whatever the number of columns. Every measurement gets the same
     noise; each selection costs ``select_share / (1 - select_share)`` of one measurement's
     zCDP budget. ``rounds`` or ``per_round`` None means "chosen by :meth:`resolved`" from the
     number of columns and epsilon (both public), so the plan is fixed, and judged by every
@@ -229,6 +232,7 @@ class GeneratorSettings:
     max_size: int = 3
     max_cells: int = 2000
     max_model_mb: float = 16.0
+    max_view_cells: int = 2**18
     select_share: float = 0.1
     vote_share: float = 1.0 / 3.0
     shortlist: int = 4
@@ -243,6 +247,11 @@ class GeneratorSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.vote_share < 1.0:
             raise ValueError(f"vote_share must lie strictly between 0 and 1, got {self.vote_share}")
+        if self.max_view_cells < self.max_cells:
+            raise ValueError(
+                f"max_view_cells ({self.max_view_cells}) must be at least max_cells ({self.max_cells}): "
+                "a round must be able to consider any candidate"
+            )
         if not 0.0 < self.select_share < 1.0:
             raise ValueError(f"select_share must lie strictly between 0 and 1, got {self.select_share}")
 

@@ -17,12 +17,21 @@ import numpy as np
 Clique = tuple[str, ...]
 
 
+#: Rows counted at a time by :func:`marginal`: its temporary index arrays stay under ~10 MB
+#: however many rows a table has.
+CHUNK_ROWS = 1 << 18
+
+
 def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], clique: Clique) -> np.ndarray:
-    """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes)."""
+    """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes), counted
+    ``CHUNK_ROWS`` rows at a time."""
     idx = [list(columns).index(c) for c in clique]
     shape = tuple(domain[c] for c in clique)
-    flat = np.ravel_multi_index(tuple(codes[:, i] for i in idx), shape) if len(codes) else np.zeros(0, int)
-    return np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int64)
+    counts = np.zeros(int(np.prod(shape)), dtype=np.int64)
+    for start in range(0, len(codes), CHUNK_ROWS):
+        part = codes[start : start + CHUNK_ROWS]
+        counts += np.bincount(np.ravel_multi_index(tuple(part[:, i] for i in idx), shape), minlength=counts.size)
+    return counts
 
 
 def count_sensitivity(row_cap: int | None) -> tuple[float, float]:

@@ -98,6 +98,8 @@ def simulation_options() -> tuple[Option, ...]:
         Option("ledger", Path, None, "the federation's privacy ledger, shared by its jobs",
                default_text="a fresh one inside the release"),
         Option("cap", float, None, "the federation's total epsilon cap over all its jobs", default_text="--epsilon"),
+        Option("ray-address", str, None, "HOST:PORT of an existing Ray cluster's head to run the simulation on "
+               "(Flower's Ray backend joins it)", default_text="a fresh Ray instance on this machine"),
     )
 
 

@@ -43,6 +43,14 @@ Design and privacy argument
   make the model larger than ``max_model_mb`` drops them; a run that runs out of candidates
   stops early and spends less (stopping on already-released outputs is post-processing of the
   full plan).
+* **Bounded messages.** A round considers at most ``max_view_cells`` cells of candidate
+  marginals: all candidates when they fit, else a uniform random subset drawn by the
+  coordinator (:func:`round_candidates`; public randomness, no data involved, so no privacy
+  cost; the model-size limit is then applied to the shortlist, and a round whose whole
+  shortlist is too large measures nothing, which only spends less). The model's view sent to
+  an organisation for the votes is then at most ``max_view_cells`` floats plus one penalty per
+  candidate, and for the scores a part of it, whatever the number of columns
+  (``docs/generator.md``).
 * **Fit and sample.** ``mbi`` fits a graphical model to all noisy measurements (weighted by
   their actual noise); rows are sampled from it. Both are post-processing.
 """
@@ -259,6 +267,8 @@ def select(
     business, already measured. The final choice uses global scores, minus the error that
     sampling alone would leave (``sampling_floor``) and AIM's penalty for the measurement's
     noise, both computed at the coordinator from public or already noisy quantities.
+    Shortlisted candidates that would make the model larger than ``max_model_mb`` are dropped
+    before the scores; when none is left the round picks nothing.
     """
     domain = schema.domain()
     organisations = list(fed.organisations)
@@ -266,6 +276,10 @@ def select(
         model, candidates, len(organisations), int(rng.integers(2**31)), plan.settings.score_sample
     )
     picks = shortlist(fed, schema, plan, candidates, dict(zip(organisations, views, strict=True)), rng)
+    fitting = set(within_model_size(model, [candidates[i] for i in picks], plan.settings))
+    picks = [i for i in picks if candidates[i] in fitting]
+    if not picks:
+        return []
     shortlisted = [candidates[i] for i in picks]
     own = [np.concatenate([split_blocks(v, domain, candidates)[i] for i in picks]) for v in views]
     scores = global_scores(fed, schema, plan, shortlisted, dict(zip(organisations, own, strict=True)))
@@ -341,6 +355,37 @@ def refit(schema: Schema, measurements: list[Measurement], organisations: int, i
     return model
 
 
+def round_candidates(
+    model: MarginalModel, candidates: list[Clique], settings: GeneratorSettings, rng: np.random.Generator
+) -> tuple[list[Clique], list[Clique]]:
+    """This round's candidates, and the candidates left for later rounds.
+
+    When the candidates' marginals have at most ``max_view_cells`` cells in all, the round
+    considers every one that keeps the model within ``max_model_mb`` (the others are dropped for
+    good: the model only grows). Otherwise it walks them in a uniform random order drawn by the
+    coordinator (public: no data involved) and takes each one whose cells still fit, so the
+    model's view sent to an organisation never exceeds ``max_view_cells`` floats, whatever the
+    number of columns; the model-size limit is then checked on the shortlist (:func:`select`),
+    not on each of the thousands of candidates.
+    """
+    if total_cells(model.domain, candidates) <= settings.max_view_cells:
+        fits = within_model_size(model, candidates, settings)
+        return fits, fits
+    chosen: list[Clique] = []
+    room = settings.max_view_cells
+    for i in rng.permutation(len(candidates)):
+        size = cells(model.domain, candidates[i])
+        if size <= room:
+            chosen.append(candidates[i])
+            room -= size
+    return chosen, candidates
+
+
+def within_model_size(model: MarginalModel, cliques: list[Clique], settings: GeneratorSettings) -> list[Clique]:
+    """The cliques each of which keeps the model's junction tree within ``max_model_mb``."""
+    return [cl for cl in cliques if model.size_mb([cl]) <= settings.max_model_mb]
+
+
 def fit_generator(
     fed: Federation, schema: Schema, plan: GeneratorPlan, rng: np.random.Generator, progress: Progress
 ) -> MarginalModel:
@@ -361,17 +406,18 @@ def fit_generator(
         rows = np.full(fed.num_clients, model.total / fed.num_clients)
     candidates = candidate_cliques(domain, settings.max_size, settings.max_cells)
     for round_ in range(1, settings.rounds + 1):
-        candidates = [cl for cl in candidates if model.size_mb([cl]) <= settings.max_model_mb]
-        if not candidates:
+        considered, candidates = round_candidates(model, candidates, settings, rng)
+        if not considered:
             progress(f"generator: no candidate fits the model size limit; stopping after round {round_ - 1}")
             break
-        chosen = select(fed, schema, plan, model, candidates, rows, rng)
+        chosen = select(fed, schema, plan, model, considered, rows, rng)
         names = ", ".join("x".join(cl) for cl in chosen)
-        for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
-            model.add(m)
-        candidates = [cl for cl in candidates if cl not in chosen]
-        model.fit(settings.fit_iters)
-        progress(f"generator round {round_}/{settings.rounds}: measured {names}")
+        if chosen:
+            for m in measure(fed, schema, plan, chosen, f"round {round_} marginals: {names}"):
+                model.add(m)
+            candidates = [cl for cl in candidates if cl not in chosen]
+            model.fit(settings.fit_iters)
+        progress(f"generator round {round_}/{settings.rounds}: measured {names or 'nothing (model size limit)'}")
     model.fit(settings.final_iters)
     return model
 

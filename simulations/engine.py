@@ -63,8 +63,16 @@ def run_in_simulation(
     num_parties: int,
     *,
     cpus_per_party: float = 1.0,
+    ray_address: str | None = None,
 ) -> T:
     """Run ``job`` as the ServerApp's main against ``num_parties`` simulated SuperNodes.
+
+    ``ray_address``: an existing Ray cluster to run the simulated SuperNodes on (Ray's
+    ``address``, e.g. ``HOST:6379``); Flower's Ray backend passes its ``init_args`` to
+    ``ray.init``, and its actor pool then has one actor per ``cpus_per_party`` of the cluster's
+    CPUs. None: a fresh Ray instance on this machine. Every node of the cluster needs the same
+    Python environment (fedsynth installed); the organisations' tables travel to the actors
+    with the ClientApp.
 
     Returns the job's return value; an exception inside the job is re-raised here
     (Flower's engine would otherwise only log it and return normally).
@@ -86,7 +94,11 @@ def run_in_simulation(
             num_supernodes=num_parties,
             backend_config={
                 "client_resources": {"num_cpus": cpus_per_party, "num_gpus": 0.0},
-                "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+                "init_args": {
+                    "logging_level": "ERROR",
+                    "log_to_driver": False,
+                    **({"address": ray_address} if ray_address else {}),
+                },
             },
         )
     if "error" in outcome:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -53,13 +54,32 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
     return build_client_app(make_org)
 
 
-def simulate(config: JobConfig, parties: list, progress=say) -> Release:
-    """Run ``config`` over the given party tables in Flower's simulation engine."""
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address where no Ray head answers (Ray itself would retry for minutes).
+
+    ``HOST:PORT`` (a head's GCS address) or ``ray://HOST:PORT`` (Ray Client).
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected HOST:PORT of a Ray head, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc}); start one with "
+            f"`ray start --head --port={port}` on {host}, or leave the option out to run on this machine"
+        ) from None
+
+
+def simulate(config: JobConfig, parties: list, progress=say, ray_address: str | None = None) -> Release:
+    """Run ``config`` over the given party tables in Flower's simulation engine (on the Ray
+    cluster at ``ray_address``, or a fresh local Ray instance)."""
     with tempfile.TemporaryDirectory(prefix="fedsynth-guards-") as guards:
         return run_in_simulation(
             lambda grid, context: run_job(grid, context, config, progress),
             simulation_app(parties, config, Path(guards)),
             config.parties,
+            ray_address=ray_address,
         )
 
 
@@ -73,6 +93,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     """The CLI entry: validate and plan first (refusing before any data moves), then run."""
     started = time.time()
     try:
+        if args.ray_address is not None:
+            check_ray_address(args.ray_address)
         schema = load_schema(args.schema)
         refuse_draft(schema, args.schema)
         if args.labels is None and default_labels(schema) == "generator":
@@ -91,7 +113,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         parties = split_table(table, config.parties, args.split, schema.label, args.seed)
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         with ProgressReporter() as progress:  # a bar on a terminal, plain lines otherwise
-            release = simulate(config, parties, progress)
+            release = simulate(config, parties, progress, ray_address=args.ray_address)
     except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
             ValueError, OSError) as exc:
         say(f"fedsynth simulate: {exc}")

@@ -83,7 +83,7 @@ def test_flags_override_the_file_and_paths_are_relative_to_it(tmp_path):
     ("text", "message"),
     [
         ("epsilonn = 1.0\n", "unknown key 'epsilonn' (did you mean 'epsilon'?); a job file may set: "
-         "data, schema, split, out, ledger, cap, parties, epsilon"),
+         "data, schema, split, out, ledger, cap, ray-address, parties, epsilon"),
         ("noise = 1.0\n", "unknown key 'noise'; a job file may set: data, schema"),
         ('epsilon = "one"\n', "'epsilon' must be a number, got str 'one'"),
         ("parties = 3.5\n", "'parties' must be an integer, got float 3.5"),

@@ -27,9 +27,7 @@ from fedsynth.client.organisation import Organisation
 from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import load_schema
 from fedsynth.server.central import CentralAggregator
-from fedsynth.server.generator import fit_generator, sample_rows
-from fedsynth.server.job import JobConfig, open_ledger, plan_job
-from fedsynth.server.release import write_release
+from fedsynth.server.job import JobConfig, run_job_with
 from fedsynth.simulations.split import split_table
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
@@ -39,24 +37,15 @@ SECTIONS = ["privacy", "fidelity", "job--schema-and-versions", "technical-append
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
-    """A small three-organisation release, with the job's schema copied in as the release writers do."""
+    """A small three-organisation release, made by the job's own code on a ``CentralAggregator``."""
     out = tmp_path_factory.mktemp("report") / "release"
     settings = GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100, score_sample=5_000)
     config = JobConfig(schema=SCHEMA, parties=3, epsilon=2.0, delta=1e-6, out=out, min_survivors=2,
                        generator=settings, labels="generator")
-    plan = plan_job(config)
     table = SCHEMA.read_csv(bundled("adult.csv")).iloc[:1500]
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
     orgs = [Organisation(f"org-{i}", lambda _s, t=t: t) for i, t in enumerate(parties)]
-    staging = out.with_name("release.partial")
-    staging.mkdir()
-    ledger = open_ledger(config, staging)
-    rng = np.random.default_rng(0)
-    model = fit_generator(CentralAggregator(orgs, ledger, seed=0), SCHEMA, plan.generator, rng, lambda _m: None)
-    synthetic = sample_rows(model, SCHEMA, int(round(model.total)), rng)
-    write_release(staging, out, synthetic, ledger, 0, plan.summary(), [o.name for o in orgs], model.measurements,
-                  missing_token=SCHEMA.na_values[0] if SCHEMA.na_values else "")
-    shutil.copyfile(bundled("adult.schema.yaml"), out / "schema.yaml")
+    run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
     return out
 
 

@@ -1,8 +1,11 @@
 """Scale benchmark (issue 16): bounded messages, a 1,000,000-row x 50-column federation, and
 whole generator jobs at many organisations.
 
-Three parts (``--parts``), each printing its figures next to a baseline from the same run:
+Four parts (``--parts``), each printing its figures next to a baseline from the same run:
 
+* ``rounds``: one secure round against one plain round at each of ``--round-clients`` simulated
+  organisations, sparse and complete SecAgg+ graphs side by side (``secure_sum_overhead.py``, run
+  as it is: its table is this part's output).
 * ``messages``: the generator on Adult (10 organisations, IID, epsilon 1, seed 0) with no bound
   on a round's candidate cells (every candidate every round, as before issue 16) and with each of
   ``--view-bounds`` (``GeneratorSettings.max_view_cells``; a bound that every candidate fits is
@@ -27,7 +30,7 @@ Three parts (``--parts``), each printing its figures next to a baseline from the
   SecAgg+ with a complete graph costs O(n^2) per round: 100 organisations need the sparse
   graph of issue 16's item 1.
 
-    python benchmarks/scale.py [--parts messages,data,jobs] [--parties 10,20] [--rows 1000000] \\
+    python benchmarks/scale.py [--parts rounds,messages,data,jobs] [--parties 10,100] [--rows 1000000] \\
         [--columns 50] [--data-orgs 10] [--data-root DIR] [--view-bounds 262144,65536] [--job-timeout 1800]
 """
 
@@ -311,10 +314,19 @@ def part_jobs(args: argparse.Namespace) -> None:
                   f"{r['tvd2'] / first['tvd2']:>13.3f}")
 
 
+def part_rounds(args: argparse.Namespace) -> None:
+    """Per-round secure and plain times and their ratio (``secure_sum_overhead.py``'s table)."""
+    overhead = Path(__file__).with_name("secure_sum_overhead.py")
+    print(f"\n== rounds: secure vs plain per round at {args.round_clients} organisations", flush=True)
+    subprocess.run([sys.executable, str(overhead), "--clients", args.round_clients], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="messages,data,jobs", help="comma-separated: messages, data, jobs")
-    parser.add_argument("--parties", default="10,20", help="organisations of each whole job (e.g. 10,20,100)")
+    parser.add_argument("--parts", default="rounds,messages,data,jobs",
+                        help="comma-separated: rounds, messages, data, jobs")
+    parser.add_argument("--round-clients", default="20,50,100,200", help="organisations of the rounds part")
+    parser.add_argument("--parties", default="10,100", help="organisations of each whole job (e.g. 10,20,100)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic table (data part)")
     parser.add_argument("--columns", type=int, default=50, help="columns of the synthetic table (data part)")
     parser.add_argument("--data-orgs", type=int, default=10, help="organisations holding the synthetic table")
@@ -328,13 +340,13 @@ def main() -> None:
     args.parties = [int(n) for n in args.parties.split(",")]
     args.view_bounds = [int(n) for n in args.view_bounds.split(",")]
     parts = args.parts.split(",")
-    unknown = set(parts) - {"messages", "data", "jobs"}
+    unknown = set(parts) - {"rounds", "messages", "data", "jobs"}
     if unknown:
-        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; use messages, data, jobs")
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; use rounds, messages, data, jobs")
     if args.data_root is not None and not (args.data_root / "adult" / "adult-domain.json").exists():
         parser.error(f"--data-root {args.data_root}: no adult/adult-domain.json there")
     for part in parts:
-        {"messages": part_messages, "data": part_data, "jobs": part_jobs}[part](args)
+        {"rounds": part_rounds, "messages": part_messages, "data": part_data, "jobs": part_jobs}[part](args)
 
 
 if __name__ == "__main__":

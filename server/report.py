@@ -473,7 +473,26 @@ def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
                    events_rows(release.entries, spent)),
         html.paragraph(f"Delta: {release.statement['delta']:.3g} = accountant "
                        f"{accountant_delta(release.statement):.3g} + noise-tail check "
-                       f"{release.statement.get('delta_noise_tail', 0.0):.3g}."),
+                       f"{release.statement.get('delta_noise_tail', 0.0):.3g} + SecAgg+ graph failure "
+                       f"{release.statement.get('delta_graph_failure', 0.0):.3g}."),
+    )
+
+
+def evaluation_section(statement: Mapping) -> str | None:
+    """The federated evaluation's published figures (``privacy.json``'s ``evaluation``), if the job ran one."""
+    evaluation = statement.get("evaluation")
+    if not evaluation:
+        return None
+    rows = [[" x ".join(m["clique"]), m["tvd"], m["noise_band"]] for m in evaluation["marginals"]]
+    return html.section(
+        "Federated evaluation",
+        html.paragraph(
+            f"Paid for in the job's budget (phase 'evaluation' in the ledger): the union's noisy marginals "
+            f"({html.format_value(evaluation['noisy_rows'])} noisy rows, noise std "
+            f"{html.format_value(evaluation['sigma_per_cell'])} per cell) against the released rows. "
+            f"{evaluation['what']}. A band as large as the distance means the figure says little."
+        ),
+        html.table(["marginal", "TVD (synthetic vs union, noisy)", "noise band"], rows),
     )
 
 
@@ -481,8 +500,9 @@ def render(release: LoadedRelease) -> str:
     """The report as one HTML document."""
     title = f"fedsynth release report: {release.path.name}"
     spent = cumulative_epsilon(release.entries, accountant_delta(release.statement))
-    return html.page(title, [privacy_section(release, spent), fidelity_section(release), job_section(release),
-                             appendix_section(release, spent)])
+    sections = [privacy_section(release, spent), fidelity_section(release),
+                evaluation_section(release.statement), job_section(release), appendix_section(release, spent)]
+    return html.page(title, [section for section in sections if section is not None])
 
 
 def write_report(path: Path, out: Path | None = None, schema_path: Path | None = None) -> Path:

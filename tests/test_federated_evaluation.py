@@ -100,6 +100,16 @@ def test_published_figures_are_close_to_the_true_union_tvd(release, table):
     assert summary["noisy_rows"] == pytest.approx(len(table), abs=30)
 
 
+@pytest.mark.slow
+def test_the_report_shows_every_evaluated_marginal_with_its_band(release, tmp_path):
+    assert main(["report", str(release.path), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    evaluation = release.statement["evaluation"]
+    assert '<section id="federated-evaluation">' in page
+    for marginal in evaluation["marginals"]:
+        assert f"<td>{' x '.join(marginal['clique'])}</td>" in page
+
+
 def test_an_evaluation_share_out_of_range_is_refused(tmp_path, capsys):
     code = main(["simulate", "--evaluate", "1.5", "--out", str(tmp_path / "out")])
     assert code == 2 and "evaluate (the evaluation's share of epsilon) must be in [0, 1), got 1.5" in capsys.readouterr().err

@@ -5,8 +5,9 @@ checks that the SecAgg+ setup this node joined with is what the round's request 
 (``client.guard.verify_setup``), lets the guard admit and record the round, asks the
 organisation for its vector, adds the noise share (``fedsynth.common.secure_sum.noisy_share``)
 and returns it with the constant weight ``MAX_WEIGHT``: no row count, no metric, nothing else
-leaves. A mod before ``secaggplus_mod`` refuses an inconsistent unmask request
-(``client.guard.verify_unmask``) before any share of a secret is revealed. ``query`` messages
+leaves. A mod before ``secaggplus_mod`` (``client.secagg.secagg_guard``) makes SecAgg+ the
+malicious-coordinator protocol: keys signed under the roster the organisation pinned, a public
+neighbour order, and a consistency stage before any share of a secret is revealed. ``query`` messages
 carry no data: the organisation's name, and whether it accepts a job, as a fixed refusal code.
 
 Nothing else can carry data out: the outermost mod (:func:`public_errors`) lets a refusal
@@ -37,12 +38,14 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
 from fedsynth.client.daemon import DaemonConfig
-from fedsynth.client.guard import Guard, GuardPolicy, verify_setup, verify_unmask
+from fedsynth.client.guard import Guard, GuardPolicy, verify_setup
 from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
+from fedsynth.client.secagg import secagg_guard
+from fedsynth.common.identity import Identity
 from fedsynth.common.secagg_graph import graph_from_request
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
@@ -59,6 +62,7 @@ class Contributor(Protocol):
 
     name: str
     guard: Guard | None
+    identity: Identity | None
 
     def contribute(
         self, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
@@ -114,17 +118,6 @@ def public_errors(msg: Message, context: Context, call_next: ClientAppCallable) 
         raise ClientError(f"{name}: error (rule internal-error; details in {name}'s own log)") from None
 
 
-def unmask_check(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Before ``secaggplus_mod``: refuse an unmask request that could reveal two kinds of share."""
-    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS, {})
-    if configs.get(Key.STAGE) == Stage.UNMASK:
-        state = context.state.config_records.get(RECORD_KEY_STATE, {})
-        active = list(configs.get(Key.ACTIVE_NODE_ID_LIST, []))
-        dead = list(configs.get(Key.DEAD_NODE_ID_LIST, []))
-        verify_unmask(org_name(context), active, dead, int(state.get("threshold", 0)))  # 0: no setup yet
-    return call_next(msg, context)
-
-
 def guarded_share(
     org: Contributor,
     request: Mapping[str, Any],
@@ -152,12 +145,18 @@ def guarded_share(
 
 
 def build_client_app(
-    make_org: OrganisationFactory, *, fixed_seed: int | None = None, mods: Sequence[Mod] = ()
+    make_org: OrganisationFactory,
+    *,
+    fixed_seed: int | None = None,
+    mods: Sequence[Mod] = (),
+    identities: Mapping[str, Identity] | None = None,
 ) -> ClientApp:
     """A ClientApp whose SecAgg+ rounds send the organisation's vector plus a noise share.
 
     ``mods`` wrap every message outside SecAgg+ (they see exactly what leaves the node), inside
-    :func:`public_errors`.
+    :func:`public_errors`. An organisation signs its SecAgg+ keys with its own ``identity``, else
+    with ``identities[its name]`` (a simulation's federation, ``common.identity.simulated_federation``);
+    without either it takes part in no SecAgg+ round.
     """
     app = ClientApp(mods=[public_errors, *mods])
     orgs: dict[int, Contributor] = {}  # one per node; simulation hosts several per process
@@ -167,7 +166,11 @@ def build_client_app(
             orgs[context.node_id] = make_org(context)
         return orgs[context.node_id]
 
-    @app.train(mods=[unmask_check, secaggplus_mod])
+    def identity(context: Context) -> Identity | None:
+        org = organisation(context)
+        return getattr(org, "identity", None) or (identities or {}).get(org.name)
+
+    @app.train(mods=[secagg_guard(identity), secaggplus_mod])
     def train(msg: Message, context: Context) -> Message:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         request = dict(fitins.config)

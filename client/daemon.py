@@ -26,7 +26,10 @@ delta = 1e-6
 min-noise-multiplier = 0.5
 min-survivors = 2
 noise-accounting = "planned"               # or "own-share": account only this organisation's noise
-# max-graph-failure = 9.1e-13              # optional: largest per-round failure probability of a sparse SecAgg+ graph
+
+[identity]                                 # authenticated SecAgg+ (client.secagg)
+signing-key = "/etc/fedsynth/hospital-a.signing.pem"  # this organisation's Ed25519 key (make_certs.py)
+roster = "/etc/fedsynth/roster.toml"       # the federation's public signing keys, pinned here
 ```
 
 Relative paths are relative to the config file. Next to the guard's ledger the daemon keeps
@@ -55,21 +58,22 @@ from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused, TableDoesNotConform, refusal
 from fedsynth.common.schema import Schema, TableFileError, load_schema
 from fedsynth.common.schema.io import as_text_frame
-from fedsynth.common.secagg_graph import PRIVACY_FAILURE
+from fedsynth.common.identity import Identity, IdentityError
 
 log = logging.getLogger(__name__)
 
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
     "superlink": {"address", "root-certificates", "auth-key", "insecure", "clientappio-port"},
-    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors", "noise-accounting",
-              "max-graph-failure"},
+    "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors", "noise-accounting"},
+    "identity": {"signing-key", "roster"},
     "testing": {"noise-seed"},
 }
 REQUIRED = {
     "organisation": {"name", "data", "schema"},
     "superlink": {"address"},
     "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors"},
+    "identity": {"signing-key", "roster"},
 }
 
 
@@ -120,6 +124,7 @@ class DaemonConfig:
     insecure: bool
     clientappio_port: int | None
     guard: GuardPolicy
+    identity: Identity
     query: str | None = None
     noise_seed: int | None = None
 
@@ -147,10 +152,13 @@ class DaemonConfig:
                 min_noise_multiplier=float(guard["min-noise-multiplier"]),
                 min_survivors=int(guard["min-survivors"]),
                 noise_accounting=str(guard.get("noise-accounting", "planned")),
-                max_graph_failure=float(guard.get("max-graph-failure", PRIVACY_FAILURE)),
             )
         except ValueError as exc:
             raise ConfigError(f"{path} [guard]: {exc}") from None
+        try:
+            identity = Identity.load(str(org["name"]), file(raw["identity"]["signing-key"]), file(raw["identity"]["roster"]))
+        except IdentityError as exc:
+            raise ConfigError(f"{path} [identity]: {exc}") from None
         seed = raw.get("testing", {}).get("noise-seed")
         is_url = "://" in str(org["data"])
         if is_url != ("query" in org):
@@ -167,6 +175,7 @@ class DaemonConfig:
             insecure=insecure,
             clientappio_port=int(link["clientappio-port"]) if "clientappio-port" in link else None,
             guard=policy,
+            identity=identity,
             noise_seed=None if seed is None else int(seed),
         )
 
@@ -207,6 +216,7 @@ class DaemonConfig:
             self.read_table,
             accepts=self.accepted_schema(),
             guard=guard,
+            identity=self.identity,
             cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),
         )
 

@@ -10,15 +10,14 @@ any data is read or anything is sent:
 * ``task``: a task it does not know; ``scale``: a known task at a scale other than 1 (the
   scale multiplies what is sent; ``common.rounds.sensitivity``).
 * ``min-survivors``: a SecAgg+ threshold ``t`` below the policy. ``shamir-threshold``: a round
-  with ``2t <= n`` or ``t > n`` for its ``n`` clients. Every client gives every other one a
-  Shamir share (threshold ``t``) of its mask secrets, so ``t`` colluders with the coordinator
-  could unmask an honest client's vector, which carries only its own share ``mu / t`` of the
-  noise; with ``2t > n`` no ``n - t`` colluders can.
-* ``secagg-graph``: a SecAgg+ graph (``secagg.num_shares`` k, ``secagg.threshold`` s) other
-  than the complete one (k = n, s = t) that breaks ``2s > k`` or ``s < k`` or whose privacy
-  failure probability, computed here from the public n and t for ``n - t`` dropouts and as many
-  colluders (``common.secagg_graph``), exceeds the policy's ``max_graph_failure``: the guard
-  accepts any graph at least as safe as the one it would choose itself.
+  with ``3t <= 2n`` or ``t > n`` for its ``n`` clients. Shares are revealed only for a survivor
+  set that ``t`` organisations signed (``client.secagg``); two different sets each signed by
+  ``t`` need ``2t - n`` organisations that sign both, so with ``3t > 2n`` no ``n - t`` colluders
+  can make a lying coordinator's survivor sets inconsistent and rebuild a partial sum.
+* ``secagg-graph``: a SecAgg+ graph (``secagg.num_shares`` k, ``secagg.threshold`` s) that some
+  placement of ``n - t`` dead and ``n - t`` colluding organisations could break
+  (``common.secagg_graph.SecAggGraph.safe``): the complete graph at threshold ``min(t, n - 1)``
+  or a sparse one with ``s > n - t`` and ``2 (k // 2) > 2 (n - t)``, in any order.
 * ``secagg-setup``: SecAgg+ setup parameters that differ from what the round's request implies
   (threshold ``s``, number of shares ``k``, sample size ``n``, clipping, quantization and modulus ranges, weight):
   compared at the masked-vector stage, before the vector is computed (:func:`verify_setup`).
@@ -60,7 +59,7 @@ from fedsynth.common.accounting import BudgetExceeded, Ledger
 from fedsynth.common.marginals import cells, cliques_from_json
 from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
 from fedsynth.common.schema import Schema
-from fedsynth.common.secagg_graph import PRIVACY_FAILURE, GraphError, SecAggGraph, graph_from_request
+from fedsynth.common.secagg_graph import GraphError, SecAggGraph, graph_from_request
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
 
 NOISE_ACCOUNTING = ("planned", "own-share")
@@ -80,7 +79,6 @@ class GuardPolicy:
     min_noise_multiplier: float
     min_survivors: int
     noise_accounting: str = "planned"
-    max_graph_failure: float = PRIVACY_FAILURE  # per round, for a sparse SecAgg+ graph
 
     def __post_init__(self) -> None:
         if self.min_survivors < 2:
@@ -168,9 +166,10 @@ class Guard:
             )
 
     def _check_shamir(self, t: int, n: int) -> None:
-        if not n / 2 < t <= n:
+        if not 2 * n < 3 * t <= 3 * n:
             raise self._refused(
-                "shamir-threshold", f"t={t} of n={n}: need n/2 < t <= n, else t colluders can unmask a vector"
+                "shamir-threshold",
+                f"t={t} of n={n}: need 2n/3 < t <= n, else n - t colluders can get two survivor sets signed",
             )
 
     def _check_graph(self, request: Mapping[str, Any], spec: NoisySumSpec) -> None:
@@ -179,17 +178,13 @@ class Guard:
             graph = graph_from_request(request, n, t)
         except GraphError as exc:
             raise self._refused("secagg-graph", str(exc)) from None
-        if graph.complete:
-            if graph.threshold != t:
-                raise self._refused("secagg-graph", f"a complete graph shares at threshold t={t}, not {graph.threshold}")
-            return
-        failure = graph.privacy_failure()
-        if failure > self.policy.max_graph_failure:
+        if graph.complete and graph.threshold != min(t, n - 1):
+            raise self._refused("secagg-graph", f"a complete graph shares at threshold {min(t, n - 1)}, not {graph.threshold}")
+        if not graph.safe():
             raise self._refused(
                 "secagg-graph",
-                f"neighbourhoods of k={graph.num_shares} at threshold {graph.threshold} among n={n} fail with "
-                f"probability {failure:.3g} per round for {n - t} dropouts and colluders (t={t}); the policy "
-                f"allows {self.policy.max_graph_failure:.3g}",
+                f"neighbourhoods of k={graph.num_shares} at threshold {graph.threshold} among n={n} can be broken by "
+                f"{n - t} dead and {n - t} colluding organisations placed by the coordinator (t={t})",
             )
 
     def _check_multiplier(self, z: float, what: str) -> None:

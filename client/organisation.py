@@ -44,6 +44,7 @@ from fedsynth.common.schema import Schema, SchemaError
 
 if TYPE_CHECKING:
     from fedsynth.client.guard import Guard
+    from fedsynth.common.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,9 @@ class Organisation:
 
     ``accepts``: the only schema the organisation takes part with (None: any the table
     conforms to). ``guard``: its own privacy guard (``client.guard``), consulted by the
-    ClientApp before every contribution and at the job's pre-flight check. ``cap_seed``: the
+    ClientApp before every contribution and at the job's pre-flight check. ``identity``: its
+    signing key and the federation's roster (``common.identity``), with which it takes part in
+    authenticated SecAgg+ (``client.secagg``). ``cap_seed``: the
     secret seed of the row-cap subsample (default: drawn from OS entropy once per instance; the
     daemon keeps one on disk so that every process of the organisation draws the same rows).
     """
@@ -129,12 +132,14 @@ class Organisation:
         *,
         accepts: Schema | None = None,
         guard: Guard | None = None,
+        identity: Identity | None = None,
         cap_seed: int | None = None,
     ) -> None:
         self.name = name
         self._load = load
         self.accepts = accepts
         self.guard = guard
+        self.identity = identity
         self.cap_seed = secrets.randbits(128) if cap_seed is None else cap_seed
         self._tables: dict[str, LocalTable] = {}
 

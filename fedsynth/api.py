@@ -44,7 +44,7 @@ class FederatedSynthesizer:
     ``schema`` is the public schema (a :class:`~fedsynth.common.schema.Schema` or its file).
     The other arguments are the job's options, as ``fedsynth simulate --help`` lists them:
     ``epsilon`` and ``delta`` the job's total budget; ``min_survivors`` (t) the organisations
-    that must survive every round (None: parties - 1, at least 2); ``max_rows`` a public cap on
+    that must survive every round (None: parties - 1, but more than 2/3 of parties); ``max_rows`` a public cap on
     each organisation's rows (None: none); ``rows`` the synthetic rows to release (None: the
     noisy row count); ``seed``; ``rounds`` and ``per_round`` the generator's shape (None:
     planned from the columns and epsilon); ``timeout`` the seconds a round waits (0: forever);

@@ -30,7 +30,7 @@ from fedsynth.common.generator import GeneratorSettings, generator_event
 from fedsynth.common.marginals import count_sensitivity
 from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import Schema
-from fedsynth.common.secagg_graph import SecAggGraph, choose_graph
+from fedsynth.common.secagg_graph import SecAggGraph, choose_graph, default_min_survivors
 from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
 from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
 from fedsynth.common.student import relabel as relabel_codes
@@ -83,11 +83,10 @@ class JobConfig:
             raise ValueError(f"evaluate_pairs must be at least 0, got {self.evaluate_pairs}")
         if self.parties < 1:
             raise ValueError(f"a job needs at least one organisation, got {self.parties}")
-        if not 1 <= self.min_survivors < self.parties:
+        if not 1 <= self.min_survivors <= self.parties:
             raise ValueError(
-                f"min_survivors (t) must be at least 1 and below the number of organisations "
-                f"({self.parties}; SecAgg+ needs its reconstruction threshold below its number of "
-                f"shares), got {self.min_survivors}"
+                f"min_survivors (t) must be at least 1 and at most the number of organisations "
+                f"({self.parties}), got {self.min_survivors}"
             )
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows (the per-organisation row cap) must be at least 1, got {self.max_rows}")
@@ -296,11 +295,12 @@ def preflight(config: JobConfig) -> JobPlan:
     colluders could get round) or ``BudgetExceeded`` (the federation's earlier spend plus this
     job would pass its cap).
     """
-    if 2 * config.min_survivors <= config.parties:
+    if 3 * config.min_survivors <= 2 * config.parties:
         raise BudgetError(
-            f"t={config.min_survivors} of {config.parties} organisations: SecAgg+ needs 2t > n (every "
-            f"organisation holds a Shamir share of every other's masks, so t colluders could unmask one); "
-            f"use t of at least {config.parties // 2 + 1}, and at least 3 organisations"
+            f"t={config.min_survivors} of {config.parties} organisations: authenticated SecAgg+ needs "
+            f"t > 2n/3 (else n - t organisations colluding with a coordinator that lies could get two "
+            f"different survivor sets signed and unmask a partial sum); use t of at least "
+            f"{default_min_survivors(config.parties) if config.parties > 2 else 3}, and at least 3 organisations"
         )
     plan = plan_job(config)
     if config.ledger is not None:

@@ -86,7 +86,7 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("epsilon", float, 1.0, "total privacy budget of the job"),
     Option("delta", float, 1e-6, "total delta of the job; a coordinator requires its federation's"),
     Option("min-survivors", int, None, "t: organisations that must survive every round",
-           default_text="parties - 1, at least 2"),
+           default_text="parties - 1, but more than 2/3 of parties"),
     Option("max-rows", int, None, "public cap on rows per organisation: each draws a uniform subsample of at "
            "most this many rows (counts then cost a replaced row's sensitivity)", default_text="no cap"),
     Option("rows", int, None, "synthetic rows to release", default_text="the noisy row count the generator paid for"),
@@ -213,6 +213,7 @@ def job_config(values: Mapping[str, Any], *, schema: Schema, out: Path, ledger: 
                cap: float | None = None) -> JobConfig:
     """The job that option ``values`` (names as in :data:`JOB_OPTIONS`; missing = default) describe."""
     from fedsynth.common.generator import GeneratorSettings
+    from fedsynth.common.secagg_graph import default_min_survivors
     from fedsynth.common.teacher import TeacherSettings
     from fedsynth.server.job import JobConfig, parse_budget_split
 
@@ -223,7 +224,7 @@ def job_config(values: Mapping[str, Any], *, schema: Schema, out: Path, ledger: 
     job = landed[JOB]
     parties = job["parties"]
     if job["min_survivors"] is None:
-        job["min_survivors"] = max(2, parties - 1)
+        job["min_survivors"] = default_min_survivors(parties)
     job["timeout"] = job["timeout"] or None  # 0: wait forever
     job["budget_split"] = parse_budget_split(job["budget_split"])
     job["labels"] = job["labels"] or default_labels(schema)

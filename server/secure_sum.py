@@ -6,17 +6,19 @@ survivors' sum, records the Skellam event with the survivors' actual noise in th
 (fsynced) and only then returns the decoded sum. A round with fewer than ``t`` survivors is
 never unmasked and raises :class:`RoundAborted`.
 
-The SecAgg+ graph is ``common.secagg_graph.choose_graph``: complete (every organisation shares
-its mask secrets with every other one at Shamir threshold ``t``) below ``SPARSE_FROM``
-organisations, sparse above (neighbourhoods of ``k ~ log n`` at a Shamir threshold above
-``k / 2``). Flower then checks only that each neighbourhood keeps enough members, so the
-coordinator itself halts a round before unmasking when fewer than ``t`` masked vectors arrived.
+The SecAgg+ graph is ``common.secagg_graph.choose_graph``: complete below ``SPARSE_FROM``
+organisations, sparse above (neighbourhoods of ``2(n - t) + 3``, safe in every order), with
+neighbourhoods in the public order of the round's signed keys. The workflow speaks the
+authenticated protocol that ``client.secagg`` checks at every organisation (signed keys, public
+order, consistency stage); it halts a round before unmasking when fewer than ``t`` masked vectors
+or survivor-set signatures arrived.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -24,7 +26,8 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import FitIns, MessageType, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.app_utils import start_update_client_manager_thread
@@ -34,9 +37,26 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
+from fedsynth.common.secagg_wire import (
+    CONSISTENCY,
+    JOB,
+    KEY_NODES,
+    KEY_ORGS,
+    KEY_PK1,
+    KEY_PK2,
+    KEY_SIGNATURES,
+    ORG,
+    ROUND,
+    SIGNATURE,
+    SIGNATURES,
+    SIGNERS,
+    SURVIVORS,
+    T,
+)
 from fedsynth.common.accounting import Ledger
+from fedsynth.common.identity import SignedKeys, public_order
 from fedsynth.common.rounds import round_event
-from fedsynth.common.secagg_graph import choose_graph
+from fedsynth.common.secagg_graph import choose_graph, flower_neighbourhoods
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import (
     MAX_WEIGHT,
@@ -145,21 +165,76 @@ def client_error(reason: str) -> str:
     return match.group(1) if match else reason
 
 
-class _TrackedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow, remembering which nodes were still active after each stage,
-    and halting before the unmask stage when fewer than ``min_survivors`` masked vectors arrived
-    (Flower checks each neighbourhood only, which a sparse graph lets pass).
+class _Authenticating:
+    """The grid as fedsynth's SecAgg+ workflow sees it: it adds the fields of authenticated
+    SecAgg+ (``client.secagg``) to Flower's messages and keeps the signatures of the replies."""
 
-    Flower halts a round silently; this lets the coordinator say who dropped, and when.
-    ``neighbourhoods``: the graph Flower drew (node id -> its neighbourhood, itself included).
+    def __init__(self, grid: Any, workflow: "_TrackedSecAggPlus") -> None:
+        self._grid = grid
+        self._workflow = workflow
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001 (Grid's API)
+        messages = list(messages)
+        for message in messages:
+            configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+            if configs is not None:
+                configs.update(self._workflow.fields_for(str(configs.get(Key.STAGE))))
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for reply in replies:
+            fields = {} if reply.has_error() else reply.content.config_records.get(RECORD_KEY_CONFIGS, {})
+            if ORG in fields:
+                self._workflow.signed[reply.metadata.src_node_id] = {ORG: fields[ORG], SIGNATURE: fields[SIGNATURE]}
+        return replies
+
+
+class _TrackedSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow made the malicious-coordinator protocol that ``client.secagg``
+    checks, remembering which nodes were still active after each stage.
+
+    * setup names the job, round and ``t``; the replies carry each node's signed keys;
+    * the neighbourhoods follow the public order of those signed keys
+      (``common.identity.public_order``), not Flower's shuffle, and every node gets the whole
+      signed list with its neighbours' keys;
+    * after the masked vectors, a consistency stage asks every survivor to sign the survivor set;
+      the unmask requests carry that set and its signatures;
+    * the round halts before unmasking when fewer than ``min_survivors`` masked vectors or
+      signatures arrived (Flower checks each neighbourhood only).
+
+    Flower halts a round silently; the tracking lets the coordinator say who dropped, and when.
+    ``neighbourhoods``: the round's graph (node id -> its neighbourhood, itself included).
     """
 
-    def __init__(self, *args: Any, min_survivors: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, min_survivors: int = 0, job: str = "", round_: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.min_survivors = min_survivors
+        self.min_survivors, self.job, self.round = min_survivors, job, round_
         self.active: set[int] = set()
         self.neighbourhoods: dict[int, set[int]] = {}
         self.stage = "setup"
+        self.signed: dict[int, dict[str, Any]] = {}  # node id -> its last reply's fields
+        self.keys: list[SignedKeys] = []
+        self.survivors: list[int] = []
+        self.survivor_signatures: dict[int, bytes] = {}
+
+    def __call__(self, grid, context) -> None:  # noqa: ANN001 (Flower's API)
+        super().__call__(_Authenticating(grid, self), context)
+
+    def fields_for(self, stage: str) -> dict[str, Any]:
+        """What fedsynth adds to a Flower message of ``stage``."""
+        if stage == Stage.SETUP:
+            return {JOB: self.job, ROUND: self.round, T: self.min_survivors}
+        if stage == Stage.SHARE_KEYS:
+            return {
+                KEY_NODES: [k.node_id for k in self.keys], KEY_ORGS: [k.org for k in self.keys],
+                KEY_PK1: [k.pk1 for k in self.keys], KEY_PK2: [k.pk2 for k in self.keys],
+                KEY_SIGNATURES: [k.signature for k in self.keys],
+            }
+        if stage == Stage.UNMASK:
+            return {SURVIVORS: self.survivors, SIGNERS: list(self.survivor_signatures),
+                    SIGNATURES: list(self.survivor_signatures.values())}
+        return {}
 
     def _tracked(self, name: str, stage: Callable[..., bool], grid, context, state) -> bool:  # noqa: ANN001
         self.stage = name
@@ -168,16 +243,40 @@ class _TrackedSecAggPlus(SecAggPlusWorkflow):
         return ok
 
     def setup_stage(self, grid, context, state) -> bool:  # noqa: ANN001 (Flower's API)
-        ok = self._tracked("setup", super().setup_stage, grid, context, state)
+        self._tracked("setup", super().setup_stage, grid, context, state)
+        if not state.nid_to_publickeys:
+            return False
+        self.keys = [
+            SignedKeys(nid, str(self.signed[nid][ORG]), bytes(pk1), bytes(pk2), bytes(self.signed[nid][SIGNATURE]))
+            for nid, (pk1, pk2) in sorted(state.nid_to_publickeys.items())
+            if nid in state.active_node_ids and ORG in self.signed.get(nid, {})
+        ]
+        state.active_node_ids = state.sampled_node_ids = {k.node_id for k in self.keys}
+        order = public_order(self.job, self.round, self.keys)
+        state.nid_to_neighbours = flower_neighbourhoods(order, state.num_shares)
         self.neighbourhoods = {nid: set(nbrs) for nid, nbrs in state.nid_to_neighbours.items()}
-        return ok
+        self.active = set(state.active_node_ids)
+        return len(self.keys) >= self.min_survivors and self._check_threshold(state)
 
     def share_keys_stage(self, grid, context, state) -> bool:  # noqa: ANN001
         return self._tracked("key sharing", super().share_keys_stage, grid, context, state)
 
     def collect_masked_vectors_stage(self, grid, context, state) -> bool:  # noqa: ANN001
         ok = self._tracked("masked vectors", super().collect_masked_vectors_stage, grid, context, state)
-        return ok and len(self.active) >= self.min_survivors
+        if not ok or len(self.active) < self.min_survivors:
+            return False
+        self.stage = "consistency"
+        self.survivors = sorted(state.active_node_ids)
+        content = RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: CONSISTENCY, SURVIVORS: self.survivors})})
+        replies = grid.send_and_receive(
+            [Message(content, nid, MessageType.TRAIN, group_id=str(self.round)) for nid in self.survivors],
+            timeout=self.timeout,
+        )
+        self.survivor_signatures = {
+            r.metadata.src_node_id: bytes(r.content.config_records[RECORD_KEY_CONFIGS][SIGNATURE])
+            for r in replies if not r.has_error()
+        }
+        return len(self.survivor_signatures) >= self.min_survivors
 
 
 @dataclass
@@ -198,6 +297,7 @@ class Federation:
     neighbours: int | None = None
     org_names: dict[int, str] = field(default_factory=dict)
     last_graph: dict[int, set[int]] = field(default_factory=dict)  # the last round's neighbourhoods
+    job: str = field(default_factory=lambda: uuid.uuid4().hex)  # what every round's signed keys are bound to
     _round: int = 0
 
     def __enter__(self) -> "Federation":
@@ -290,7 +390,8 @@ class Federation:
         by_node = {nid: node_parameters[name] for nid, name in self.org_names.items() if name in (node_parameters or {})}
         strategy = _OneRound(
             self.num_clients,
-            {**request, **spec.to_config(), **graph.to_config(), "round": self._round, "num_clients": self.num_clients},
+            {**request, **spec.to_config(), **graph.to_config(), "job": self.job, "round": self._round,
+             "num_clients": self.num_clients},
             by_node,
         )
         self._legacy.strategy = strategy
@@ -304,6 +405,8 @@ class Federation:
             num_shares=graph.num_shares,
             reconstruction_threshold=graph.threshold,
             min_survivors=spec.min_survivors,
+            job=self.job,
+            round_=self._round,
             max_weight=float(MAX_WEIGHT),
             clipping_range=float(ranges.clipping_range),
             quantization_range=ranges.quantization_range,
@@ -341,7 +444,7 @@ class Federation:
                     "graph": {
                         "num_shares": graph.num_shares,
                         "threshold": graph.threshold,
-                        "privacy_failure": graph.privacy_failure(),
+                        "safe_for_every_order": graph.safe(),
                     },
                 },
             )

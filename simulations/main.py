@@ -14,6 +14,7 @@ from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
+from fedsynth.common.identity import simulated_federation
 from fedsynth.common.progress import ProgressReporter
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secagg_graph import SecAggGraph
@@ -36,7 +37,8 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
 
     Every organisation's guard judges the job at pre-flight and every round before its vector is
     computed, as a deployed daemon's would; its ledger lives under ``guards`` for this job, its
-    cap is the job's epsilon.
+    cap is the job's epsilon. Each signs its SecAgg+ keys with a signing key made for this run,
+    under the run's roster (``common.identity.simulated_federation``).
     """
 
     def make_org(context) -> Organisation:
@@ -51,7 +53,7 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
         table = parties[int(context.node_config["partition-id"])]
         return Organisation(name, lambda _schema: table, guard=Guard(name, policy))
 
-    return build_client_app(make_org)
+    return build_client_app(make_org, identities=simulated_federation(config.parties))
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:

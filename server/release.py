@@ -262,7 +262,9 @@ def secure_aggregation() -> str:
     workflow = import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
     if is_hardened(workflow):
         return (
-            "Flower SecAgg+ with masks from a ChaCha20 stream keyed by the whole shared secret "
+            "Flower SecAgg+ made the malicious-coordinator protocol (fedsynth.client.secagg: keys signed under "
+            "a roster every organisation pins, a public neighbour order, a consistency stage before any share "
+            "is revealed), with masks from a ChaCha20 stream keyed by the whole shared secret "
             "(fedsynth.common.secure_prg), not Flower 1.41's 32-bit-seeded generator (upstream issue #7522)"
         )
     return "Flower SecAgg+ with Flower's own mask generator (32-bit seeds, upstream issue #7522)"
@@ -293,26 +295,17 @@ def tail_delta(entries: Iterable, organisations: int, epsilon: float) -> float:
     return (1.0 + math.exp(min(epsilon, 700.0))) * tau
 
 
-def graph_delta(entries: Iterable, epsilon: float) -> float:
-    """What sparse SecAgg+ graphs add to delta (``common.secagg_graph``).
-
-    A round's graph breaks the privacy argument with probability at most its recorded
-    ``privacy_failure`` (0 for the complete graph), independently of the data; the job is within
-    total variation of the sum of these of one where no graph fails, so it adds
-    ``(1 + e^epsilon)`` times that sum, like :func:`tail_delta`.
-    """
-    tau = sum(float(e.metadata.get("graph", {}).get("privacy_failure", 0.0)) for e in entries)
-    return (1.0 + math.exp(min(epsilon, 700.0))) * tau
-
-
 def tolerated_colluders(entries: Iterable, t: int, n: int) -> int:
-    """Organisations that may collude with the coordinator while the planned epsilon still holds.
+    """Organisations that may collude with a coordinator, even one that lies, while the planned
+    epsilon still holds.
 
     Colluders subtract their own shares: with ``s`` survivors the sum keeps ``(s - k) mu / t``,
-    the planned ``mu`` while ``k <= s - t``. With ``2t > n`` such ``k < t`` colluders also hold
-    too few Shamir shares to unmask an honest vector; with ``2t <= n`` none is tolerated.
+    the planned ``mu`` while ``k <= s - t``. Every organisation reveals shares only for a survivor
+    set signed by ``t`` of them (``client.secagg``); with ``3t > 2n``, ``k <= n - t`` colluders
+    cannot get a second set signed, nor hold a Shamir threshold of an honest one's secrets
+    (``common.secagg_graph``). With ``3t <= 2n`` none is tolerated.
     """
-    if 2 * t <= n:
+    if 3 * t <= 2 * n:
         return 0
     survivors = [len(e.metadata["survivors"]) for e in entries if "survivors" in e.metadata]
     return max(0, min(survivors, default=n) - t)
@@ -323,20 +316,21 @@ def trust(entries: Sequence, plan: Mapping, organisations: Sequence[str]) -> dic
     t, n = int(plan["min_survivors"]), len(organisations)
     k = tolerated_colluders(entries, t, n)
     return {
-        "coordinator": "honest-but-curious for the epsilon above: it follows the protocol and sees "
-        "only SecAgg+ sums of noised vectors",
+        "coordinator": "the epsilon above is the coordinator's account of the noise that actually reached each "
+        "sum; the planned epsilon below holds even if the coordinator lies",
         "min_honest_survivors_t": t,
         "organisations_n": n,
-        "shamir_threshold": f"each organisation's mask secrets are Shamir-shared at threshold t={t} among "
-        f"n={n}; {'2t > n' if 2 * t > n else '2t <= n: t colluders could unmask one organisation'}",
+        "shamir_threshold": f"each organisation shares its mask secrets under SecAgg+ keys signed with its own "
+        f"key (roster pinned by every organisation) and reveals shares only for a survivor set that t={t} of "
+        f"n={n} organisations signed; {'3t > 2n' if 3 * t > 2 * n else '3t <= 2n: colluders could get two sets signed'}",
         "noise": "each organisation adds Skellam noise sized so that any t of them carry the planned "
         "noise; epsilon above counts the noise of the organisations that actually contributed to each round",
         "tolerated_colluding_organisations": k,
         "if_up_to_tolerated_organisations_collude_with_the_coordinator": "epsilon is at most "
-        f"{plan['epsilon_planned']:.4f}, the planned epsilon (every round kept at least t honest shares)",
-        "beyond_that_or_a_malicious_coordinator": "not covered by this statement; each organisation's own "
-        "guard refuses requests it cannot verify and accounts its own ledger, at the planned noise or, in "
-        "its 'own-share' mode, at its own share mu/t only (docs/trust-model.md)",
+        f"{plan['epsilon_planned']:.4f}, the planned epsilon, even if the coordinator lies (every sum it can "
+        "unmask holds at least t honest shares); each organisation's own guard ledger records it",
+        "beyond_that": "not covered by this statement; an organisation whose guard runs in 'own-share' mode "
+        "accounts its own share mu/t only, which holds whatever every other party does (docs/trust-model.md)",
         "secure_aggregation": secure_aggregation(),
         **secagg_graph(plan),
     }
@@ -348,15 +342,14 @@ def secagg_graph(plan: Mapping) -> dict:
     if graph is None:
         return {}
     if graph["neighbourhood_size_k"] == graph["organisations"]:
-        how = "complete: every organisation Shamir-shares its mask secrets with every other one at threshold t"
+        how = "complete: every organisation Shamir-shares its mask secrets with every other one"
     else:
         how = (
             f"sparse: each organisation shares its mask secrets with the {graph['neighbourhood_size_k'] - 1} "
-            f"organisations next to it in an order the coordinator draws at random each round, at Shamir threshold "
-            f"{graph['shamir_threshold_per_neighbourhood']} (more than half its neighbourhood); the tolerated "
-            f"colluders hold except with probability {graph['privacy_failure_per_round']:.3g} per round (in "
-            "delta_graph_failure); a coordinator that chose the order itself could gather its colluders round one "
-            "organisation, so beyond honest-but-curious fewer colluders than that threshold are tolerated"
+            f"organisations next to it in a public order (a hash of the round's signed keys, which every "
+            f"organisation recomputes), at Shamir threshold {graph['shamir_threshold_per_neighbourhood']}; no "
+            f"placement of {graph['chosen_for_dropouts']} dead and {graph['chosen_for_colluders']} colluding "
+            "organisations can isolate a partial sum or gather a threshold of one organisation's secrets"
         )
     return {"secagg_graph": {"kind": how, **graph}}
 
@@ -374,13 +367,11 @@ def privacy_statement(ledger: Ledger, first_entry: int, plan: dict, organisation
     phases = sorted({e.phase for e in entries})
     organisations = sorted(organisations)
     tail = tail_delta(entries, len(organisations), total["epsilon"])
-    graph = graph_delta(entries, total["epsilon"])
     return {
         "epsilon": total["epsilon"],
-        "delta": ledger.delta + tail + graph,
+        "delta": ledger.delta + tail,
         "delta_accountant": ledger.delta,
         "delta_noise_tail": tail,
-        "delta_graph_failure": graph,
         "accountant": total["method"],
         "epsilon_rdp": total["rdp"],
         "epsilon_pld": total["pld"],

@@ -473,8 +473,7 @@ def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
                    events_rows(release.entries, spent)),
         html.paragraph(f"Delta: {release.statement['delta']:.3g} = accountant "
                        f"{accountant_delta(release.statement):.3g} + noise-tail check "
-                       f"{release.statement.get('delta_noise_tail', 0.0):.3g} + SecAgg+ graph failure "
-                       f"{release.statement.get('delta_graph_failure', 0.0):.3g}."),
+                       f"{release.statement.get('delta_noise_tail', 0.0):.3g}."),
     )
 
 

@@ -34,8 +34,9 @@ any data is read or anything is sent:
 * ``epsilon-cap``: a round whose event would take its ledger past the cap at the policy's delta.
 
 The event is ``common.rounds.round_event`` of the request with the noise the policy's
-``noise-accounting`` vouches for: ``planned`` (``mu``, i.e. ``t`` honest shares; what holds
-with at most ``n - t`` colluders when ``2t > n``) or ``own-share`` (``mu / t``, only the
+``noise-accounting`` vouches for: ``planned`` (``(2t - n) mu / t``, the ``2t - n`` honest shares
+that remain when a lying coordinator keeps ``t`` survivors of which ``n - t`` collude;
+``common.secure_sum``) or ``own-share`` (``mu / t``, only the
 organisation's own share: what holds whatever the others and the coordinator do). An admitted
 round is written to the ledger (fsynced) before its vector is computed, so a crash can
 over-count a spend, never lose one. Refusals name the organisation, the rule and public
@@ -127,7 +128,7 @@ class Guard:
         self._check_threshold(spec.min_survivors)
         self._check_shamir(spec.min_survivors, int(request["num_clients"]))
         self._check_graph(request, spec)
-        mu = self.accounted_mu(spec)
+        mu = self.accounted_mu(spec, int(request["num_clients"]))
         if task in ("select", "scores"):
             self._check_model(request, arrays)
         if task != "select":  # a vote is private by its exponential mechanism; it carries no Skellam noise
@@ -136,9 +137,10 @@ class Guard:
         self._check_cap(event, f"this {task} round")
         return event
 
-    def accounted_mu(self, spec: NoisySumSpec) -> float:
-        """The Skellam parameter this organisation accounts: planned ``mu`` or its own share."""
-        return spec.mu if self.policy.noise_accounting == "planned" else spec.mu_share
+    def accounted_mu(self, spec: NoisySumSpec, organisations: int) -> float:
+        """The Skellam parameter this organisation accounts: what ``2t - n`` honest shares carry
+        (``planned``: holds against a lying coordinator and ``n - t`` colluders) or its own share."""
+        return spec.honest_mu(organisations) if self.policy.noise_accounting == "planned" else spec.mu_share
 
     def record(self, event: DpEvent, request: Mapping[str, Any], spec: NoisySumSpec) -> None:
         """Write the admitted round to the guard's ledger (fsynced) before anything is computed."""
@@ -151,7 +153,7 @@ class Guard:
                     "round": int(request.get("round", 0)),
                     "t": spec.min_survivors,
                     "n": int(request["num_clients"]),
-                    "mu": self.accounted_mu(spec),
+                    "mu": self.accounted_mu(spec, int(request["num_clients"])),
                     "noise_accounting": self.policy.noise_accounting,
                     "dim": spec.dim,
                 },

@@ -38,12 +38,15 @@ and L2 sensitivity of the round (integer units, after scaling and rounding; for 
 row-capped table 2 and sqrt(2): ``common.rounds``). That is the Skellam mechanism of Agarwal, Kairouz &
 Liu (2021) with parameter ``|S| * mu / t``, which the coordinator records in the combined
 accountant with the survivors it actually saw. Everything the coordinator does afterwards is
-post-processing. Should up to ``n - t`` clients collude with the coordinator and subtract
-their own shares, at least ``t`` honest shares, i.e. ``mu``, remain: the planned statement,
-provided the colluders cannot unmask an honest client's vector alone. They can if they hold
-``t`` Shamir shares of its mask secrets, i.e. if ``n - t >= t``: organisations therefore
-require ``2t > n`` (``client.guard``) and the release states how many colluders each round
-tolerated (``docs/trust-model.md``).
+post-processing.
+
+Collusion: a coordinator that lies chooses the survivor set (it may declare honest survivors
+dead), so a set of exactly ``t`` vectors can hold up to ``n - t`` colluders, who subtract their
+own shares: only ``2t - n`` honest shares remain. :meth:`NoisySumSpec.against_collusion` sizes a
+round for that: the aggregate parameter at ``t`` survivors is ``mu * t / (2t - n)``, so any ``2t - n``
+honest shares carry the planned ``mu`` (:meth:`NoisySumSpec.honest_mu`), what every guard accounts
+in its ``planned`` mode. The colluders cannot unmask an honest client's vector, nor form a partial
+sum, either: authenticated SecAgg+ with ``3t > 2n`` (``client.secagg``, ``common.secagg_graph``).
 Noise is drawn on the client from operating-system entropy (a fixed seed is for tests only);
 the coordinator never chooses it.
 """
@@ -51,7 +54,7 @@ the coordinator never chooses it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -111,6 +114,18 @@ class NoisySumSpec:
     def mu_of_survivors(self, survivors: int) -> float:
         """Skellam parameter the sum actually carries when ``survivors`` vectors arrived."""
         return survivors * self.mu_share
+
+    def against_collusion(self, organisations: int) -> "NoisySumSpec":
+        """This round with its aggregate noise raised so that ``mu`` survives ``n - t`` colluders
+        among ``t`` survivors (module docstring); needs ``2t > n``."""
+        honest = 2 * self.min_survivors - organisations
+        if honest < 1:
+            raise ValueError(f"t={self.min_survivors} of n={organisations}: no honest share survives n - t colluders")
+        return replace(self, mu=self.mu * self.min_survivors / honest)
+
+    def honest_mu(self, organisations: int) -> float:
+        """The Skellam parameter left when ``n - t`` of ``t`` survivors collude (0 if ``2t <= n``)."""
+        return max(0, 2 * self.min_survivors - organisations) * self.mu_share
 
     def to_config(self) -> dict[str, float | int]:
         """Flat scalars for a Flower ConfigRecord."""

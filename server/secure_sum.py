@@ -385,6 +385,7 @@ class Federation:
             self.ledger.check(round_event(request, spec), phase=phase)
         elif spec.mu > 0:
             raise ValueError("a noisy sum without a ledger is only for noise-free tests")
+        spec = spec.against_collusion(self.num_clients)
         ranges = secure_ranges(spec, self.num_clients)
         graph = choose_graph(self.num_clients, spec.min_survivors, self.neighbours)
         by_node = {nid: node_parameters[name] for nid, name in self.org_names.items() if name in (node_parameters or {})}
@@ -439,7 +440,7 @@ class Federation:
                     "survivors": list(survivors),
                     "dropped": list(dropped),
                     "mu": mu,
-                    "planned_mu": spec.mu,
+                    "planned_mu": spec.honest_mu(self.num_clients),
                     "dim": spec.dim,
                     "graph": {
                         "num_shares": graph.num_shares,

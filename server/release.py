@@ -295,26 +295,23 @@ def tail_delta(entries: Iterable, organisations: int, epsilon: float) -> float:
     return (1.0 + math.exp(min(epsilon, 700.0))) * tau
 
 
-def tolerated_colluders(entries: Iterable, t: int, n: int) -> int:
+def tolerated_colluders(t: int, n: int) -> int:
     """Organisations that may collude with a coordinator, even one that lies, while the planned
-    epsilon still holds.
+    epsilon still holds: ``n - t`` when ``3t > 2n``, else none.
 
-    Colluders subtract their own shares: with ``s`` survivors the sum keeps ``(s - k) mu / t``,
-    the planned ``mu`` while ``k <= s - t``. Every organisation reveals shares only for a survivor
-    set signed by ``t`` of them (``client.secagg``); with ``3t > 2n``, ``k <= n - t`` colluders
-    cannot get a second set signed, nor hold a Shamir threshold of an honest one's secrets
-    (``common.secagg_graph``). With ``3t <= 2n`` none is tolerated.
+    Every round's noise is sized so that the ``2t - n`` honest shares left in a survivor set of
+    ``t`` with ``n - t`` colluders carry the planned ``mu`` (``common.secure_sum``); every
+    organisation reveals shares only for a survivor set signed by ``t`` of them, and with
+    ``3t > 2n`` no ``n - t`` colluders get a second set signed or a Shamir threshold of an honest
+    organisation's secrets (``client.secagg``, ``common.secagg_graph``).
     """
-    if 3 * t <= 2 * n:
-        return 0
-    survivors = [len(e.metadata["survivors"]) for e in entries if "survivors" in e.metadata]
-    return max(0, min(survivors, default=n) - t)
+    return n - t if 3 * t > 2 * n else 0
 
 
 def trust(entries: Sequence, plan: Mapping, organisations: Sequence[str]) -> dict:
     """The trust section of ``privacy.json``: who must behave for which epsilon (docs/trust-model.md)."""
     t, n = int(plan["min_survivors"]), len(organisations)
-    k = tolerated_colluders(entries, t, n)
+    k = tolerated_colluders(t, n)
     return {
         "coordinator": "the epsilon above is the coordinator's account of the noise that actually reached each "
         "sum; the planned epsilon below holds even if the coordinator lies",

@@ -150,11 +150,11 @@ def complete_graph(organisations: int, min_survivors: int) -> SecAggGraph:
 
 def sparse_graph(organisations: int, num_shares: int, dropouts: int, colluders: int) -> SecAggGraph | None:
     """Degree ``num_shares`` at the smallest threshold that is safe and live, or None."""
-    k = num_shares
-    if not (3 <= k < organisations and k % 2):
+    k, threshold = num_shares, max(colluders + 1, num_shares // 2 + 1)
+    if not (3 <= k < organisations and k % 2 and threshold < k):
         return None
-    graph = SecAggGraph(organisations, k, max(colluders + 1, k // 2 + 1), dropouts, colluders)
-    return graph if graph.threshold < k and graph.safe() and graph.live() else None
+    graph = SecAggGraph(organisations, k, threshold, dropouts, colluders)
+    return graph if graph.safe() and graph.live() else None
 
 
 def smallest_safe_degree(dropouts: int, colluders: int) -> int:

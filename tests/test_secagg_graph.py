@@ -1,18 +1,15 @@
-"""The sparse SecAgg+ graph: parameter choice, failure bounds checked by Monte-Carlo, the guard's check.
+"""The SecAgg+ graph: safe in every order, the parameter choice, the guard's check, the release.
 
-The Monte-Carlo runs draw Flower's graph the way Flower 1.41 builds it (a shuffled cyclic order,
-``common.secagg_graph.flower_neighbourhoods``; ``tests/test_secagg_sparse_flower.py`` checks that
-real SecAgg+ draws exactly such graphs) with random dropouts and colluders, and count how often
-the privacy argument breaks (a neighbourhood with ``threshold`` colluders, or honest survivors
-split into components) or a neighbourhood keeps fewer than ``threshold`` survivors.
+The exhaustive checks place dead and colluding organisations anywhere, as a coordinator that
+lies and sees the graph could (``common.secagg_graph.privacy_broken``): a graph the module calls
+safe survives every placement, and one step weaker does not.
 """
 
-import math
+import itertools
 import random
 
 import numpy as np
 import pytest
-from scipy.stats import hypergeom
 
 from fedsynth.cli import bundled, main
 from fedsynth.client.app import guarded_share
@@ -21,14 +18,13 @@ from fedsynth.common.accounting import Ledger, skellam_event
 from fedsynth.common.marginals import cliques_to_json
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secagg_graph import (
-    ABORT_PROBABILITY,
     NUM_SHARES,
-    PRIVACY_FAILURE,
     SPARSE_FROM,
     THRESHOLD,
     GraphError,
     SecAggGraph,
     choose_graph,
+    default_min_survivors,
     flower_neighbourhoods,
     privacy_broken,
     sparse_graph,
@@ -36,79 +32,67 @@ from fedsynth.common.secagg_graph import (
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, secure_ranges
 from fedsynth.server.release import privacy_statement
 
-TRIALS = 4000
+
+def broken_by_some_placement(graph: SecAggGraph, dead: int, colluders: int) -> bool:
+    """Whether any placement of ``dead`` and ``colluders`` nodes breaks the graph (exhaustive)."""
+    nodes = range(graph.organisations)
+    neighbourhoods = flower_neighbourhoods(list(nodes), graph.num_shares)
+    for bad in itertools.combinations(nodes, colluders):
+        rest = [i for i in nodes if i not in bad]
+        for gone in itertools.combinations(rest, dead):
+            if privacy_broken(neighbourhoods, graph.threshold, set(gone), set(bad)):
+                return True
+    return False
 
 
-def draw(n: int, k: int, dropouts: int, colluders: int, rng: random.Random):
-    """One graph as Flower draws it, and disjoint random sets of dropouts and colluders."""
-    order = list(range(n))
-    rng.shuffle(order)
-    removed = rng.sample(range(n), dropouts + colluders)
-    return flower_neighbourhoods(order, k), set(removed[:dropouts]), set(removed[dropouts:])
+@pytest.mark.parametrize("n, t", [(11, 10), (12, 10), (13, 11), (14, 12), (15, 13)])
+def test_the_safe_sparse_graph_survives_every_placement_and_a_smaller_one_does_not(n, t):
+    d = n - t
+    graph = sparse_graph(n, 2 * d + 3, d, d)
+    assert graph is not None and graph.safe() and graph.live()
+    assert not broken_by_some_placement(graph, d, d)
+    weaker = SecAggGraph(n, 2 * d + 1, d + 1, d, d)  # h = d: two gaps of d fit in 2d removed nodes
+    assert not weaker.safe() and broken_by_some_placement(weaker, d, d)
+    low = SecAggGraph(n, 2 * d + 3, d + 2, d, d + 2)  # threshold not above the colluders
+    assert not low.safe() and broken_by_some_placement(low, 0, d + 2)
 
 
-def upper(successes: int, trials: int) -> float:
-    """A generous (about 4 sigma) upper confidence limit for a frequency."""
-    p = successes / trials
-    return p + 4 * math.sqrt(max(p, 1 / trials) * (1 - p) / trials) + 1 / trials
+def test_the_complete_graph_survives_every_placement_of_n_minus_t():
+    for n, t in [(4, 3), (5, 4), (7, 5), (9, 7)]:
+        graph = choose_graph(n, t)
+        assert graph.complete and graph.safe() and not broken_by_some_placement(graph, n - t, n - t)
 
 
-def test_a_neighbourhood_is_a_uniform_subset_so_its_colluders_are_hypergeometric():
-    n, k, colluders, rng = 30, 7, 6, random.Random(1)
-    counts = np.zeros(k, dtype=int)
-    for _ in range(TRIALS):
-        graph, _, bad = draw(n, k, 0, colluders, rng)
-        honest = min(set(graph) - bad)
-        counts[len((graph[honest] - {honest}) & bad)] += 1
-    expected = hypergeom(n - 1, colluders, k - 1).pmf(np.arange(k)) * TRIALS
-    # chi-square over the cells with enough mass: the exact law, not just a bound
-    cells = expected > 5
-    chi2 = float(np.sum((counts[cells] - expected[cells]) ** 2 / expected[cells]))
-    assert chi2 < 20, (counts, expected.round(1))
+def test_a_random_placement_never_breaks_the_chosen_graph_at_scale():
+    rng = random.Random(5)
+    for n, t in [(100, 95), (200, 190)]:
+        graph = choose_graph(n, t)
+        for _ in range(200):
+            order = rng.sample(range(n), n)
+            removed = rng.sample(range(n), 2 * (n - t))
+            gone, bad = set(removed[: n - t]), set(removed[n - t:])
+            assert not privacy_broken(flower_neighbourhoods(order, graph.num_shares), graph.threshold, gone, bad)
 
 
-@pytest.mark.parametrize("threshold, tolerated", [(4, 4), (5, 5)])
-def test_monte_carlo_privacy_failures_stay_below_the_computed_bound(threshold, tolerated):
-    # weak on purpose (30 organisations, k=7) so that failures are frequent enough to count
-    graph, rng = SecAggGraph(30, 7, threshold, tolerated, tolerated), random.Random(threshold)
-    bound, broken = graph.privacy_failure(), 0
-    for _ in range(TRIALS):
-        neighbourhoods, dropped, bad = draw(30, 7, tolerated, tolerated, rng)
-        broken += privacy_broken(neighbourhoods, threshold, dropped, bad)
-    assert broken > 0  # the event is real: the bound is not vacuous here
-    assert broken / TRIALS <= bound < 3 * upper(broken, TRIALS)  # a union bound, but a tight one
-
-
-def test_monte_carlo_aborts_stay_below_the_computed_bound():
-    graph, rng = SecAggGraph(30, 7, 5, 4, 0), random.Random(3)
-    bound, aborted = graph.abort_probability(), 0
-    for _ in range(TRIALS):
-        neighbourhoods, dropped, _ = draw(30, 7, 4, 0, rng)
-        aborted += any(len(nbrs - dropped) < graph.threshold for nbrs in neighbourhoods.values())
-    assert aborted > 0 and aborted / TRIALS <= bound < 20 * upper(aborted, TRIALS)
-
-
-@pytest.mark.parametrize("n, t", [(3, 2), (4, 3), (5, 3), (7, 4), (SPARSE_FROM - 1, SPARSE_FROM - 2)])
-def test_the_complete_graph_below_the_sparse_threshold_keeps_t_and_fails_never(n, t):
+@pytest.mark.parametrize("n", [3, 4, 5, 10, 19])
+def test_the_default_t_tolerates_a_dropout_but_keeps_3t_above_2n(n):
+    t = default_min_survivors(n)
+    assert 3 * t > 2 * n and t <= n and (t == n - 1 or n <= 3)
     graph = choose_graph(n, t)
-    assert graph.complete and graph.threshold == t
-    assert graph.privacy_failure() == 0.0 and graph.abort_probability() == 0.0
+    assert graph.complete and graph.threshold == min(t, n - 1)
 
 
-@pytest.mark.parametrize("n, t", [(20, 19), (50, 48), (100, 95), (200, 190), (1000, 950), (100_000, 95_000)])
-def test_the_chosen_sparse_graph_is_the_smallest_that_meets_both_bounds(n, t):
+@pytest.mark.parametrize("n, t, k, s", [(20, 19, 5, 3), (100, 99, 5, 3), (100, 95, 13, 7), (200, 190, 23, 12),
+                                        (1000, 950, 103, 52)])
+def test_the_chosen_sparse_graph_is_the_smallest_safe_one(n, t, k, s):
     graph = choose_graph(n, t)
-    k, s = graph.num_shares, graph.threshold
-    assert not graph.complete and k % 2 == 1 and k / 2 < s < k
-    assert graph.privacy_failure() <= PRIVACY_FAILURE and graph.abort_probability() <= ABORT_PROBABILITY
+    assert (graph.num_shares, graph.threshold) == (k, s) and graph.safe() and graph.live()
     assert all(sparse_graph(n, smaller, n - t, n - t) is None for smaller in range(3, k, 2))
-    if s - 1 > k / 2:  # a lower threshold would break the privacy bound
-        assert SecAggGraph(n, k, s - 1, n - t, n - t).privacy_failure() > PRIVACY_FAILURE
 
 
-def test_the_degree_grows_like_log_n_at_a_fixed_dropout_fraction():
-    degrees = {n: choose_graph(n, n - n // 20).num_shares for n in (200, 2_000, 20_000)}
-    assert degrees[200] < degrees[2_000] < degrees[20_000] < 3 * degrees[200], degrees
+def test_below_the_sparse_threshold_the_graph_is_complete():
+    graph = choose_graph(SPARSE_FROM - 1, SPARSE_FROM - 2)
+    assert graph.complete and graph.safe()
 
 
 def test_a_requested_neighbourhood_too_small_for_the_dropouts_is_refused_saying_what_would_work():
@@ -165,9 +149,9 @@ def test_the_guard_admits_the_graph_it_would_choose_and_refuses_weaker_ones(tmp_
     weaker = [
         (chosen.num_shares, chosen.num_shares // 2, "need k/2 < threshold < k"),  # 2s <= k: both shares
         (chosen.num_shares, chosen.num_shares, "need k/2 < threshold < k"),
-        (chosen.num_shares - 2, chosen.threshold, "fail with probability"),  # fewer neighbours than it would use
-        (5, 3, "fail with probability"),
-        (n, t - 1, "a complete graph shares at threshold t=95"),
+        (chosen.num_shares - 2, chosen.threshold, "can be broken by 5 dead and 5 colluding"),  # two gaps fit
+        (5, 3, "can be broken by"),
+        (n, t - 1, "a complete graph shares at threshold 95"),
     ]
     for k, s, why in weaker:
         request, spec = sparse_request(n, t, k, s)
@@ -176,13 +160,11 @@ def test_the_guard_admits_the_graph_it_would_choose_and_refuses_weaker_ones(tmp_
     assert len(org.guard.ledger) == 1  # refusals spent nothing
 
 
-def test_a_stricter_guard_policy_refuses_what_the_coordinator_chose(tmp_path):
-    chosen = choose_graph(200, 190)
-    assert chosen.privacy_failure() > 0
-    request, spec = sparse_request(200, 190, chosen.num_shares, chosen.threshold)
-    with pytest.raises(GuardRefused, match="rule secagg-graph"):
-        guarded_share(Plain(guard(tmp_path, max_graph_failure=chosen.privacy_failure() / 2)), request, [],
-                      np.random.default_rng(0))
+def test_the_guard_refuses_a_threshold_n_minus_t_colluders_could_get_round(tmp_path):
+    for n, t in [(3, 2), (10, 6), (100, 66)]:
+        request, spec = sparse_request(n, t, n, min(t, n - 1))
+        with pytest.raises(GuardRefused, match=f"rule shamir-threshold; t={t} of n={n}: need 2n/3 < t <= n"):
+            guarded_share(Plain(guard(tmp_path / f"{n}")), request, [], np.random.default_rng(0))
 
 
 def test_the_setup_must_be_the_requested_graph(tmp_path):
@@ -201,26 +183,23 @@ def test_the_setup_must_be_the_requested_graph(tmp_path):
 # ---------------------------------------------------------------- the release and the CLI
 
 
-def test_the_release_adds_each_rounds_graph_failure_to_delta_and_states_the_graph(tmp_path):
+def test_the_release_states_the_graph_and_adds_nothing_to_delta_for_it(tmp_path):
     graph = choose_graph(200, 190)
     names = [f"org-{i}" for i in range(200)]
     ledger = Ledger(tmp_path / "ledger.jsonl", cap_epsilon=10.0, delta=1e-6)
     for round_ in (1, 2):
         ledger.append("generator", "marginals", skellam_event(400.0, 1.0, 1.0), metadata={
             "round": round_, "survivors": names[:195], "mu": 400.0, "dim": 10,
-            "graph": {"num_shares": graph.num_shares, "threshold": graph.threshold,
-                      "privacy_failure": graph.privacy_failure()}})
+            "graph": {"num_shares": graph.num_shares, "threshold": graph.threshold, "safe_for_every_order": True}})
     plan = {"min_survivors": 190, "epsilon_planned": 1.0, "secagg": graph.summary()}
     statement = privacy_statement(ledger, 0, plan, names)
-    by_hand = (1 + math.exp(statement["epsilon"])) * 2 * graph.privacy_failure()
-    assert statement["delta_graph_failure"] == pytest.approx(by_hand) and by_hand > 0
-    assert statement["delta"] == pytest.approx(1e-6 + statement["delta_noise_tail"] + by_hand)
+    assert "delta_graph_failure" not in statement
+    assert statement["delta"] == pytest.approx(1e-6 + statement["delta_noise_tail"])
     stated = statement["trust"]["secagg_graph"]
     assert stated["neighbourhood_size_k"] == graph.num_shares
     assert stated["shamir_threshold_per_neighbourhood"] == graph.threshold
-    assert stated["privacy_failure_per_round"] == graph.privacy_failure()
-    assert stated["kind"].startswith("sparse")
-    assert statement["trust"]["tolerated_colluding_organisations"] == 5  # min survivors 195 - t 190
+    assert stated["safe_for_every_order"] is True and stated["kind"].startswith("sparse")
+    assert statement["trust"]["tolerated_colluding_organisations"] == 10  # n - t, whatever survived
 
 
 def test_simulate_refuses_up_front_a_neighbourhood_that_cannot_meet_the_dropouts(tmp_path, capsys):

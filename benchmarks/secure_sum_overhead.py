@@ -5,13 +5,14 @@ a child process so it can be time-boxed) and each vector size, the coordinator r
 same simulation and after a warm-up pair of rounds (Ray start-up and first imports excluded):
 
 * secure: ``Federation.noisy_sum`` with a Skellam spec and a (fresh) ledger -- one real
-  SecAgg+ round (setup, key sharing, masked vectors, unmasking), exactly as a fedsynth job;
+  authenticated SecAgg+ round (setup with signed keys, key sharing checked against the roster and
+  the public order, masked vectors, consistency stage, unmasking), exactly as a fedsynth job;
 * plain: the same clients compute the same vector plus the same noise share and send it in
   the clear in one ``grid.send_and_receive`` round trip; the coordinator sums the replies.
 
 Graphs (``common.secagg_graph``): ``sparse`` is what fedsynth chooses (complete below 20
-clients, else neighbourhoods of k ~ log n tolerating the dropout fraction's n - t dropouts and as
-many colluders), ``complete`` every client sharing with every other one (run up to
+clients, else neighbourhoods of 2(n - t) + 3 that no placement of the dropout fraction's n - t
+dropouts and as many colluders breaks), ``complete`` every client sharing with every other one (run up to
 ``--complete-max`` clients: it grows as n^2). ``t = n - max(1, round(dropout_fraction * n))``.
 
 Secure and plain rounds alternate (their order flips every repetition) and the table gives the
@@ -57,6 +58,7 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
 
     from fedsynth.client.app import build_client_app, noise_rng
     from fedsynth.common.accounting import Ledger
+    from fedsynth.common.identity import simulated_federation
     from fedsynth.common.noise import skellam_mu_for_sigma
     from fedsynth.common.secagg_graph import choose_graph
     from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
@@ -90,7 +92,7 @@ def worker(n: int, graph: str, t: int, dims: list[int], reps: int, budget: float
         def check(self, _request) -> None:  # noqa: ANN001
             pass
 
-    client_app = build_client_app(Party, fixed_seed=0)
+    client_app = build_client_app(Party, fixed_seed=0, identities=simulated_federation(n))
     stage_seconds = time_stages()
 
     @client_app.evaluate()

@@ -1,4 +1,4 @@
-"""A hostile coordinator on real Flower (simulation engine, real SecAgg+), against three guards.
+"""A hostile coordinator on real Flower (simulation engine, real SecAgg+), against four guards, with forged keys among the attacks.
 
 The ServerApp below does not use ``Federation.noisy_sum``'s honest round: it drives Flower's
 SecAgg+ workflow itself with whatever request, setup and unmask messages an attacker would
@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord
 from flwr.common import ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_to_bytes
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 
@@ -24,10 +25,12 @@ from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
+from fedsynth.common.identity import simulated_federation
 from fedsynth.common.marginals import cells, cliques_to_json
 from fedsynth.common.noise import sample_skellam
 from fedsynth.common.rounds import round_event
 from fedsynth.common.schema import load_schema
+from fedsynth.common.secagg_wire import KEY_NODES, KEY_PK1, KEY_PK2
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, decode_sum, secure_ranges
 from fedsynth.server.secure_sum import Federation, _ErrorsByNode, _OneRound, _TrackedSecAggPlus
 from fedsynth.simulations.engine import run_in_simulation
@@ -38,7 +41,7 @@ TABLES = split_table(SCHEMA.read_csv(bundled("adult.csv")).iloc[:900], 3, "iid",
 DOMAIN = SCHEMA.domain()
 CLIQUES = [("sex",), ("race",)]
 DIM = sum(cells(DOMAIN, c) for c in CLIQUES)
-N, T, SEED, CAP = 3, 2, 11, 1.0
+N, T, SEED, CAP = 4, 3, 11, 1.0
 SIGMA = 17.0  # aggregate noise std at t survivors: six such rounds fit each guard's cap, eight do not
 
 
@@ -83,18 +86,45 @@ class HostileGrid(_ErrorsByNode):
         for m in messages:
             configs = m.content.config_records.get(RECORD_KEY_CONFIGS)
             if configs is not None and configs.get(Key.STAGE) == Stage.UNMASK:
-                active = list(configs[Key.ACTIVE_NODE_ID_LIST])
-                m.content.config_records[RECORD_KEY_CONFIGS] = ConfigRecord(
-                    {Key.STAGE: Stage.UNMASK, Key.ACTIVE_NODE_ID_LIST: active,
-                     Key.DEAD_NODE_ID_LIST: [*configs[Key.DEAD_NODE_ID_LIST], active[0]]}
-                )
+                configs[Key.DEAD_NODE_ID_LIST] = [*configs[Key.DEAD_NODE_ID_LIST], configs[Key.ACTIVE_NODE_ID_LIST][0]]
         return super().send_and_receive(messages, timeout=timeout)
+
+
+class ForgingGrid(_ErrorsByNode):
+    """Relays keys of its own for every other node, in Flower's entries and in the signed list."""
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001
+        for m in messages:
+            configs = m.content.config_records.get(RECORD_KEY_CONFIGS)
+            if configs is None or configs.get(Key.STAGE) != Stage.SHARE_KEYS:
+                continue
+            own = str(m.metadata.dst_node_id)
+            fake = {nid: [public_key_to_bytes(generate_key_pairs()[1]) for _ in range(2)]
+                    for nid in configs if nid.isdigit() and nid != own}
+            for nid, keys in fake.items():
+                configs[nid] = keys
+            index = {str(n): i for i, n in enumerate(configs[KEY_NODES])}
+            for column, position in ((KEY_PK1, 0), (KEY_PK2, 1)):
+                values = list(configs[column])
+                for nid, keys in fake.items():
+                    values[index[nid]] = keys[position]
+                configs[column] = values
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+class UncheckedSecAggPlus(_TrackedSecAggPlus):
+    """fedsynth's workflow without its own stop below t signed keys: a coordinator that presses on."""
+
+    def setup_stage(self, grid, context, state):  # noqa: ANN001
+        super().setup_stage(grid, context, state)
+        return bool(self.keys)
 
 
 def hostile_round(fed, number, spec, request, *, claim_t=None, claim_n=N, threshold=None, arrays=(), grid=None):
     """One SecAgg+ round with a request and a setup of the attacker's choosing."""
+    spec = spec.against_collusion(claim_n)
     ranges = secure_ranges(spec, claim_n)
-    config = {**request, **spec.to_config(), "round": number, "num_clients": claim_n}
+    config = {**request, **spec.to_config(), "job": fed.job, "round": number, "num_clients": claim_n}
     if claim_t is not None:
         config["sum.min_survivors"] = claim_t
     strategy = _OneRound(N, config)
@@ -103,8 +133,9 @@ def hostile_round(fed, number, spec, request, *, claim_t=None, claim_n=N, thresh
         ndarrays_to_parameters(list(arrays)), keep_input=True
     )
     fed._legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: number})
-    workflow = _TrackedSecAggPlus(
-        num_shares=N, reconstruction_threshold=threshold or spec.min_survivors, max_weight=float(MAX_WEIGHT),
+    workflow = UncheckedSecAggPlus(
+        num_shares=N, reconstruction_threshold=threshold or min(spec.min_survivors, N - 1),
+        min_survivors=claim_t or spec.min_survivors, job=fed.job, round_=number, max_weight=float(MAX_WEIGHT),
         clipping_range=float(ranges.clipping_range), quantization_range=ranges.quantization_range,
         modulus_range=ranges.modulus_range,
     )
@@ -133,13 +164,15 @@ def attacks(grid, context):
         out["unmask"] = hostile_round(fed, 6, spec, request, grid=HostileGrid)
         out["replay"] = [hostile_round(fed, 7, spec, request) for _ in range(2)]
         out["split"] = [hostile_round(fed, 8 + i, spec, request) for i in range(6)]
+        out["forged"] = hostile_round(fed, 14, spec, request, grid=ForgingGrid)
     return out
 
 
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adversary")
-    app = build_client_app(make_org_factory(folder), fixed_seed=SEED, mods=[recording_mod(folder)])
+    app = build_client_app(make_org_factory(folder), fixed_seed=SEED, mods=[recording_mod(folder)],
+                           identities=simulated_federation(N))
     return folder, run_in_simulation(attacks, app, N)
 
 
@@ -162,8 +195,8 @@ def assert_refused_before_sending(folder, out, round_, rule):
 
 @pytest.mark.parametrize(
     ("attack", "round_", "rule"),
-    [("scale", 1, "scale"), ("false_t_n", 2, "secagg-setup"), ("setup_threshold", 3, "secagg-setup"),
-     ("marginals", 5, "model-marginals")],
+    [("scale", 1, "scale"), ("false_t_n", 2, "secagg-signature"), ("setup_threshold", 3, "secagg-setup"),
+     ("marginals", 5, "model-marginals"), ("forged", 14, "secagg-signature")],
 )
 def test_a_request_the_guard_cannot_verify_is_refused_before_a_vector_leaves(attacked, attack, round_, rule):
     folder, out = attacked

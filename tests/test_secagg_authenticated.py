@@ -46,7 +46,7 @@ JOB = "job-1"
 class Round:
     """One SecAgg+ round over ``n`` real ClientApps with noise threshold ``t``, driven by hand."""
 
-    def __init__(self, tmp_path, n: int, t: int, colluders: int = 0, round_: int = 1) -> None:
+    def __init__(self, tmp_path, n: int, t: int, colluders: int = 0, round_: int = 1, table=TABLE) -> None:
         self.n, self.t, self.round = n, t, round_
         self.identities = simulated_federation(n)
         self.colluding = {f"party-{i}" for i in range(n - colluders, n)}
@@ -56,7 +56,7 @@ class Round:
             name = f"party-{i}"
             policy = GuardPolicy(tmp_path / f"{name}.jsonl", epsilon_cap=50.0, delta=1e-6, min_noise_multiplier=0.1,
                                  min_survivors=2)
-            part = TABLE.iloc[i::n].reset_index(drop=True)
+            part = table.iloc[i::n].reset_index(drop=True)
             return Organisation(name, lambda _s: part, accepts=SCHEMA, guard=Guard(name, policy), cap_seed=i)
 
         self.fed = Federation(build_client_app(make_org, fixed_seed=3, identities=self.identities), n)
@@ -225,3 +225,26 @@ def test_the_noise_of_2t_minus_n_honest_shares_is_the_planned_noise():
     with pytest.raises(ValueError, match="no honest share"):
         planned.against_collusion(14)
     assert np.isfinite(sized.mu_share)
+
+
+def test_what_leaves_besides_the_masked_vector_is_the_same_for_neighbouring_tables(tmp_path):
+    """Every refusal of the new stages, and which fields every other reply carries, for D and D'."""
+
+    def transcript(table, folder) -> list:
+        r = Round(folder, n=4, t=3, colluders=1, table=table)
+        keys, neighbours = r.honest_to_masked()
+        victim, colluder = r.honest[0], r.fed.nodes[-1]
+        out = [r.fed.send(victim, share_keys_configs(keys[:1], {}))]  # keys after the masked stage, too few
+        survivors = r.fed.nodes
+        out.append(r.fed.send(victim, consistency_configs(survivors[1:])))  # a set without itself
+        signatures = {nid: r.fed.send(nid, consistency_configs(survivors))[SIGNATURE] for nid in r.honest}
+        signatures[colluder] = sign_survivors(r.identity(colluder), JOB, 1, survivors)
+        out.append(r.fed.send(victim, unmask_configs(survivors[:3], signatures, [], [])))  # another set
+        ok = r.fed.send(victim, unmask_configs(survivors, signatures, sorted(neighbours[victim]), []))
+        out.append(sorted(ok))  # the field names of the reply that reveals shares
+        return out
+
+    neighbour = TABLE.drop(index=5).reset_index(drop=True)  # one row fewer (every party's rows differ)
+    first, second = transcript(TABLE, tmp_path / "d"), transcript(neighbour, tmp_path / "d-prime")
+    assert first == second
+    assert all(isinstance(x, str) and "refused (rule secagg-" in x for x in first[:3]), first

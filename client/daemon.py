@@ -124,7 +124,8 @@ class DaemonConfig:
     insecure: bool
     clientappio_port: int | None
     guard: GuardPolicy
-    identity: Identity
+    signing_key: Path
+    roster: Path
     query: str | None = None
     noise_seed: int | None = None
 
@@ -155,10 +156,6 @@ class DaemonConfig:
             )
         except ValueError as exc:
             raise ConfigError(f"{path} [guard]: {exc}") from None
-        try:
-            identity = Identity.load(str(org["name"]), file(raw["identity"]["signing-key"]), file(raw["identity"]["roster"]))
-        except IdentityError as exc:
-            raise ConfigError(f"{path} [identity]: {exc}") from None
         seed = raw.get("testing", {}).get("noise-seed")
         is_url = "://" in str(org["data"])
         if is_url != ("query" in org):
@@ -175,9 +172,17 @@ class DaemonConfig:
             insecure=insecure,
             clientappio_port=int(link["clientappio-port"]) if "clientappio-port" in link else None,
             guard=policy,
-            identity=identity,
+            signing_key=file(raw["identity"]["signing-key"]),
+            roster=file(raw["identity"]["roster"]),
             noise_seed=None if seed is None else int(seed),
         )
+
+    def identity(self) -> Identity:
+        """The organisation's signing key and the roster it pinned (``[identity]``)."""
+        try:
+            return Identity.load(self.name, self.signing_key, self.roster)
+        except IdentityError as exc:
+            raise ConfigError(f"{self.path} [identity]: {exc}") from None
 
     def accepted_schema(self) -> Schema:
         return load_schema(self.schema)
@@ -216,7 +221,7 @@ class DaemonConfig:
             self.read_table,
             accepts=self.accepted_schema(),
             guard=guard,
-            identity=self.identity,
+            identity=self.identity(),
             cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),
         )
 
@@ -259,7 +264,8 @@ def _check_keys(path: Path, raw: dict[str, Any]) -> None:
 
 def preflight(config: DaemonConfig) -> str:
     """Check everything the daemon can check alone; return a one-line summary or raise."""
-    files = [("schema", config.schema), ("root-certificates", config.root_certificates), ("auth-key", config.auth_key)]
+    files = [("schema", config.schema), ("root-certificates", config.root_certificates), ("auth-key", config.auth_key),
+             ("signing-key", config.signing_key), ("roster", config.roster)]
     if config.query is None:
         files.append(("data", config.data))
     for what, file in files:

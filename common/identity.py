@@ -200,3 +200,17 @@ def new_federation(names: Iterable[str]) -> dict[str, Identity]:
 def simulated_federation(num_parties: int) -> dict[str, Identity]:
     """Identities of a simulation's organisations ``party-0`` ... (``client.app.org_name``)."""
     return new_federation(f"party-{i}" for i in range(num_parties))
+
+
+def write_federation(folder: Path, names: Iterable[str]) -> Path:
+    """Fresh signing keys for ``names`` as ``<name>.signing.pem`` (mode 0600) and their
+    ``roster.toml`` in ``folder``; returns the roster's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    identities = new_federation(names)
+    for name, identity in identities.items():
+        key = folder / f"{name}.signing.pem"
+        key.touch(mode=0o600)
+        key.write_bytes(private_key_pem(identity.private_key))
+    roster = folder / "roster.toml"
+    roster.write_text(next(iter(identities.values())).roster.dumps(), encoding="utf-8")
+    return roster

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Create the TLS certificates and SuperNode authentication keys of a fedsynth deployment.
+"""Create the TLS certificates, SuperNode authentication keys and organisations' signing keys
+of a fedsynth deployment.
 
-Standalone (standard library + ``cryptography``); nothing in the repository imports it.
+Runs with fedsynth installed (it writes the roster in ``fedsynth.common.identity``'s format);
+nothing in the repository imports it.
 
 Written into ``--out DIR``:
 
@@ -21,6 +23,11 @@ Written into ``--out DIR``:
     OpenSSH public key (``flwr supernode register NAME.pub <connection>``, run by the
     operator before the node connects to a SuperLink started with
     ``--enable-supernode-auth``).
+``NAME.signing.pem`` (one per organisation), ``roster.toml``
+    The organisation's Ed25519 signing key for authenticated SecAgg+ (``[identity] signing-key``
+    of its daemon config; it never leaves the organisation) and the federation's roster of their
+    public keys, which every organisation pins (``[identity] roster``). In a real federation each
+    organisation makes its own key and the roster is assembled from the public halves.
 
 Private key files are created with mode 0600, the others 0644. Existing files are never
 overwritten unless ``--force`` is given (then all of them are replaced).
@@ -41,6 +48,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedsynth.common.identity import new_federation, private_key_pem
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -200,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     server_pem, server_key_path = out / "server.pem", out / "server.key"
     targets = [ca_crt, ca_key_path, server_pem, server_key_path]
     for name in args.names:
-        targets += [out / f"{name}.key", out / f"{name}.pub"]
+        targets += [out / f"{name}.key", out / f"{name}.pub", out / f"{name}.signing.pem"]
+    targets.append(out / "roster.toml")
 
     if out.exists() and not out.is_dir():
         print(f"error: {out} exists and is not a folder", file=sys.stderr)
@@ -229,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         files.append((out / f"{name}.pub", public, 0o644,
                       f"SuperNode {name}: public key (flwr supernode register)"))
 
+    identities = new_federation(args.names)
+    for name, identity in identities.items():
+        files.append((out / f"{name}.signing.pem", private_key_pem(identity.private_key), 0o600,
+                      f"organisation {name}: signing key for authenticated SecAgg+ ([identity] signing-key)"))
+    if identities:
+        files.append((out / "roster.toml", next(iter(identities.values())).roster.dumps().encode(), 0o644,
+                      "the federation's roster of signing keys ([identity] roster of every organisation)"))
     for path, data, mode, _ in files:
         write(path, data, mode, args.force)
     not_after = server_cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")

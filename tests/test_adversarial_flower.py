@@ -37,11 +37,11 @@ from fedsynth.simulations.engine import run_in_simulation
 from fedsynth.simulations.split import split_table
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
-TABLES = split_table(SCHEMA.read_csv(bundled("adult.csv")).iloc[:900], 3, "iid", None, seed=1)
+N, T, SEED, CAP = 4, 3, 11, 1.0
+TABLES = split_table(SCHEMA.read_csv(bundled("adult.csv")).iloc[:1200], N, "iid", None, seed=1)
 DOMAIN = SCHEMA.domain()
 CLIQUES = [("sex",), ("race",)]
 DIM = sum(cells(DOMAIN, c) for c in CLIQUES)
-N, T, SEED, CAP = 4, 3, 11, 1.0
 SIGMA = 17.0  # aggregate noise std at t survivors: six such rounds fit each guard's cap, eight do not
 
 
@@ -206,7 +206,8 @@ def test_a_request_the_guard_cannot_verify_is_refused_before_a_vector_leaves(att
 def test_a_max_abs_zero_probe_reads_nothing_but_noise_and_is_accounted(attacked):
     folder, out = attacked
     spec, _request = marginals(max_abs=0)
-    noise = sum(sample_skellam(np.random.default_rng([SEED, p, 4]), spec.mu_share, DIM) for p in range(N))
+    noise = sum(sample_skellam(np.random.default_rng([SEED, p, 4]), spec.against_collusion(N).mu_share, DIM)
+                for p in range(N))
     np.testing.assert_array_equal(out["probe"]["total"], noise)  # every count capped to zero rows
     assert out["probe"]["errors"] == []
     assert all(4 in rounds for rounds in guard_rounds(folder))

@@ -45,7 +45,7 @@ def org(folder, table=TABLE, **changes) -> Organisation:
                         cap_seed=7)
 
 
-def count_round(sigma=20.0, t=2, n=3, max_abs=10**6, scale=1.0, round_=1, row_cap=None):
+def count_round(sigma=20.0, t=3, n=3, max_abs=10**6, scale=1.0, round_=1, row_cap=None):
     spec = NoisySumSpec(dim=DIM, mu=sigma**2 / 2, min_survivors=t, max_abs=max_abs, scale=scale)
     request = {"schema": SCHEMA.dumps("json"), "task": "marginals", "cliques": cliques_to_json(CLIQUES),
                "round": round_, "num_clients": n, **spec.to_config()}
@@ -54,7 +54,7 @@ def count_round(sigma=20.0, t=2, n=3, max_abs=10**6, scale=1.0, round_=1, row_ca
     return request, spec
 
 
-def vote_round(model=None, t=2, n=3):
+def vote_round(model=None, t=3, n=3):
     spec = NoisySumSpec(dim=len(CANDIDATES), mu=0.0, min_survivors=t, max_abs=1)
     request = {"schema": SCHEMA.dumps("json"), "task": "select", "cliques": cliques_to_json(CANDIDATES),
                "epsilon": 0.1, "k": 1, "round": 1, "num_clients": n, **spec.to_config()}
@@ -64,7 +64,7 @@ def vote_round(model=None, t=2, n=3):
 
 def honest_setup(spec, n=3) -> dict:
     ranges = secure_ranges(spec, n)
-    return {"threshold": spec.min_survivors, "share_num": n, "sample_num": n,
+    return {"threshold": min(spec.min_survivors, n - 1), "share_num": n, "sample_num": n,
             "clipping_range": float(ranges.clipping_range), "target_range": ranges.quantization_range,
             "mod_range": ranges.modulus_range, "max_weight": float(MAX_WEIGHT)}
 
@@ -118,7 +118,8 @@ def test_count_rounds_are_accounted_at_the_replacement_sensitivity_when_rows_are
     ("round_", "rule"),
     [
         (count_round(scale=1000.0), "scale"),
-        (count_round(t=2, n=4), "shamir-threshold"),  # 2t <= n: t colluders could unmask
+        (count_round(t=2, n=4), "shamir-threshold"),  # 3t <= 2n: colluders could get two survivor sets signed
+        (count_round(t=6, n=9), "shamir-threshold"),
         (count_round(t=5, n=3), "shamir-threshold"),
         (count_round(sigma=0.5), "min-noise-multiplier"),
     ],
@@ -145,7 +146,7 @@ def test_crafted_model_marginals_are_refused(tmp_path, model):
 
 
 def scores_round(view=None, sigma=200.0):
-    spec = NoisySumSpec(dim=len(CANDIDATES), mu=sigma**2 / 2, min_survivors=2, max_abs=8 * 10**6)
+    spec = NoisySumSpec(dim=len(CANDIDATES), mu=sigma**2 / 2, min_survivors=3, max_abs=8 * 10**6)
     request = {"schema": SCHEMA.dumps("json"), "task": "scores", "cliques": cliques_to_json(CANDIDATES),
                "round": 1, "num_clients": 3, **spec.to_config()}
     return request, spec, [np.full(36, 1.0 / 36) if view is None else view]
@@ -233,11 +234,11 @@ class _Entry:
         self.metadata = {"survivors": survivors, "dim": dim, "mu": mu}
 
 
-def test_tolerated_colluders_follow_the_recorded_survivors_and_the_shamir_threshold():
-    entries = [_Entry(["a", "b", "c", "d", "e"]), _Entry(["a", "b", "c", "d"])]
-    assert tolerated_colluders(entries, t=3, n=5) == 1  # the round with 4 survivors keeps t=3 honest
-    assert tolerated_colluders(entries, t=2, n=5) == 0  # 2t <= n: two colluders could unmask one
-    assert tolerated_colluders([], t=3, n=5) == 2
+def test_tolerated_colluders_are_n_minus_t_when_3t_exceeds_2n():
+    assert tolerated_colluders(t=3, n=4) == 1
+    assert tolerated_colluders(t=4, n=5) == 1 and tolerated_colluders(t=9, n=10) == 1
+    assert tolerated_colluders(t=95, n=100) == 5
+    assert tolerated_colluders(t=3, n=5) == 0  # 3t <= 2n: two colluders could get two survivor sets signed
 
 
 def test_the_noise_tail_is_in_delta():
@@ -294,7 +295,7 @@ def _paths(folder, table):
     request, spec = count_round()
     return {
         "scale": lambda: guarded_share(fresh("s"), count_round(scale=9.0)[0], [], np.random.default_rng(0)),
-        "shamir": lambda: guarded_share(fresh("n"), count_round(n=4)[0], [], np.random.default_rng(0)),
+        "shamir": lambda: guarded_share(fresh("n"), count_round(n=5)[0], [], np.random.default_rng(0)),
         "setup": lambda: guarded_share(fresh("u"), request, [], np.random.default_rng(0),
                                        {**honest_setup(spec), "threshold": 3}),
         "marginals": lambda: guarded_share(fresh("m"), *vote_round(np.r_[-1.0, np.ones(35)])[::2],

@@ -23,6 +23,7 @@ from fedsynth.common.marginals import cliques_to_json
 from fedsynth.common.rounds import plan_request, round_event
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
+from fedsynth.common.identity import write_federation
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
 TABLE = SCHEMA.read_csv(bundled("adult.csv")).iloc[:500]
@@ -39,7 +40,7 @@ def policy(tmp_path, **changes) -> GuardPolicy:
 def marginals_round(sigma: float = 20.0, t: int = 2, round_: int = 1) -> tuple[dict, NoisySumSpec]:
     spec = NoisySumSpec(dim=DIM, mu=sigma**2 / 2, min_survivors=t, max_abs=1_000_000)
     request = {"schema": SCHEMA.dumps("json"), "task": "marginals", "cliques": cliques_to_json(CLIQUES),
-               "round": round_, "num_clients": 3, **spec.to_config()}
+               "round": round_, "num_clients": 2, **spec.to_config()}
     return request, spec
 
 
@@ -154,7 +155,9 @@ def write_config(folder: Path, **sections) -> Path:
         "superlink": {"address": "link.example.org:9092", "root-certificates": "ca.crt", "auth-key": "node.key",
                       "clientappio-port": 9300},
         "guard": GUARD,
+        "identity": {"signing-key": "keys/hospital-a.signing.pem", "roster": "keys/roster.toml"},
     }
+    write_federation(folder / "keys", ["hospital-a"])
     for section, values in sections.items():
         config[section] = values
     for name in ("ca.crt", "node.key"):

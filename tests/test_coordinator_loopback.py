@@ -76,7 +76,9 @@ def org_config(folder: Path, org: str, link: str, certs: Path, port: int) -> Pat
         f'[superlink]\naddress = "{link}"\nroot-certificates = "{certs / "ca.crt"}"\n'
         f'auth-key = "{certs / f"{org}.key"}"\nclientappio-port = {port}\n\n'
         f'[guard]\nledger = "state/ledger.jsonl"\nepsilon-cap = 5.0\ndelta = 1e-6\n'
-        f"min-noise-multiplier = 0.5\nmin-survivors = 2\n\n[testing]\nnoise-seed = {NOISE_SEED}\n",
+        f"min-noise-multiplier = 0.5\nmin-survivors = 2\n\n"
+        f'[identity]\nsigning-key = "{certs / f"{org}.signing.pem"}"\nroster = "{certs / "roster.toml"}"\n\n'
+        f"[testing]\nnoise-seed = {NOISE_SEED}\n",
         encoding="utf-8",
     )
     return path

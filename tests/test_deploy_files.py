@@ -31,12 +31,14 @@ IMAGE = "fedsynth:0.1.0"
 STATE = "/var/lib/fedsynth"
 SERVICES = {"superlink", "register-nodes", "coordinator", *ORGS}
 # What `deploy/make_certs.py --nodes 3` writes (the only files Compose may bind from ./certs).
-CERT_FILES = {"ca.crt", "server.pem", "server.key"} | {f"{o}.{ext}" for o in ORGS for ext in ("key", "pub")}
+CERT_FILES = ({"ca.crt", "server.pem", "server.key", "roster.toml"}
+              | {f"{o}.{ext}" for o in ORGS for ext in ("key", "pub", "signing.pem")})
 
 ORG_SECTIONS = {
     "organisation": {"name", "data", "schema"},
     "superlink": {"address", "root-certificates", "auth-key", "clientappio-port"},
     "guard": {"ledger", "epsilon-cap", "delta", "min-noise-multiplier", "min-survivors"},
+    "identity": {"signing-key", "roster"},
 }
 COORDINATOR_SECTIONS = {
     "coordinator": {"listen", "state", "workdir", "certificate", "private-key"},
@@ -180,7 +182,8 @@ def test_every_path_in_a_config_is_mounted_where_the_config_says(compose):
         config = load_toml(DEPLOY / binds["/etc/fedsynth/org.toml"])
         assert binds["/etc/fedsynth/org.toml"] == f"./config/{org}.toml"
         for section, key in (("organisation", "data"), ("organisation", "schema"),
-                             ("superlink", "root-certificates"), ("superlink", "auth-key")):
+                             ("superlink", "root-certificates"), ("superlink", "auth-key"),
+                             ("identity", "signing-key"), ("identity", "roster")):
             assert config[section][key] in binds, f"{org}: [{section}] {key} = {config[section][key]} is not mounted"
         assert any(under(config["guard"]["ledger"], target) for target in volumes), f"{org}: ledger not on a volume"
         assert config["superlink"]["address"] == "superlink:9092"

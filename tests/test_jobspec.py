@@ -34,8 +34,8 @@ OTHER = {
     "teacher": "mlp", "teacher-steps": 5, "teacher-rate": 0.5, "evaluate": 0.05,
     "secagg-neighbours": 5,
 }
-#: A job that plans (2t > n, the teacher on full batches) with no option at its default but cap/ledger.
-PLANNED = {**OTHER, "parties": 5, "min-survivors": 3, "teacher-rate": 1.0, "rows": 300}
+#: A job that plans (3t > 2n, the teacher on full batches) with no option at its default but cap/ledger.
+PLANNED = {**OTHER, "parties": 5, "min-survivors": 4, "teacher-rate": 1.0, "rows": 300}
 
 
 def simulate_config(argv):
@@ -65,7 +65,7 @@ def test_config_file_and_the_equivalent_flags_make_the_same_plan(tmp_path):
     plan = preflight(from_file).summary()
     assert plan["budget_split"] == pytest.approx({"generator": 0.6 * 0.95, "teacher": 0.4 * 0.95, "evaluation": 0.05})
     assert plan["teacher"]["model"] == "mlp"
-    assert plan["min_survivors"] == 3 and 1.9 < plan["epsilon_planned"] <= 2.0
+    assert plan["min_survivors"] == 4 and 1.9 < plan["epsilon_planned"] <= 2.0
     assert plan != preflight(simulate_config([])).summary()  # the options did change the plan
 
 
@@ -152,7 +152,7 @@ def test_every_surface_carries_every_option(name, tmp_path):
     """Set one option away from its default on each surface; each must build the same job."""
     value = {name: OTHER[name]}
     if name == "parties":
-        value["min-survivors"] = 3  # 2t > n on the command line's default t too
+        value["min-survivors"] = 3  # 3t > 2n on the command line's default t too
     expected = {**option_values(simulate_config([])), **value}
 
     configs = {

@@ -117,11 +117,11 @@ class NoisySumSpec:
 
     def against_collusion(self, organisations: int) -> "NoisySumSpec":
         """This round with its aggregate noise raised so that ``mu`` survives ``n - t`` colluders
-        among ``t`` survivors (module docstring); needs ``2t > n``."""
-        honest = 2 * self.min_survivors - organisations
-        if honest < 1:
-            raise ValueError(f"t={self.min_survivors} of n={organisations}: no honest share survives n - t colluders")
-        return replace(self, mu=self.mu * self.min_survivors / honest)
+        among ``t`` survivors (module docstring); needs ``3t > 2n``, as authenticated SecAgg+ does."""
+        t = self.min_survivors
+        if not 2 * organisations < 3 * t <= 3 * organisations:
+            raise ValueError(f"t={t} of n={organisations}: need 2n/3 < t <= n against n - t colluders")
+        return replace(self, mu=self.mu * t / (2 * t - organisations))
 
     def honest_mu(self, organisations: int) -> float:
         """The Skellam parameter left when ``n - t`` of ``t`` survivors collude (0 if ``2t <= n``)."""

@@ -123,7 +123,7 @@ def test_count_rounds_are_accounted_at_the_replacement_sensitivity_when_rows_are
         (count_round(t=5, n=3), "shamir-threshold"),
         (count_round(sigma=0.5), "min-noise-multiplier"),
     ],
-    ids=["scale", "2t<=n", "t>n", "weak"],
+    ids=["scale", "2t<=n", "3t<=2n", "t>n", "weak"],
 )
 def test_requests_the_guard_cannot_vouch_for_are_refused_before_any_data_is_read(tmp_path, round_, rule):
     request, _spec = round_

@@ -47,7 +47,7 @@ ROWS_PER_ORG = 1500
 NOISE_SEED = 123
 MAX_ROWS = 1_000_000  # the job's default max_rows: the bound of every count vector
 FEDERATION_CAP = 1.2  # one job of epsilon 1 fits; a second one does not
-JOB = dict(parties=3, epsilon=1.0, delta=1e-6, min_survivors=2, rounds=1, per_round=2, teacher_steps=2)
+JOB = dict(parties=3, epsilon=1.0, delta=1e-6, min_survivors=3, rounds=1, per_round=2, teacher_steps=2)
 RELEASE_FILES = [
     "job.toml", "labeller.pt", "ledger.jsonl", "ledger.jsonl.head", "measurements.json", "privacy.json", "schema.yaml", "synthetic.csv",
     "synthetic.parquet",
@@ -101,7 +101,7 @@ def expected_first_round(tables: list[Path], planned_mu: float) -> np.ndarray:
     schema = load_schema(DATA / "adult.schema.yaml")
     domain = schema.domain()
     columns = list(domain)
-    spec = NoisySumSpec(dim=sum(domain.values()), mu=planned_mu, min_survivors=2, max_abs=MAX_ROWS)
+    spec = NoisySumSpec(dim=sum(domain.values()), mu=planned_mu, min_survivors=3, max_abs=MAX_ROWS)
     ranges = secure_ranges(spec, len(ORGS))
     total = np.zeros(spec.dim, dtype=np.int64)
     for i, table in enumerate(tables):

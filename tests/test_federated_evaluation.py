@@ -28,7 +28,7 @@ def config(out: Path) -> JobConfig:
     # The whole bundled table: simulation time does not grow with rows, and the noise band of a
     # TVD shrinks as 1/rows, so the comparison with the true TVD below is a sharp one.
     return JobConfig(
-        schema=SCHEMA, parties=3, epsilon=8.0, delta=1e-6, out=out, min_survivors=2, generator=SMALL,
+        schema=SCHEMA, parties=3, epsilon=8.0, delta=1e-6, out=out, min_survivors=3, generator=SMALL,
         labels="generator", evaluate=0.5, evaluate_pairs=3,
     )
 

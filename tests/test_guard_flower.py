@@ -28,6 +28,7 @@ from fedsynth.common.rounds import plan_request
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec
 from fedsynth.common.teacher import TeacherSettings
+from fedsynth.common.identity import simulated_federation
 from fedsynth.server.job import JobConfig, run_job
 from fedsynth.server.secure_sum import Federation, JobRefused, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
@@ -87,14 +88,14 @@ def job(folder: Path):
                 fed.check({"schema": SCHEMA.dumps("json"), **too_much})
             except JobRefused as exc:
                 out["check"] = str(exc)
-            spec = NoisySumSpec(dim=2 + 16, mu=0.5**2 / 2, min_survivors=2, max_abs=10**6)  # z = 0.5
+            spec = NoisySumSpec(dim=2 + 16, mu=0.5**2 / 2, min_survivors=3, max_abs=10**6)  # z = 0.5
             request = {"schema": SCHEMA.dumps("json"), "task": "marginals", "cliques": cliques_to_json([("sex",), ("education",)])}
             try:
                 fed.noisy_sum(spec, request, phase="test", mechanism="weak round")
             except RoundAborted as exc:
                 out["round"] = str(exc)
         config = JobConfig(
-            schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=folder / "release", min_survivors=2,
+            schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=folder / "release", min_survivors=3,
             generator=GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100, score_sample=5000),
             teacher=TeacherSettings(steps=2),
         )
@@ -107,7 +108,8 @@ def job(folder: Path):
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     folder = tmp_path_factory.mktemp("guards")
-    app = build_client_app(make_org_factory(folder), fixed_seed=3, mods=[recording_mod(folder)])
+    app = build_client_app(make_org_factory(folder), fixed_seed=3, mods=[recording_mod(folder)],
+                           identities=simulated_federation(3))
     return folder, run_in_simulation(job(folder), app, 3)
 
 

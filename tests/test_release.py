@@ -38,7 +38,7 @@ def release(tmp_path_factory) -> Release:
     orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t) for i, t in enumerate(parties)]
     config = JobConfig(
         schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=tmp_path_factory.mktemp("job") / "release",
-        min_survivors=2, generator=SMALL, teacher=TeacherSettings(steps=3),
+        min_survivors=3, generator=SMALL, teacher=TeacherSettings(steps=3),
     )
     return run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
 

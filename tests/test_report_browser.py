@@ -40,7 +40,7 @@ def release(tmp_path_factory) -> Path:
     """A small three-organisation release, made by the job's own code on a ``CentralAggregator``."""
     out = tmp_path_factory.mktemp("report") / "release"
     settings = GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100, score_sample=5_000)
-    config = JobConfig(schema=SCHEMA, parties=3, epsilon=2.0, delta=1e-6, out=out, min_survivors=2,
+    config = JobConfig(schema=SCHEMA, parties=3, epsilon=2.0, delta=1e-6, out=out, min_survivors=3,
                        generator=settings, labels="generator")
     table = SCHEMA.read_csv(bundled("adult.csv")).iloc[:1500]
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)

@@ -22,11 +22,13 @@ from fedsynth.common.accounting import CombinedAccountant, Ledger
 from fedsynth.common.noise import skellam_mu_for_sigma
 from fedsynth.common.secagg_graph import choose_graph, flower_neighbourhoods
 from fedsynth.common.secure_sum import NoisySumSpec
+from fedsynth.common.identity import simulated_federation
 from fedsynth.server.secure_sum import Federation, RoundAborted
 from fedsynth.simulations.engine import run_in_simulation
 
 N, T = 20, 17
 SPEC = NoisySumSpec(dim=1000, mu=skellam_mu_for_sigma(8.0), min_survivors=T, max_abs=30_000)
+SENT = SPEC.against_collusion(N)  # what each organisation adds: 2t - n = 14 honest shares carry mu
 DROPPED = (1, 7, 13)  # fail after key sharing, like crashed daemons
 DELTA = 1e-6
 
@@ -57,7 +59,8 @@ pytestmark = pytest.mark.slow  # one 20-organisation simulation: about 60-75 s o
 @pytest.fixture(scope="module")
 def sparse(tmp_path_factory):
     path = tmp_path_factory.mktemp("sparse") / "ledger.jsonl"
-    out = run_in_simulation(sparse_job(path), build_client_app(VectorParty, fixed_seed=SEED), N, cpus_per_party=0.5)
+    out = run_in_simulation(sparse_job(path), build_client_app(VectorParty, fixed_seed=SEED, identities=simulated_federation(N)), N,
+                            cpus_per_party=0.5)
     return out, Ledger(path, cap_epsilon=1e6, delta=DELTA)
 
 
@@ -84,7 +87,7 @@ def test_a_sparse_round_sums_exactly(sparse):
     out, _ = sparse
     res = out["all"]
     assert len(res.survivors) == N and not res.dropped
-    np.testing.assert_array_equal(res.total, expected_noisy_total(SPEC, range(N), res.round, "int", N))
+    np.testing.assert_array_equal(res.total, expected_noisy_total(SENT, range(N), res.round, "int", N))
 
 
 def test_a_sparse_round_with_dropouts_sums_the_survivors_exactly(sparse):
@@ -92,7 +95,7 @@ def test_a_sparse_round_with_dropouts_sums_the_survivors_exactly(sparse):
     res = out["drop"]
     survivors = [p for p in range(N) if p not in DROPPED]
     assert res.dropped == tuple(sorted(f"party-{p}" for p in DROPPED))
-    np.testing.assert_array_equal(res.total, expected_noisy_total(SPEC, survivors, res.round, "int", N))
+    np.testing.assert_array_equal(res.total, expected_noisy_total(SENT, survivors, res.round, "int", N))
 
 
 def test_fewer_than_t_vectors_are_never_unmasked_even_when_every_neighbourhood_could_be(sparse):
@@ -125,9 +128,9 @@ def test_the_ledger_records_the_survivors_noise_as_recomputed_by_hand(sparse):
     _, ledger = sparse
     entry = ledger.entries[1]
     survivors = sorted(f"party-{p}" for p in range(N) if p not in DROPPED)
-    mu = len(survivors) * SPEC.mu / T  # every survivor added Sk(mu / t)
+    mu = len(survivors) * SENT.mu / T  # every survivor added Sk(mu' / t)
     assert entry.metadata["survivors"] == survivors and entry.metadata["mu"] == pytest.approx(mu)
-    assert entry.metadata["graph"] == {"num_shares": 9, "threshold": 5, "privacy_failure": 0.0}
+    assert entry.metadata["graph"] == {"num_shares": 9, "threshold": 5, "safe_for_every_order": True}
     event = entry.dp_event()
     assert type(event).__name__ == "SkellamDpEvent"
     assert (event.mu, event.l1_sensitivity, event.l2_sensitivity) == (pytest.approx(mu), 1.0, 1.0)

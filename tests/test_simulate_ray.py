@@ -22,6 +22,7 @@ import pytest
 from fedsynth.cli import main
 from fedsynth.client.app import build_client_app
 from fedsynth.common.secure_sum import NoisySumSpec
+from fedsynth.common.identity import simulated_federation
 from fedsynth.server.secure_sum import Federation
 from fedsynth.simulations.engine import run_in_simulation
 
@@ -61,7 +62,7 @@ class CountingParty:
 def one_round(grid, context):
     """Connect, say hello, and sum one noise-free vector over every organisation."""
     with Federation(grid, context, PARTIES, ledger=None) as fed:
-        spec = NoisySumSpec(dim=4, mu=0.0, min_survivors=PARTIES - 1, max_abs=10)
+        spec = NoisySumSpec(dim=4, mu=0.0, min_survivors=PARTIES, max_abs=10)
         result = fed.noisy_sum(spec, {"task": "count"}, phase="test", mechanism="exact sum")
         return fed.organisations, result.total
 
@@ -87,7 +88,7 @@ def ray_head():
 def test_simulation_runs_on_the_given_ray_cluster(ray_head):
     head, started = ray_head
     organisations, total = run_in_simulation(
-        one_round, build_client_app(CountingParty, fixed_seed=1), PARTIES, ray_address=started["address"]
+        one_round, build_client_app(CountingParty, fixed_seed=1, identities=simulated_federation(PARTIES)), PARTIES, ray_address=started["address"]
     )
     assert organisations == ("party-0", "party-1", "party-2")
     assert total.tolist() == [6, 6, 6, 6]

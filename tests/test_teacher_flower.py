@@ -17,6 +17,7 @@ from fedsynth.cli import bundled
 from fedsynth.client.app import build_client_app
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
+from fedsynth.common.identity import simulated_federation
 from fedsynth.common.schema import load_schema
 from fedsynth.common.teacher import Features, TeacherSettings, dimension, get_flat, teacher_event
 from fedsynth.server.secure_sum import Federation, RoundAborted
@@ -77,7 +78,7 @@ def job(ledger_path):
             model = fit_teacher(fed, SCHEMA, PLAN, rows=2000.0, progress=lambda _m: None)
             out["weights"] = get_flat(model)
             spec = PLAN.spec(dimension(model))
-            out["spec"] = spec
+            out["spec"] = spec.against_collusion(PARTIES)  # what the organisations add
 
             def step(fail=""):
                 return fed.noisy_sum(
@@ -101,7 +102,8 @@ def job(ledger_path):
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     path = tmp_path_factory.mktemp("teacher") / "ledger.jsonl"
-    out = run_in_simulation(job(path), build_client_app(Party, fixed_seed=SEED), PARTIES)
+    app = build_client_app(Party, fixed_seed=SEED, identities=simulated_federation(PARTIES))
+    out = run_in_simulation(job(path), app, PARTIES)
     return out, Ledger(path, cap_epsilon=1e9, delta=1e-6)
 
 
@@ -122,6 +124,7 @@ def test_every_step_is_recorded_with_the_survivors_noise(federation):
     assert all(e.metadata["survivors"] == [f"party-{i}" for i in range(PARTIES)] for e in steps)
     assert_same_event(steps[0].dp_event(), event_for(spec)(PARTIES))
     assert spec.mu_of_survivors(PARTIES) == pytest.approx(spec.mu * PARTIES / T)
+    assert spec.honest_mu(PARTIES) == pytest.approx(spec.mu * (2 * T - PARTIES) / T)  # the planned noise
     assert dimension(PLAN.model()) == 6 * (PLAN.features.width + 1)  # a 6-class teacher
 
 

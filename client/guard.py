@@ -60,7 +60,7 @@ from fedsynth.common.accounting import BudgetExceeded, Ledger
 from fedsynth.common.marginals import cells, cliques_from_json
 from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
 from fedsynth.common.schema import Schema
-from fedsynth.common.secagg_graph import GraphError, SecAggGraph, graph_from_request
+from fedsynth.common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
 
 NOISE_ACCOUNTING = ("planned", "own-share")
@@ -233,10 +233,11 @@ def verify_setup(
     org: str, setup: Mapping[str, Any], spec: NoisySumSpec, ranges: SecureRanges, n: int, graph: SecAggGraph | None = None
 ) -> None:
     """Refuse unless the SecAgg+ setup this node joined with is what the round's request implies
-    (``graph``: the round's; None: the complete graph at threshold ``t``)."""
+    (``graph``: the round's; None: the complete graph at threshold ``min(t, n - 1)``)."""
+    graph = graph or complete_graph(n, spec.min_survivors)
     expected = {
-        "threshold": graph.threshold if graph else spec.min_survivors,
-        "share_num": graph.num_shares if graph else n,
+        "threshold": graph.threshold,
+        "share_num": graph.num_shares,
         "sample_num": n,
         "clipping_range": float(ranges.clipping_range),
         "target_range": ranges.quantization_range,

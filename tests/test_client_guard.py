@@ -61,13 +61,13 @@ def test_an_admitted_round_is_in_the_guards_ledger_before_the_share_is_returned(
     request, spec = marginals_round()
     share = guarded_share(org, request, [], np.random.default_rng(0))
     expected = noisy_share(org.contribute(request, [], np.random.default_rng(0)), spec,
-                           secure_ranges(spec, 3), np.random.default_rng(0))
+                           secure_ranges(spec, 2), np.random.default_rng(0))
     np.testing.assert_array_equal(share, expected)
     on_disk = Ledger(policy(tmp_path).ledger, cap_epsilon=2.0, delta=1e-6)  # read back from the file
     assert len(on_disk) == 1
     entry = on_disk.entries[0]
     assert entry.dp_event() == round_event(request, spec) == skellam_event(spec.mu, 1.0, 1.0, count=2)
-    assert entry.metadata == {"round": 1, "t": 2, "n": 3, "mu": spec.mu, "noise_accounting": "planned", "dim": DIM}
+    assert entry.metadata == {"round": 1, "t": 2, "n": 2, "mu": spec.mu, "noise_accounting": "planned", "dim": DIM}
 
 
 @pytest.mark.parametrize(

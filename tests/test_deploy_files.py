@@ -367,7 +367,8 @@ def test_k8s_secrets_come_from_make_certs_outputs(k8s):
     template = {d["metadata"]["name"]: set(d["stringData"]) for d in yaml.safe_load_all((K8S / "secrets.template.yaml").read_text())}
     for name, keys in template.items():
         assert {f.name for f in generated[name]} == keys, name
-    assert set(generated) - set(template) == {"fedsynth-org-1-key", "fedsynth-org-2-key"}  # shown once as an example
+    assert set(generated) - set(template) == {"fedsynth-org-1-key", "fedsynth-org-2-key", "fedsynth-org-1-signing",
+                                               "fedsynth-org-2-signing"}  # shown once as an example
 
 
 def test_k8s_pods_mount_what_their_configs_name(k8s):

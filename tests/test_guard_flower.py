@@ -37,7 +37,9 @@ from fedsynth.simulations.split import split_table
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
 TABLES = split_table(SCHEMA.read_csv(bundled("adult.csv")).iloc[:1800], 3, "iid", None, seed=0)
 GUARD_CAP, MIN_Z = 5.0, {0: 0.3, 1: 1.0, 2: 1.0}
-SECAGG_REPLIES = [{"pk1", "pk2"}, {"dsts", "ctxts"}, {"masked_params"}, {"nids", "shares"}]
+#: Flower's SecAgg+ replies, the setup's signed keys and the consistency stage's signature.
+SECAGG_REPLIES = [{"pk1", "pk2", "fedsynth.org", "fedsynth.signature"}, {"dsts", "ctxts"}, {"masked_params"},
+                  {"fedsynth.signature"}, {"nids", "shares"}]
 
 
 def guard_ledger(folder: Path, party: int) -> Path:
@@ -146,9 +148,11 @@ def test_each_guard_ledger_holds_exactly_the_jobs_rounds(federation):
         # Nothing from the refused check or the refused round: only the job's rounds.
         job_entries = mine.entries
         assert [e.metadata["round"] for e in job_entries] == [e.metadata["round"] for e in coordinator]
-        # The guard counts the planned noise (t = 2 shares); the coordinator the 3 it saw.
+        # The guard counts the planned noise (2t - n = 3 honest shares); with t = n = 3 that is
+        # exactly the 3 shares the coordinator saw.
         assert [e.metadata["mu"] for e in job_entries] == [e.metadata.get("planned_mu", 0.0) for e in coordinator]
-        assert mine.epsilon().epsilon > Ledger(release.path / "ledger.jsonl", 1.0, 1e-6).epsilon().epsilon
+        assert [e.metadata["mu"] for e in job_entries] == pytest.approx([e.metadata["mu"] for e in coordinator])
+        assert mine.epsilon().epsilon == pytest.approx(Ledger(release.path / "ledger.jsonl", 1.0, 1e-6).epsilon().epsilon)
 
 
 def test_only_secure_aggregation_records_and_preflight_answers_leave_an_organisation(federation):

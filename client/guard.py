@@ -29,6 +29,8 @@ any data is read or anything is sent:
   whose ``epsilon``/``k`` are out of range. The score sensitivity
   (``common.marginals.SCORE_SENSITIVITY``) holds only for a non-negative model marginal
   (``local_scores`` normalises it).
+* ``model-weights``: a gradients round whose teacher weights are not finite (a record whose
+  gradient still overflows becomes a zero row locally: ``common.teacher.clip_rows``).
 * ``min-noise-multiplier``: a Skellam round whose accounted noise std over its L2 sensitivity
   is below the policy, and any round of counts or gradients without noise.
 * ``epsilon-cap``: a round whose event would take its ledger past the cap at the policy's delta.
@@ -131,6 +133,8 @@ class Guard:
         mu = self.accounted_mu(spec, int(request["num_clients"]))
         if task in ("select", "scores"):
             self._check_model(request, arrays)
+        if task == "gradients" and not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays):
+            raise self._refused("model-weights", "a gradients round's weights must be finite")
         if task != "select":  # a vote is private by its exponential mechanism; it carries no Skellam noise
             self._check_multiplier(math.sqrt(2.0 * mu) / l2, f"this {task} round")
         event = round_event(request, spec, mu)

@@ -5,15 +5,20 @@ the graph and the unmask lists the coordinator sends. :func:`secagg_guard` is a 
 front of it that turns it into the malicious-coordinator variant of Bell et al. (CCS 2020), with
 the organisation's signing identity and the roster it pinned (``common.identity``):
 
-* **setup**: the coordinator names the job, the round and the noise threshold ``t``; the
-  organisation signs its fresh key pair together with them, its node id and its name.
-* **share keys** (before any secret is shared): it requires the list of every node's signed keys,
-  checks every signature against the roster (each name at most once, its own keys unchanged,
+* **setup**: the coordinator names the job, the round, the noise threshold ``t`` and the digest
+  of the round's whole request; the organisation signs its fresh key pair together with them, its
+  node id and its name.
+* **share keys** (before any secret is shared): it requires a round over the whole roster
+  (``n`` = the roster's size) and the list of every node's signed keys, checks every signature
+  against the roster and its own request digest (each name at most once, its own keys unchanged,
   between ``t`` and ``n`` nodes), recomputes the public neighbour order from that list
   (``common.identity.public_order``) and accepts exactly its own neighbourhood's keys, no other.
-* **masked vector**: the round's request must be the job, round and ``t`` it signed for.
-* **consistency** (a stage of its own, between the masked vectors and the unmasking): it signs the
-  survivor set ``S`` it is told, once per round, if ``S`` holds itself and at least ``t`` signed nodes.
+* **masked vector**: the round's request must hash to the digest it signed, and every other
+  member of its neighbourhood must have sent it key shares: it masks with its whole neighbourhood
+  or not at all (a coordinator that withheld some would otherwise strip its vector with the rest).
+* **consistency** (a stage of its own, after its masked vector left): it signs the survivor set
+  ``S`` it is told, bound to the round's signed keys, once per round, if ``S`` holds itself and at
+  least ``t`` signed nodes.
 * **unmask** (before any share is revealed): it requires ``S`` to be the set it signed and at
   least ``t`` valid signatures of distinct roster members in ``S`` on it, and reveals seed shares
   only for neighbours in ``S`` and key shares only for neighbours outside it.
@@ -37,10 +42,19 @@ from flwr.compat.common import recorddict_compat as compat
 
 from fedsynth.client.guard import GuardRefused, verify_unmask
 from fedsynth.client.organisation import refusal
-from fedsynth.common.identity import Identity, SignedKeys, key_statement, public_order, survivors_statement
+from fedsynth.common.identity import (
+    Identity,
+    SignedKeys,
+    key_statement,
+    keys_transcript,
+    public_order,
+    request_digest,
+    survivors_statement,
+)
 from fedsynth.common.secagg_graph import flower_neighbourhoods
 from fedsynth.common.secagg_wire import (
     CONSISTENCY,
+    DIGEST,
     JOB,
     KEY_NODES,
     KEY_ORGS,
@@ -80,7 +94,10 @@ def secagg_guard(identity_of: IdentityOf) -> Mod:
         if stage == Stage.SHARE_KEYS:
             _check_keys(identity, msg, configs, context, state)
         elif stage == Stage.COLLECT_MASKED_VECTORS:
-            _check_request(identity, msg, state)
+            _check_request(identity, msg, configs, state)
+            reply = call_next(msg, context)
+            _save(context, {**state, "masked": True})
+            return reply
         elif stage == CONSISTENCY:
             return _sign_survivors(identity, msg, configs, context, state)
         elif stage == Stage.UNMASK:
@@ -106,9 +123,9 @@ def _setup(identity: Identity, msg: Message, context: Context, call_next: Client
     """Sign the fresh key pair with the job, round and node id the coordinator names."""
     configs = msg.content.config_records[RECORD_KEY_CONFIGS]
     try:
-        job, round_, t = str(configs.pop(JOB)), int(configs.pop(ROUND)), int(configs.pop(T))
+        job, round_, t, digest = str(configs.pop(JOB)), int(configs.pop(ROUND)), int(configs.pop(T)), bytes(configs.pop(DIGEST))
     except KeyError:
-        raise _refused(identity, "secagg-setup", "a setup must name the job, round and t it is for") from None
+        raise _refused(identity, "secagg-setup", "a setup must name the job, round, t and request it is for") from None
     reply = call_next(msg, context)
     if not reply.has_content():
         return reply
@@ -116,8 +133,8 @@ def _setup(identity: Identity, msg: Message, context: Context, call_next: Client
     keys = reply.content.config_records[RECORD_KEY_CONFIGS]
     pk1, pk2 = bytes(keys[Key.PUBLIC_KEY_1]), bytes(keys[Key.PUBLIC_KEY_2])
     keys[ORG] = identity.name
-    keys[SIGNATURE] = identity.sign(key_statement(job, round_, node, identity.name, pk1, pk2))
-    _save(context, {"job": job, "round": round_, "t": t, "node": node, "pk1": pk1, "pk2": pk2})
+    keys[SIGNATURE] = identity.sign(key_statement(job, round_, node, identity.name, pk1, pk2, digest))
+    _save(context, {"job": job, "round": round_, "t": t, "digest": digest, "node": node, "pk1": pk1, "pk2": pk2})
     return reply
 
 
@@ -138,12 +155,14 @@ def _check_keys(identity: Identity, msg: Message, configs: ConfigRecord, context
         configs.pop(key, None)
     flower = dict(context.state.config_records[RECORD_KEY_STATE])
     n, t, job, round_ = int(flower["sample_num"]), int(state["t"]), str(state["job"]), int(state["round"])
+    if n != len(identity.roster.keys):
+        raise _refused(identity, "secagg-roster", f"a round over n={n} organisations; the roster has {len(identity.roster.keys)}")
     if not t <= len(signed) <= n:
         raise _refused(identity, "secagg-signature", f"{len(signed)} signed keys; a round needs t={t} to n={n}")
     if len({k.node_id for k in signed}) != len(signed) or len({k.org for k in signed}) != len(signed):
         raise _refused(identity, "secagg-signature", "a node id or an organisation appears twice among the signed keys")
     bad = [k.org for k in signed if not identity.roster.verify(
-        k.org, key_statement(job, round_, k.node_id, k.org, k.pk1, k.pk2), k.signature)]
+        k.org, key_statement(job, round_, k.node_id, k.org, k.pk1, k.pk2, state["digest"]), k.signature)]
     if bad:
         raise _refused(identity, "secagg-signature", f"keys that no roster member signed for this round: {', '.join(sorted(bad)[:5])}")
     own = next((k for k in signed if k.node_id == state["node"]), None)
@@ -155,29 +174,35 @@ def _check_keys(identity: Identity, msg: Message, configs: ConfigRecord, context
     if offered != expected:
         raise _refused(identity, "secagg-graph", "the keys offered are not its neighbourhood in the public order")
     _save(context, {**state, "signed_nodes": [k.node_id for k in signed], "signed_orgs": [k.org for k in signed],
-                    "neighbours": sorted(neighbours)})
+                    "neighbours": sorted(neighbours), "transcript": keys_transcript(job, round_, signed)})
 
 
-def _check_request(identity: Identity, msg: Message, state: dict) -> None:
-    """The masked vector is for the job, round and ``t`` this node signed its keys for."""
+def _check_request(identity: Identity, msg: Message, configs: ConfigRecord, state: dict) -> None:
+    """The masked vector is for the request this node signed its keys for, masked with every
+    other member of its neighbourhood."""
     request = compat.recorddict_to_fitins(msg.content, keep_input=True).config
     claimed = (str(request.get("job")), int(request.get("round", -1)), int(request.get("sum.min_survivors", -1)))
     if "neighbours" not in state or claimed != (state["job"], state["round"], state["t"]):
         raise _refused(identity, "secagg-round", "the request is not the job, round and t its keys were signed for")
+    if request_digest(request) != state["digest"]:
+        raise _refused(identity, "secagg-round", "the request is not the one its keys were signed for")
+    sources = [int(n) for n in configs.get(Key.SOURCE_LIST, [])]
+    if len(set(sources)) != len(sources) or set(sources) != set(state["neighbours"]) - {state["node"]}:
+        raise _refused(identity, "secagg-graph", "key shares must come from exactly its other neighbours")
 
 
 def _sign_survivors(identity: Identity, msg: Message, configs: ConfigRecord, context: Context, state: dict) -> Message:
     """Sign the survivor set, once per round, if it holds this node and at least ``t`` signed nodes."""
     survivors = sorted(int(n) for n in configs.get(SURVIVORS, []))
     signed = set(state.get("signed_nodes", []))
-    if "neighbours" not in state or state["node"] not in survivors or not set(survivors) <= signed:
+    if not state.get("masked") or state["node"] not in survivors or not set(survivors) <= signed:
         raise _refused(identity, "secagg-consistency", "a survivor set must hold this node and only signed nodes")
     if len(set(survivors)) != len(survivors) or len(survivors) < state["t"]:
         raise _refused(identity, "secagg-consistency", f"a survivor set needs t={state['t']} distinct nodes")
     if "survivors" in state and list(state["survivors"]) != survivors:
         raise _refused(identity, "secagg-consistency", "it already signed another survivor set this round")
     _save(context, {**state, "survivors": survivors})
-    signature = identity.sign(survivors_statement(state["job"], state["round"], survivors))
+    signature = identity.sign(survivors_statement(state["transcript"], survivors))
     return Message(RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({SIGNATURE: signature})}), reply_to=msg)
 
 
@@ -188,7 +213,7 @@ def _check_unmask(identity: Identity, configs: ConfigRecord, context: Context, s
     if "survivors" not in state or survivors != list(state["survivors"]):
         raise _refused(identity, "secagg-consistency", "the unmask names a survivor set other than the one it signed")
     orgs, members = dict(zip(state["signed_nodes"], state["signed_orgs"])), set(survivors)
-    statement = survivors_statement(state["job"], state["round"], survivors)
+    statement = survivors_statement(state["transcript"], survivors)
     valid = {orgs[int(n)] for n, sig in zip(signers, signatures)
              if int(n) in members and int(n) in orgs and identity.roster.verify(orgs[int(n)], statement, bytes(sig))}
     if len(valid) < state["t"]:

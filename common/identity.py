@@ -16,12 +16,16 @@ Mechanism
   (generated per run in a simulation, by ``deploy/make_certs.py`` for a deployment); the
   coordinator never supplies it.
 * :func:`key_statement`: in a round's setup stage an organisation signs its fresh SecAgg+ public
-  keys together with the job, the round, its Flower node id and its name. A key is accepted only
-  with a valid signature of the roster key of the name it claims, each name at most once (no
-  coordinator can pose as an organisation or as two).
-* :func:`survivors_statement`: in the consistency stage (before any share is revealed) each
-  surviving organisation signs the survivor set it was told; it reveals shares only after seeing
-  at least ``t`` valid signatures of distinct roster members on that same set. Two different sets
+  keys together with the job, the round, its Flower node id, its name and the digest of the
+  round's whole request (:func:`request_digest`: noise, t, n, task, ranges). A key is accepted
+  only with a valid signature of the roster key of the name it claims, each name at most once (no
+  coordinator can pose as an organisation or as two), over the request this organisation was
+  sent (no coordinator can ask organisations for different noise in one sum).
+* :func:`survivors_statement`: in the consistency stage (before any share is revealed, after its
+  own masked vector left) each surviving organisation signs the survivor set it was told, bound to
+  the round's signed key list (:func:`keys_transcript`, so no signature outlives its run); it
+  reveals shares only after seeing at least ``t`` valid signatures of distinct roster members on
+  that same set. Two different sets
   each signed by ``t`` organisations need ``2t - n`` organisations that sign both, so with
   ``3t > 2n`` no ``n - t`` colluders can make the coordinator's survivor set inconsistent.
 * :func:`public_order`: the neighbour order of a sparse graph is a hash of the job, the round and
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import numbers
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,14 +72,40 @@ def _encode(*fields: bytes | str | int) -> bytes:
     return bytes(out)
 
 
-def key_statement(job: str, round_: int, node_id: int, org: str, pk1: bytes, pk2: bytes) -> bytes:
-    """What an organisation signs for its SecAgg+ public keys of one round."""
-    return _encode(_KEYS, job, round_, node_id, org, pk1, pk2)
+def key_statement(
+    job: str, round_: int, node_id: int, org: str, pk1: bytes, pk2: bytes, request: bytes
+) -> bytes:
+    """What an organisation signs for its SecAgg+ public keys of one round: with the job, round,
+    node id, its name, and the digest of the round's whole request (:func:`request_digest`), so
+    that every organisation that accepts the same signed keys was asked the same thing."""
+    return _encode(_KEYS, job, round_, node_id, org, pk1, pk2, request)
 
 
-def survivors_statement(job: str, round_: int, survivors: Iterable[int]) -> bytes:
-    """What a surviving organisation signs in the consistency stage: the set it was told."""
-    return _encode(_SURVIVORS, job, round_, *sorted(survivors))
+def survivors_statement(transcript: bytes, survivors: Iterable[int]) -> bytes:
+    """What a surviving organisation signs in the consistency stage: the set it was told, bound to
+    the round's signed keys (:func:`keys_transcript`), so no signature outlives its run."""
+    return _encode(_SURVIVORS, transcript, *sorted(survivors))
+
+
+def request_digest(request: Mapping[str, object]) -> bytes:
+    """SHA-256 of a round's request (a flat ConfigRecord: str, int, float, bool, bytes values)."""
+    fields: list[bytes | str | int] = []
+    for key in sorted(request):
+        fields += [key, *_typed(request[key])]
+    return hashlib.sha256(_encode(*fields)).digest()
+
+
+def _typed(value: object) -> tuple[str, bytes | str]:
+    """A request value as (kind, text), the same for a number whatever its Python or numpy type."""
+    if isinstance(value, bool):
+        return "bool", repr(value)
+    if isinstance(value, numbers.Integral):
+        return "int", str(int(value))
+    if isinstance(value, numbers.Real):
+        return "float", repr(float(value))
+    if isinstance(value, (bytes, str)):
+        return type(value).__name__, value
+    return "other", repr(value)
 
 
 @dataclass(frozen=True)
@@ -88,17 +119,18 @@ class SignedKeys:
     signature: bytes
 
 
-def public_order(job: str, round_: int, keys: Sequence[SignedKeys]) -> list[int]:
-    """The nodes' cyclic order for the round's neighbourhoods, from public data only.
-
-    A hash of every signed key (fresh and random for each honest organisation) orders the node
-    ids; the coordinator cannot pick the order once the keys are in, and every organisation
-    computes the same order from the same signed list.
-    """
+def keys_transcript(job: str, round_: int, keys: Sequence[SignedKeys]) -> bytes:
+    """SHA-256 of the round's whole signed key list (fresh and random for each honest organisation)."""
     transcript = hashlib.sha256(_encode(_ORDER, job, round_))
     for k in sorted(keys, key=lambda k: k.node_id):
         transcript.update(_encode(k.node_id, k.org, k.pk1, k.pk2, k.signature))
-    seed = transcript.digest()
+    return transcript.digest()
+
+
+def public_order(job: str, round_: int, keys: Sequence[SignedKeys]) -> list[int]:
+    """The nodes' cyclic order for the round's neighbourhoods, from public data only: a hash of
+    the signed key list orders the node ids, so every organisation computes the same order."""
+    seed = keys_transcript(job, round_, keys)
     return sorted((k.node_id for k in keys), key=lambda nid: hashlib.sha256(seed + _encode(nid)).digest())
 
 

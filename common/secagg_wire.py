@@ -3,8 +3,8 @@ checks them at the organisation, ``server.secure_sum`` fills them in at the coor
 
 #: The consistency stage, between the masked vectors and the unmasking.
 CONSISTENCY = "fedsynth.consistency"
-#: Setup: the job, round and noise threshold the keys are signed for.
-JOB, ROUND, T = "fedsynth.job", "fedsynth.round", "fedsynth.t"
+#: Setup: the job, round, noise threshold and request digest the keys are signed for.
+JOB, ROUND, T, DIGEST = "fedsynth.job", "fedsynth.round", "fedsynth.t", "fedsynth.request"
 #: A reply's signer (roster name) and signature.
 ORG, SIGNATURE = "fedsynth.org", "fedsynth.signature"
 #: Share keys: every node's signed keys, as parallel lists.

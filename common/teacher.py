@@ -176,7 +176,10 @@ def per_example_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def clip_rows(grads: np.ndarray, clip: float) -> np.ndarray:
-    """Scale every row down to L2 norm at most ``clip`` (rows already inside are kept)."""
+    """Scale every row down to L2 norm at most ``clip`` (rows already inside are kept); a row
+    with a non-finite entry (weights that overflow on that record) becomes zero, a function of the
+    row alone, so the sensitivity holds and no record can stall the rounding."""
+    grads = np.where(np.isfinite(grads).all(axis=1, keepdims=True), grads, 0.0)
     norms = np.linalg.norm(grads, axis=1, keepdims=True)
     return grads * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
 

@@ -39,6 +39,7 @@ from flwr.serverapp import Grid
 
 from fedsynth.common.secagg_wire import (
     CONSISTENCY,
+    DIGEST,
     JOB,
     KEY_NODES,
     KEY_ORGS,
@@ -54,7 +55,7 @@ from fedsynth.common.secagg_wire import (
     T,
 )
 from fedsynth.common.accounting import Ledger
-from fedsynth.common.identity import SignedKeys, public_order
+from fedsynth.common.identity import SignedKeys, public_order, request_digest
 from fedsynth.common.rounds import round_event
 from fedsynth.common.secagg_graph import choose_graph, flower_neighbourhoods
 from fedsynth.common.secure_prg import harden
@@ -194,7 +195,8 @@ class _TrackedSecAggPlus(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow made the malicious-coordinator protocol that ``client.secagg``
     checks, remembering which nodes were still active after each stage.
 
-    * setup names the job, round and ``t``; the replies carry each node's signed keys;
+    * setup names the job, round, ``t`` and the digest of the round's request
+      (``common.identity.request_digest``); the replies carry each node's signed keys;
     * the neighbourhoods follow the public order of those signed keys
       (``common.identity.public_order``), not Flower's shuffle, and every node gets the whole
       signed list with its neighbours' keys;
@@ -207,9 +209,11 @@ class _TrackedSecAggPlus(SecAggPlusWorkflow):
     ``neighbourhoods``: the round's graph (node id -> its neighbourhood, itself included).
     """
 
-    def __init__(self, *args: Any, min_survivors: int = 0, job: str = "", round_: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, min_survivors: int = 0, job: str = "", round_: int = 0, request: bytes = b"", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.min_survivors, self.job, self.round = min_survivors, job, round_
+        self.min_survivors, self.job, self.round, self.request = min_survivors, job, round_, request
         self.active: set[int] = set()
         self.neighbourhoods: dict[int, set[int]] = {}
         self.stage = "setup"
@@ -224,7 +228,7 @@ class _TrackedSecAggPlus(SecAggPlusWorkflow):
     def fields_for(self, stage: str) -> dict[str, Any]:
         """What fedsynth adds to a Flower message of ``stage``."""
         if stage == Stage.SETUP:
-            return {JOB: self.job, ROUND: self.round, T: self.min_survivors}
+            return {JOB: self.job, ROUND: self.round, T: self.min_survivors, DIGEST: self.request}
         if stage == Stage.SHARE_KEYS:
             return {
                 KEY_NODES: [k.node_id for k in self.keys], KEY_ORGS: [k.org for k in self.keys],
@@ -389,12 +393,9 @@ class Federation:
         ranges = secure_ranges(spec, self.num_clients)
         graph = choose_graph(self.num_clients, spec.min_survivors, self.neighbours)
         by_node = {nid: node_parameters[name] for nid, name in self.org_names.items() if name in (node_parameters or {})}
-        strategy = _OneRound(
-            self.num_clients,
-            {**request, **spec.to_config(), **graph.to_config(), "job": self.job, "round": self._round,
-             "num_clients": self.num_clients},
-            by_node,
-        )
+        config = {**request, **spec.to_config(), **graph.to_config(), "job": self.job, "round": self._round,
+                  "num_clients": self.num_clients}
+        strategy = _OneRound(self.num_clients, config, by_node)
         self._legacy.strategy = strategy
         self._legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
             ndarrays_to_parameters(parameters or []), keep_input=True
@@ -408,6 +409,7 @@ class Federation:
             min_survivors=spec.min_survivors,
             job=self.job,
             round_=self._round,
+            request=request_digest(config),
             max_weight=float(MAX_WEIGHT),
             clipping_range=float(ranges.clipping_range),
             quantization_range=ranges.quantization_range,

@@ -19,10 +19,18 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedsynth.common.identity import Identity, SignedKeys, key_statement, public_order, survivors_statement
+from fedsynth.common.identity import (
+    Identity,
+    SignedKeys,
+    key_statement,
+    keys_transcript,
+    public_order,
+    request_digest,
+    survivors_statement,
+)
 from fedsynth.common.secagg_graph import flower_neighbourhoods
 from fedsynth.common.secagg_wire import (
-    CONSISTENCY, JOB, KEY_NODES, KEY_ORGS, KEY_PK1, KEY_PK2, KEY_SIGNATURES, ORG, ROUND, SIGNATURE, SIGNATURES,
+    CONSISTENCY, DIGEST, JOB, KEY_NODES, KEY_ORGS, KEY_PK1, KEY_PK2, KEY_SIGNATURES, ORG, ROUND, SIGNATURE, SIGNATURES,
     SIGNERS, SURVIVORS, T,
 )
 from fedsynth.common.secure_sum import MAX_WEIGHT
@@ -60,11 +68,11 @@ class Federation:
         return dict(reply.content.config_records[RECORD_KEY_CONFIGS])
 
 
-def setup_configs(n: int, k: int, s: int, job: str, round_: int, t: int, clipping: float, target: int, mod: int) -> dict:
+def setup_configs(n: int, k: int, s: int, request: dict, clipping: float, target: int, mod: int) -> dict:
     return {
         Key.STAGE: Stage.SETUP, Key.SAMPLE_NUMBER: n, Key.SHARE_NUMBER: k, Key.THRESHOLD: s,
         Key.CLIPPING_RANGE: clipping, Key.TARGET_RANGE: target, Key.MOD_RANGE: mod, Key.MAX_WEIGHT: float(MAX_WEIGHT),
-        JOB: job, ROUND: round_, T: t,
+        JOB: request["job"], ROUND: request["round"], T: request["sum.min_survivors"], DIGEST: request_digest(request),
     }
 
 
@@ -73,9 +81,10 @@ def signed_keys(replies: dict[int, dict]) -> list[SignedKeys]:
     return [SignedKeys(nid, r[ORG], r[Key.PUBLIC_KEY_1], r[Key.PUBLIC_KEY_2], r[SIGNATURE]) for nid, r in sorted(replies.items())]
 
 
-def forge(identity: Identity, job: str, round_: int, node: int, pk1: bytes, pk2: bytes) -> SignedKeys:
+def forge(identity: Identity, request: dict, node: int, pk1: bytes, pk2: bytes) -> SignedKeys:
     """Keys signed by a colluding organisation's own key (all a coordinator with colluders can sign)."""
-    return SignedKeys(node, identity.name, pk1, pk2, identity.sign(key_statement(job, round_, node, identity.name, pk1, pk2)))
+    statement = key_statement(request["job"], request["round"], node, identity.name, pk1, pk2, request_digest(request))
+    return SignedKeys(node, identity.name, pk1, pk2, identity.sign(statement))
 
 
 def share_keys_configs(keys: list[SignedKeys], offered: dict[int, tuple[bytes, bytes]]) -> dict:
@@ -109,6 +118,6 @@ def unmask_configs(survivors: list[int], signatures: dict[int, bytes], active: l
             SIGNATURES: list(signatures.values()), Key.ACTIVE_NODE_ID_LIST: active, Key.DEAD_NODE_ID_LIST: dead}
 
 
-def sign_survivors(identity: Identity, job: str, round_: int, survivors: list[int]) -> bytes:
-    """A colluding organisation's signature on any set the coordinator likes."""
-    return identity.sign(survivors_statement(job, round_, survivors))
+def sign_survivors(identity: Identity, keys: list[SignedKeys], request: dict, survivors: list[int]) -> bytes:
+    """A colluding organisation's signature on any set the coordinator likes, in this run."""
+    return identity.sign(survivors_statement(keys_transcript(request["job"], request["round"], keys), survivors))

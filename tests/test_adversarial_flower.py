@@ -25,7 +25,7 @@ from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
-from fedsynth.common.identity import simulated_federation
+from fedsynth.common.identity import request_digest, simulated_federation
 from fedsynth.common.marginals import cells, cliques_to_json
 from fedsynth.common.noise import sample_skellam
 from fedsynth.common.rounds import round_event
@@ -135,7 +135,8 @@ def hostile_round(fed, number, spec, request, *, claim_t=None, claim_n=N, thresh
     fed._legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: number})
     workflow = UncheckedSecAggPlus(
         num_shares=N, reconstruction_threshold=threshold or min(spec.min_survivors, N - 1),
-        min_survivors=claim_t or spec.min_survivors, job=fed.job, round_=number, max_weight=float(MAX_WEIGHT),
+        min_survivors=claim_t or spec.min_survivors, job=fed.job, round_=number, request=request_digest(config),
+        max_weight=float(MAX_WEIGHT),
         clipping_range=float(ranges.clipping_range), quantization_range=ranges.quantization_range,
         modulus_range=ranges.modulus_range,
     )

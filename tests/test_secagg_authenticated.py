@@ -8,6 +8,8 @@ Each attack must be refused with a fixed code before the share or vector it aims
 leave nothing the coordinator could unmask with fewer than ``t`` vectors.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import Key
@@ -17,7 +19,7 @@ from fedsynth.cli import bundled
 from fedsynth.client.app import build_client_app
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
-from fedsynth.common.identity import key_statement, simulated_federation
+from fedsynth.common.identity import key_statement, request_digest, simulated_federation
 from fedsynth.common.marginals import cells, cliques_to_json
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secagg_graph import choose_graph
@@ -46,9 +48,10 @@ JOB = "job-1"
 class Round:
     """One SecAgg+ round over ``n`` real ClientApps with noise threshold ``t``, driven by hand."""
 
-    def __init__(self, tmp_path, n: int, t: int, colluders: int = 0, round_: int = 1, table=TABLE) -> None:
+    def __init__(self, tmp_path, n: int, t: int, colluders: int = 0, round_: int = 1, table=TABLE,
+                 roster: int | None = None) -> None:
         self.n, self.t, self.round = n, t, round_
-        self.identities = simulated_federation(n)
+        self.identities = simulated_federation(roster or n)
         self.colluding = {f"party-{i}" for i in range(n - colluders, n)}
 
         def make_org(context):
@@ -78,18 +81,23 @@ class Round:
                 "job": JOB, "round": self.round, "num_clients": self.n, **self.spec.to_config(),
                 **self.graph.to_config()}
 
-    def setup(self) -> dict[int, dict]:
+    def setup(self, request_for=None) -> dict[int, dict]:
+        """Setup at every node, for the round's request (or ``request_for(node)``)."""
         ranges = secure_ranges(self.spec, self.n)
-        configs = setup_configs(self.n, self.graph.num_shares, self.graph.threshold, JOB, self.round, self.t,
-                                float(ranges.clipping_range), ranges.quantization_range, ranges.modulus_range)
-        return {nid: self.fed.send(nid, dict(configs)) for nid in self.fed.nodes}
+
+        def configs(nid):
+            request = request_for(nid) if request_for else self.request()
+            return setup_configs(self.n, self.graph.num_shares, self.graph.threshold, request,
+                                 float(ranges.clipping_range), ranges.quantization_range, ranges.modulus_range)
+
+        return {nid: self.fed.send(nid, configs(nid)) for nid in self.fed.nodes}
 
     def share_keys(self, keys, offered_for) -> dict[int, dict | str]:
         return {nid: self.fed.send(nid, share_keys_configs(keys, offered_for(nid))) for nid in self.fed.nodes}
 
     def honest_to_masked(self):
         """Setup, share keys and masked vectors as an honest coordinator runs them."""
-        keys = signed_keys(self.setup())
+        keys = self.keys = signed_keys(self.setup())
         by_node = {k.node_id: k for k in keys}
         neighbours = public_neighbours(JOB, self.round, keys, self.graph.num_shares)
         shares = self.share_keys(keys, lambda nid: {j: (by_node[j].pk1, by_node[j].pk2) for j in neighbours[nid]})
@@ -128,11 +136,12 @@ def test_keys_the_coordinator_substitutes_are_refused_before_any_share_is_encryp
         "unsigned": [k if k.node_id == victim else k.__class__(k.node_id, k.org, *mine[k.node_id], k.signature)
                      for k in keys],
         # its own keys, signed by the one colluding organisation under every other name
-        "colluder-signs-all": [k if k.node_id == victim else forge(r.identity(colluder), JOB, 1, k.node_id, *mine[k.node_id])
-                               for k in keys],
+        "colluder-signs-all": [k if k.node_id == victim else forge(r.identity(colluder), r.request(), k.node_id,
+                                                                   *mine[k.node_id]) for k in keys],
         # the honest organisations' real keys, but signed for another round
         "replayed": [k if k.node_id in (victim, colluder) else k.__class__(
-            k.node_id, k.org, k.pk1, k.pk2, r.identities[k.org].sign(key_statement(JOB, 0, k.node_id, k.org, k.pk1, k.pk2)))
+            k.node_id, k.org, k.pk1, k.pk2,
+            r.identities[k.org].sign(key_statement(JOB, 0, k.node_id, k.org, k.pk1, k.pk2, request_digest(r.request()))))
             for k in keys],
         # fewer than t signed keys: the victim and one colluder
         "too-few": [k for k in keys if k.node_id in (victim, colluder)],
@@ -177,7 +186,8 @@ def test_inconsistent_survivor_sets_never_reach_t_signatures_twice(tmp_path):
     colluders = [nid for nid in r.fed.nodes if nid not in r.honest]
     first, second = r.honest[:4], r.honest[4:]
     sets = {"first": sorted(first + colluders), "second": sorted(second + colluders + first[:1])}
-    signatures = {name: {c: sign_survivors(r.identity(c), JOB, 1, s) for c in colluders} for name, s in sets.items()}
+    signatures = {name: {c: sign_survivors(r.identity(c), r.keys, r.request(), s) for c in colluders}
+                  for name, s in sets.items()}
     for name, group in (("first", first), ("second", second)):
         for nid in group:
             signatures[name][nid] = r.fed.send(nid, consistency_configs(sets[name]))[SIGNATURE]
@@ -222,7 +232,7 @@ def test_the_noise_of_2t_minus_n_honest_shares_is_the_planned_noise():
     assert sized.honest_mu(10) == pytest.approx(planned.mu)  # 4 honest of 7 survivors carry mu
     assert sized.mu_of_survivors(7) == pytest.approx(50.0 * 7 / 4)
     assert planned.against_collusion(7).mu == planned.mu  # t = n: nobody may collude
-    with pytest.raises(ValueError, match="no honest share"):
+    with pytest.raises(ValueError, match="need 2n/3 < t <= n"):
         planned.against_collusion(14)
     assert np.isfinite(sized.mu_share)
 
@@ -238,7 +248,7 @@ def test_what_leaves_besides_the_masked_vector_is_the_same_for_neighbouring_tabl
         survivors = r.fed.nodes
         out.append(r.fed.send(victim, consistency_configs(survivors[1:])))  # a set without itself
         signatures = {nid: r.fed.send(nid, consistency_configs(survivors))[SIGNATURE] for nid in r.honest}
-        signatures[colluder] = sign_survivors(r.identity(colluder), JOB, 1, survivors)
+        signatures[colluder] = sign_survivors(r.identity(colluder), r.keys, r.request(), survivors)
         out.append(r.fed.send(victim, unmask_configs(survivors[:3], signatures, [], [])))  # another set
         ok = r.fed.send(victim, unmask_configs(survivors, signatures, sorted(neighbours[victim]), []))
         out.append(sorted(ok))  # the field names of the reply that reveals shares
@@ -248,3 +258,57 @@ def test_what_leaves_besides_the_masked_vector_is_the_same_for_neighbouring_tabl
     first, second = transcript(TABLE, tmp_path / "d"), transcript(neighbour, tmp_path / "d-prime")
     assert first == second
     assert all(isinstance(x, str) and "refused (rule secagg-" in x for x in first[:3]), first
+
+
+def test_a_node_masks_with_its_whole_neighbourhood_or_not_at_all(tmp_path):
+    # review attack: forward the victim only a colluder's and one honest neighbour's key shares,
+    # then declare that neighbour dead and strip the victim's vector with the rest
+    r = Round(tmp_path, n=20, t=19, colluders=1)  # sparse, k = 5
+    keys = signed_keys(r.setup())
+    by_node = {k.node_id: k for k in keys}
+    neighbours = public_neighbours(JOB, 1, keys, r.graph.num_shares)
+    shares = r.share_keys(keys, lambda nid: {j: (by_node[j].pk1, by_node[j].pk2) for j in neighbours[nid]})
+    victim = r.honest[0]
+    inbox = [(src, c) for src, reply in shares.items()
+             for dst, c in zip(reply[Key.DESTINATION_LIST], reply[Key.CIPHERTEXT_LIST]) if dst == victim]
+    assert len(inbox) == r.graph.num_shares - 1
+    reply = r.fed.send(victim, masked_configs(inbox[:2]), masked_content(r.request(), []))
+    assert refused(reply, "secagg-graph")
+    assert isinstance(r.fed.send(victim, masked_configs(inbox), masked_content(r.request(), [])), dict)
+
+
+def test_survivor_signatures_do_not_outlive_their_run_nor_precede_the_masked_vector(tmp_path):
+    # review attack: collect survivor-set signatures in runs that stop before any vector, then replay them
+    r = Round(tmp_path, n=10, t=7, colluders=3)
+    keys = signed_keys(r.setup())
+    by_node = {k.node_id: k for k in keys}
+    neighbours = public_neighbours(JOB, 1, keys, r.graph.num_shares)
+    r.share_keys(keys, lambda nid: {j: (by_node[j].pk1, by_node[j].pk2) for j in neighbours[nid]})
+    survivors = r.fed.nodes
+    assert all(refused(r.fed.send(nid, consistency_configs(survivors)), "secagg-consistency") for nid in r.honest)
+    first_keys, _ = r.honest_to_masked()  # a fresh setup of the same job and round: a new run
+    old = {nid: sign_survivors(r.identities[r.name[nid]], first_keys, r.request(), survivors) for nid in r.fed.nodes}
+    _, neighbours = r.honest_to_masked()  # and another
+    for nid in r.honest:
+        r.fed.send(nid, consistency_configs(survivors))
+    victim = r.honest[0]
+    replayed = r.fed.send(victim, unmask_configs(survivors, old, sorted(neighbours[victim]), []))
+    assert refused(replayed, "secagg-consistency")  # signatures of another run count for nothing
+
+
+def test_organisations_asked_for_different_noise_in_one_sum_refuse_each_others_keys(tmp_path):
+    # review attack: tell one organisation mu = 2000 and the others mu = 50, in one round
+    r = Round(tmp_path, n=4, t=3)
+    target = r.fed.nodes[0]
+    louder = {**r.request(), **replace(r.spec, mu=40 * r.spec.mu).to_config()}
+    keys = signed_keys(r.setup(lambda nid: louder if nid == target else r.request()))
+    by_node = {k.node_id: k for k in keys}
+    neighbours = public_neighbours(JOB, 1, keys, r.graph.num_shares)
+    replies = r.share_keys(keys, lambda nid: {j: (by_node[j].pk1, by_node[j].pk2) for j in neighbours[nid]})
+    assert all(refused(reply, "secagg-signature") for reply in replies.values())
+
+
+def test_a_round_over_part_of_the_roster_is_refused(tmp_path):
+    r = Round(tmp_path, n=4, t=3, roster=6)  # the organisations pinned a roster of six
+    keys = signed_keys(r.setup())
+    assert all(refused(r.fed.send(nid, share_keys_configs(keys, {})), "secagg-roster") for nid in r.fed.nodes)

@@ -165,3 +165,11 @@ def test_relabel_modes(codes):
     np.testing.assert_array_equal(relabel(codes, f, student, "sample", np.random.default_rng(0))[:, other], codes[:, other])
     with pytest.raises(ValueError, match="labels must be one of"):
         relabel(codes, f, student, "teacher", np.random.default_rng(0))
+
+
+def test_a_record_whose_gradient_overflows_becomes_a_zero_row_and_cannot_stall_rounding():
+    grads = np.array([[3.0, 4.0], [np.nan, 1.0], [np.inf, 0.0], [0.3, 0.4]])
+    clipped = clip_rows(grads, 1.0)
+    np.testing.assert_allclose(clipped, [[0.6, 0.8], [0.0, 0.0], [0.0, 0.0], [0.3, 0.4]])
+    rounded = conditional_round(clipped * 8, 8 * 1.5, np.random.default_rng(0))  # terminates
+    assert rounded.shape == (4, 2) and not rounded[1:3].any()

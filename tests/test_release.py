@@ -35,7 +35,7 @@ POSITIVE = ">50K"
 def release(tmp_path_factory) -> Release:
     table = SCHEMA.read_csv(bundled("adult.csv"))
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
-    orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t) for i, t in enumerate(parties)]
+    orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t, accepts=SCHEMA) for i, t in enumerate(parties)]
     config = JobConfig(
         schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=tmp_path_factory.mktemp("job") / "release",
         min_survivors=2, generator=SMALL, teacher=TeacherSettings(steps=3),

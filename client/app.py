@@ -212,6 +212,10 @@ def default_guard(context: Context) -> Guard:
     return Guard(name, GuardPolicy(ledger=ledger, **DEFAULT_GUARD))
 
 
+#: The fixed code of a ClientApp that has no agreed schema.
+NO_AGREED_SCHEMA = "no-agreed-schema"
+
+
 def agreed_schema(context: Context) -> Schema:
     """A bare ClientApp's agreed schema: the file at node config ``schema-path``.
 
@@ -230,10 +234,6 @@ def agreed_schema(context: Context) -> Schema:
     except (SchemaError, OSError, ValueError) as exc:
         log.error("%s: cannot load its agreed schema %s: %s", name, path, exc)
         raise RequestRefused(refusal(name, NO_AGREED_SCHEMA, "its agreed schema does not load")) from None
-
-
-#: The fixed code of a ClientApp that has no agreed schema.
-NO_AGREED_SCHEMA = "no-agreed-schema"
 
 
 def table_organisation(context: Context) -> Organisation:

@@ -370,9 +370,10 @@ def release_model(model: MarginalModel, schema: Schema, settings: GeneratorSetti
     else a refit to the measurements of the schema's columns only, the one ``Release.model``
     repeats from ``measurements.json`` (so resampling draws from the release's own distribution).
 
-    The profile's per-organisation blocks are left out, and with them everything that tells
-    organisations apart: the release holds no statistic of any one organisation, not even as
-    the mixture a model with the organisation column would sample.
+    The profile's per-organisation blocks are left out, and with them every statistic of one
+    organisation, including the mixture over organisations that a model with the organisation
+    column would sample rows from. (They reach the release only through the selection they
+    steered: which marginals were measured.)
     """
     if ORGANISATION not in model.domain:
         return model

@@ -118,7 +118,7 @@ def run_once(schema: Schema, plan: JobPlan, table: pd.DataFrame, seed: int) -> t
     """One generator run on ``table``: every measurement it released and the ledger's epsilon."""
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Path(tmp) / "ledger.jsonl", cap_epsilon=1e6, delta=DELTA)
-        agg = CentralAggregator([Organisation("pooled", lambda _schema: table)], ledger, seed=seed)
+        agg = CentralAggregator([Organisation("pooled", lambda _schema: table, accepts=schema)], ledger, seed=seed)
         model = fit_generator(agg, schema, plan.generator, np.random.default_rng(seed), lambda _m: None)
         return list(model.measurements), ledger.epsilon().epsilon
 

@@ -44,7 +44,7 @@ def central(config: JobConfig, train) -> tuple[np.ndarray, float]:
     plan = plan_job(config)
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Path(tmp) / "ledger.jsonl", cap_epsilon=config.epsilon, delta=DELTA)
-        agg = CentralAggregator([Organisation("pooled", lambda _schema: train)], ledger, seed=config.seed)
+        agg = CentralAggregator([Organisation("pooled", lambda _schema: train, accepts=config.schema)], ledger, seed=config.seed)
         model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
         frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
         return config.schema.encode(frame), ledger.epsilon().epsilon

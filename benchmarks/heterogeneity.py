@@ -180,7 +180,7 @@ def central(config: JobConfig, train: pd.DataFrame) -> tuple[np.ndarray, pd.Data
     """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1)."""
     plan = plan_job(config)
     ledger = Ledger(config.out / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
-    agg = CentralAggregator([Organisation("pooled", lambda _schema: train)], ledger, seed=config.seed)
+    agg = CentralAggregator([Organisation("pooled", lambda _schema: train, accepts=config.schema)], ledger, seed=config.seed)
     model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
     frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
     return config.schema.encode(frame), frame, ledger.epsilon().epsilon

@@ -98,7 +98,7 @@ def central_run(
                        min_survivors=len(parties) - 1, rows=rows, seed=0, labels="generator", generator=settings)
     plan = plan_job(config)
     ledger = Ledger(out / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
-    orgs = [Organisation(f"org-{i:03d}", lambda _s, t=table: t) for i, table in enumerate(parties)]
+    orgs = [Organisation(f"org-{i:03d}", lambda _s, t=table: t, accepts=schema) for i, table in enumerate(parties)]
     agg = RecordingAggregator(orgs, ledger, seed=0)
     started = time.time()
     model = fit_generator(agg, schema, plan.generator, np.random.default_rng(0), progress)

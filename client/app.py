@@ -17,8 +17,11 @@ the exception itself goes to the organisation's own log.
 
 ``app`` at the bottom is the deployment ClientApp (``fedsynth.client.app:app``): each
 SuperNode reads its daemon's config file (node config ``config``; ``fedsynth client`` sets
-it) or, bare, its table from node config ``data-path`` with a default guard
-(:func:`default_guard`): no deployed ClientApp runs without one.
+it) or, bare, its table from node config ``data-path`` under the agreed schema at node config
+``schema-path``, with a default guard (:func:`default_guard`). No deployed ClientApp runs
+without a guard or without an agreed schema: a bare one that names no schema refuses every
+message with the fixed code ``no-agreed-schema`` (:func:`agreed_schema`), which depends on its
+configuration only.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from fedsynth.client.guard import Guard, GuardPolicy, verify_setup
 from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
 from fedsynth.client.secagg import secagg_guard
 from fedsynth.common.identity import Identity
+from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secagg_graph import graph_from_request
 from fedsynth.common.secure_prg import harden
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
@@ -211,15 +215,54 @@ def default_guard(context: Context) -> Guard:
     return Guard(name, GuardPolicy(ledger=ledger, **DEFAULT_GUARD))
 
 
+#: The fixed code of a ClientApp that has no agreed schema.
+NO_AGREED_SCHEMA = "no-agreed-schema"
+
+
+def agreed_schema(context: Context) -> Schema:
+    """A bare ClientApp's agreed schema: the file at node config ``schema-path``.
+
+    Without one (or with one that does not load) it refuses, with the fixed code
+    ``no-agreed-schema``: a ClientApp that took whatever schema a coordinator sends would read its
+    table under schemas of the coordinator's choosing.
+    """
+    name = org_name(context)
+    if "schema-path" not in context.node_config:
+        log.error("%s: node config names neither 'config' (a daemon's config file) nor 'schema-path'; "
+                  "refusing every message until it names its agreed schema", name)
+        raise RequestRefused(refusal(name, NO_AGREED_SCHEMA, "node config names no 'schema-path'"))
+    path = str(context.node_config["schema-path"])
+    try:
+        return load_schema(path)
+    except (SchemaError, OSError, ValueError) as exc:
+        log.error("%s: cannot load its agreed schema %s: %s", name, path, exc)
+        raise RequestRefused(refusal(name, NO_AGREED_SCHEMA, "its agreed schema does not load")) from None
+
+
 def table_organisation(context: Context) -> Organisation:
     """Deployment organisation: a daemon's config file (node config ``config``, see
-    ``client.daemon``: table, accepted schema, guard), else the bare table at ``data-path``
-    under :func:`default_guard`."""
+    ``client.daemon``: table, agreed schema, guard), else the bare table at ``data-path`` under
+    the agreed schema at ``schema-path`` (:func:`agreed_schema`), :func:`default_guard` and the
+    signing identity at ``signing-key`` and ``roster`` (:func:`node_identity`)."""
     if "config" in context.node_config:
         return DaemonConfig.load(str(context.node_config["config"])).organisation()
     return Organisation(
-        org_name(context), partial(read_csv_from_node_config, context.node_config), guard=default_guard(context)
+        org_name(context),
+        partial(read_csv_from_node_config, context.node_config),
+        accepts=agreed_schema(context),
+        guard=default_guard(context),
+        identity=node_identity(context),
     )
+
+
+def node_identity(context: Context) -> Identity | None:
+    """A bare ClientApp's signing key and roster (node config ``signing-key``, ``roster``); without
+    them it takes part in no SecAgg+ round (``client.secagg``: rule ``secagg-identity``)."""
+    config = context.node_config
+    if "signing-key" not in config or "roster" not in config:
+        log.warning("%s: no signing-key and roster in the node config; it will refuse every SecAgg+ round", org_name(context))
+        return None
+    return Identity.load(org_name(context), str(config["signing-key"]), str(config["roster"]))
 
 
 app = build_client_app(table_organisation)

@@ -55,7 +55,7 @@ import pandas as pd
 import sqlalchemy
 
 from fedsynth.client.guard import Guard, GuardPolicy
-from fedsynth.client.organisation import LocalTable, Organisation, RequestRefused, TableDoesNotConform, refusal
+from fedsynth.client.organisation import Organisation, TableUnreadable
 from fedsynth.common.schema import Schema, TableFileError, load_schema
 from fedsynth.common.schema.io import as_text_frame
 from fedsynth.common.identity import Identity, IdentityError
@@ -79,14 +79,6 @@ REQUIRED = {
 
 class ConfigError(ValueError):
     """The daemon's config file is wrong (the message names the file, section and key)."""
-
-
-class TableUnreadable(RequestRefused):
-    """The table cannot be read: a fixed public code; ``details`` stay local."""
-
-    def __init__(self, public: str, details: str) -> None:
-        super().__init__(public)
-        self.details = details
 
 
 def cap_seed(path: Path) -> int:
@@ -194,8 +186,7 @@ class DaemonConfig:
         try:
             return schema.read_csv(self.data)  # CSV, or Parquet by its suffix
         except TableFileError as exc:
-            log.error("%s: %s", self.name, exc)
-            raise TableUnreadable(refusal(self.name, "table-unreadable"), str(exc)) from None
+            raise TableUnreadable(str(exc)) from None
 
     def _read_sql(self) -> pd.DataFrame:
         url = sqlalchemy.engine.make_url(str(self.data))
@@ -204,11 +195,9 @@ class DaemonConfig:
             with engine.connect() as conn:
                 return pd.read_sql_query(sqlalchemy.text(self.query), conn)
         except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-            log.error("%s: reading the table failed: %s", self.name, exc)
             cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
             raise TableUnreadable(
-                refusal(self.name, "table-unreadable"),
-                f"cannot read its table from {url.render_as_string(hide_password=True)} ({type(cause).__name__})",
+                f"cannot read its table from {url.render_as_string(hide_password=True)} ({type(cause).__name__})"
             ) from None
         finally:
             engine.dispose()
@@ -276,17 +265,20 @@ def preflight(config: DaemonConfig) -> str:
     schema = config.accepted_schema()
     org = config.organisation()  # opens and verifies the guard's ledger
     try:
-        table = LocalTable.from_frame(schema, config.read_table(schema), config.name)
-    except TableDoesNotConform as exc:
-        raise ConfigError(
-            f"{config.name}: local table does not conform to schema '{schema.name}': {exc.details} "
-            "(see the validation report above)"
-        ) from None
+        frame = config.read_table(schema)
     except TableUnreadable as exc:
-        raise ConfigError(f"{config.name}: {exc.details}") from None
+        raise ConfigError(f"{config.name}: {exc}") from None
+    report = schema.validate(frame)
+    if not report.ok:
+        log.error("%s: local table does not conform to schema '%s':\n%s", config.name, schema.name, report)
+        problems = sorted({f"{v.column} ({v.problem})" for v in report.errors})
+        raise ConfigError(
+            f"{config.name}: local table does not conform to schema '{schema.name}': {'; '.join(problems)} "
+            "(see the validation report above); the daemon does not start until it does"
+        )
     spent = org.guard.ledger.epsilon().epsilon if org.guard and len(org.guard.ledger) else 0.0
     return (
-        f"{config.name}: {len(table.codes):,} rows conform to schema '{schema.name}'; guard ledger "
+        f"{config.name}: {len(frame):,} rows conform to schema '{schema.name}'; guard ledger "
         f"{config.guard.ledger} holds {len(org.guard.ledger) if org.guard else 0} contributions, "
         f"epsilon {spent:.4g} of cap {config.guard.epsilon_cap:g} (delta {config.guard.delta:g})"
     )

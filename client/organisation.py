@@ -4,8 +4,18 @@ The ClientApp (``fedsynth.client.app``) is a thin Flower adapter over :class:`Or
 everything here runs and is tested without Flower. What leaves this module is always a
 vector for the secure noisy sum (counts, a selection vote, or a clipped gradient sum), never rows, row counts or
 a validation report: a refusal that reaches the coordinator is a fixed code naming a rule and
-public parameters only (:func:`refusal`); problems with the table are logged here in full and
-reach the coordinator only as the code ``table-does-not-conform``.
+public parameters only (:func:`refusal`).
+
+The agreed schema: every organisation holds the one schema it takes part with (``accepts``,
+configured locally and pinned) and refuses any other; the comparison reads only the request and
+the agreed schema. The table is read under the agreed schema only, and no answer depends on
+whether it conforms: rows that break the schema are left out of every count and reported in
+the organisation's own log (:meth:`LocalTable.from_frame`), and a table that cannot be read at all
+counts as a table without rows. Whether a row is left out depends on that row alone, so two
+neighbouring tables give local tables that are still neighbours (or equal) and every round keeps its
+sensitivity; the pre-flight ``check`` reads nothing of the table, so its answer is the same
+whatever the table holds. The daemon checks the table strictly before it starts
+(``client.daemon.preflight``): an organisation learns of a problem before it joins.
 
 Contribution bounding: every vector is projected onto the round's public box before it is sent
 (``common.secure_sum``), so no round can fail because of the data. When a count round names a
@@ -40,7 +50,7 @@ from fedsynth.common.marginals import (
     split_blocks,
 )
 from fedsynth.common.rounds import row_cap
-from fedsynth.common.schema import Schema, SchemaError
+from fedsynth.common.schema import Schema, TableFileError
 
 if TYPE_CHECKING:
     from fedsynth.client.guard import Guard
@@ -56,46 +66,50 @@ class RequestRefused(RuntimeError):
     """The organisation will not answer this request; the message is public (see :func:`refusal`)."""
 
 
-#: The fixed code of a local table that does not conform to the job's schema.
-TABLE_DOES_NOT_CONFORM = "table-does-not-conform"
-
-
 def refusal(org: str, rule: str, public: str = "") -> str:
     """The one form of a refusal that may leave the organisation: its name, a rule, public facts."""
     return f"{org}: refused (rule {rule}{'; ' + public if public else ''}); nothing was sent"
 
 
-class TableDoesNotConform(RequestRefused):
-    """The local table breaks the schema: a fixed public code; ``details`` stay in the local log."""
-
-    def __init__(self, org: str, schema: str, details: str) -> None:
-        super().__init__(refusal(org, TABLE_DOES_NOT_CONFORM, f"schema '{schema}'"))
-        self.details = details
+class TableUnreadable(RuntimeError):
+    """The table cannot be read; the message names the cause and stays in the organisation's log."""
 
 
 def read_csv_from_node_config(node_config: Mapping[str, Any], schema: Schema) -> pd.DataFrame:
     """Deployment loader: the table at node config ``data-path``, read per the schema."""
     if "data-path" not in node_config:
-        raise RequestRefused(refusal(str(node_config.get("org", "organisation")), "no-data-path", "node config has no 'data-path'"))
-    return schema.read_csv(str(node_config["data-path"]))
+        raise TableUnreadable("node config has no 'data-path'")
+    try:
+        return schema.read_csv(str(node_config["data-path"]))
+    except TableFileError as exc:
+        raise TableUnreadable(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class LocalTable:
-    """The organisation's rows, validated against the job's schema and integer-encoded."""
+    """The organisation's rows that conform to its agreed schema, integer-encoded."""
 
     schema: Schema
     codes: np.ndarray
 
     @classmethod
     def from_frame(cls, schema: Schema, frame: pd.DataFrame, org: str) -> "LocalTable":
-        try:
-            schema.validate(frame, strict=True)
-        except SchemaError as exc:
-            log.error("%s: local table does not conform to the job's schema:\n%s", org, exc)
-            problems = sorted({f"{v.column} ({v.problem})" for v in exc.report.errors})
-            raise TableDoesNotConform(org, schema.name, "; ".join(problems)) from None
-        return cls(schema, schema.encode(frame))
+        """The rows of ``frame`` that conform to ``schema``, encoded; the others are left out.
+
+        Every problem goes to the organisation's own log in full (the validation report) and
+        nowhere else. A row is kept or left out on its own content (``Schema.conforming_rows``),
+        so removing a row from the table removes at most that row here.
+        """
+        keep = schema.conforming_rows(frame)
+        if not keep.all():
+            log.error(
+                "%s: %d of %d rows of the local table do not conform to schema '%s' and are left out of "
+                "every count (nothing about them is sent):\n%s",
+                org, int((~keep).sum()), len(keep), schema.name, schema.validate(frame),
+            )
+        if not keep.any():
+            return cls(schema, np.empty((0, len(schema.columns)), dtype=np.int64))
+        return cls(schema, schema.encode(frame[keep]))
 
     def capped(self, cap: int | None, seed: int) -> "LocalTable":
         """At most ``cap`` rows, a uniform subsample fixed by ``seed`` (None: the whole table).
@@ -116,13 +130,15 @@ class LocalTable:
 class Organisation:
     """Answers the coordinator's requests from one local table.
 
-    ``accepts``: the only schema the organisation takes part with (None: any the table
-    conforms to). ``guard``: its own privacy guard (``client.guard``), consulted by the
-    ClientApp before every contribution and at the job's pre-flight check. ``identity``: its
-    signing key and the federation's roster (``common.identity``), with which it takes part in
-    authenticated SecAgg+ (``client.secagg``). ``cap_seed``: the
-    secret seed of the row-cap subsample (default: drawn from OS entropy once per instance; the
-    daemon keeps one on disk so that every process of the organisation draws the same rows).
+    ``accepts``: the agreed schema, the only one the organisation takes part with (configured
+    locally; a request under any other is refused). ``load(schema)`` reads the raw table; it
+    raises :class:`TableUnreadable` when it cannot. ``guard``: its own privacy guard
+    (``client.guard``), consulted by the ClientApp before every contribution and at the job's
+    pre-flight check. ``identity``: its signing key and the federation's roster
+    (``common.identity``), with which it takes part in authenticated SecAgg+ (``client.secagg``).
+    ``cap_seed``: the secret seed of the row-cap subsample (default: drawn from OS entropy once
+    per instance; the daemon keeps one on disk so that every process of the organisation draws
+    the same rows).
     """
 
     def __init__(
@@ -130,7 +146,7 @@ class Organisation:
         name: str,
         load: Callable[[Schema], pd.DataFrame],
         *,
-        accepts: Schema | None = None,
+        accepts: Schema,
         guard: Guard | None = None,
         identity: Identity | None = None,
         cap_seed: int | None = None,
@@ -138,21 +154,32 @@ class Organisation:
         self.name = name
         self._load = load
         self.accepts = accepts
+        self._agreed = accepts.dumps("json")
         self.guard = guard
         self.identity = identity
         self.cap_seed = secrets.randbits(128) if cap_seed is None else cap_seed
-        self._tables: dict[str, LocalTable] = {}
+        self._table: LocalTable | None = None
 
     def table(self, schema_json: str) -> LocalTable:
-        """The local table for the job's schema (validated and encoded once per schema)."""
-        if schema_json not in self._tables:
-            schema = Schema.from_dict(json.loads(schema_json))
-            self._refuse_other_schema(schema)
-            self._tables[schema_json] = LocalTable.from_frame(schema, self._load(schema), self.name)
-        return self._tables[schema_json]
+        """The local table, for a request under the agreed schema (any other is refused)."""
+        self._refuse_other_schema(schema_json)
+        if self._table is None:
+            self._table = LocalTable.from_frame(self.accepts, self._read(), self.name)
+        return self._table
 
-    def _refuse_other_schema(self, schema: Schema) -> None:
-        if self.accepts is None or schema.dumps("json") == self.accepts.dumps("json"):
+    def _read(self) -> pd.DataFrame:
+        """The raw table; one that cannot be read counts as one without rows (logged here only)."""
+        try:
+            return self._load(self.accepts)
+        except TableUnreadable as exc:
+            log.error("%s: cannot read the local table (it counts as empty; nothing about it is sent): %s", self.name, exc)
+            return pd.DataFrame(columns=self.accepts.column_names, dtype=str)
+
+    def _refuse_other_schema(self, schema_json: str) -> None:
+        if schema_json == self._agreed:
+            return
+        schema = Schema.from_dict(json.loads(schema_json))
+        if schema.dumps("json") == self._agreed:
             return
         ours, theirs = self.accepts.to_dict(), schema.to_dict()
         columns = [{c["name"]: c for c in d.pop("columns")} for d in (ours, theirs)]
@@ -242,8 +269,8 @@ class Organisation:
         return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)
 
     def check(self, request: Mapping[str, Any]) -> None:
-        """Pre-flight: the job's schema and plan are acceptable (raises ``RequestRefused``)."""
-        self.table(str(request["schema"]))
+        """Pre-flight: the job's schema is the agreed one and the guard accepts the plan (raises
+        ``RequestRefused``). Reads nothing of the table: the answer is the same whatever it holds."""
+        self._refuse_other_schema(str(request["schema"]))
         if self.guard is not None:
             self.guard.admit_job(request)
-

@@ -9,8 +9,9 @@ column, :data:`ORGANISATION` (the organisation a row comes from, one code per or
 Its marginals with every data column are measured like any other (one record is one count in
 one organisation's block: sensitivity 1), so the model knows how organisations differ, and
 each organisation can score candidates against the model *conditioned on itself*
-(``server.generator``). Synthetic rows are sampled with it and released without it: the
-released table is the model's distribution over the union.
+(``server.generator``). It never reaches a release: the release's model is refitted to the
+measurements of the schema's columns only (``server.generator.release_model``), so nothing
+published, rows included, is a statistic of one organisation.
 
 Rows are drawn by ancestral sampling along the model's junction tree: each column from its
 distribution given its already-drawn neighbours (:func:`conditionals`, computed once per fit),

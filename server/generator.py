@@ -53,15 +53,20 @@ Design and privacy argument
   (``docs/generator.md``).
 * **Fit and sample.** ``mbi`` fits a graphical model to all noisy measurements (weighted by
   their actual noise); rows are sampled from it. Both are post-processing.
+* **Release.** Nothing per organisation is published: the release's model
+  (:func:`release_model`) is fitted to the measurements of the schema's columns only, which
+  ``measurements.json`` publishes, exactly as ``server.release.Release`` refits it; the
+  profile's per-organisation blocks and the organisation column stay with the coordinator,
+  where they steered the selection.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -344,15 +349,36 @@ def model_domain(domain: dict[str, int], organisations: int | None) -> dict[str,
     return domain if organisations is None else {ORGANISATION: organisations, **domain}
 
 
-def refit(schema: Schema, measurements: list[Measurement], organisations: int, iters: int) -> MarginalModel:
-    """A model fitted afresh to already-noisy ``measurements`` (post-processing: no round, no
-    budget), with the organisation column when a measurement names it."""
-    has_organisation = any(ORGANISATION in m.clique for m in measurements)
-    model = MarginalModel(model_domain(schema.domain(), organisations if has_organisation else None), structural_zeros(schema))
+def refit(schema: Schema, measurements: list[Measurement], iters: int) -> MarginalModel:
+    """A model of the schema's columns fitted afresh to already-noisy ``measurements``
+    (post-processing: no round, no budget)."""
+    model = MarginalModel(schema.domain(), structural_zeros(schema))
     for m in measurements:
         model.add(m)
     model.fit(iters)
     return model
+
+
+def refit_iters(settings: Mapping[str, Any]) -> int:
+    """Mirror-descent iterations of a refit: as many as the job ran in all (``settings``: the
+    generator's plan, as ``privacy.json`` records it)."""
+    return int(settings["fit_iters"]) * (int(settings["rounds"]) + 1) + int(settings["final_iters"])
+
+
+def release_model(model: MarginalModel, schema: Schema, settings: GeneratorSettings) -> MarginalModel:
+    """The model a release samples from: ``model`` itself when it has no organisation column,
+    else a refit to the measurements of the schema's columns only, the one ``Release.model``
+    repeats from ``measurements.json`` (so resampling draws from the release's own distribution).
+
+    The profile's per-organisation blocks are left out, and with them every statistic of one
+    organisation, including the mixture over organisations that a model with the organisation
+    column would sample rows from. (They reach the release only through the selection they
+    steered: which marginals were measured.)
+    """
+    if ORGANISATION not in model.domain:
+        return model
+    public = [m for m in model.measurements if ORGANISATION not in m.clique]
+    return refit(schema, public, refit_iters(asdict(settings)))
 
 
 def round_candidates(

@@ -37,7 +37,15 @@ from fedsynth.common.student import relabel as relabel_codes
 from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
 from fedsynth import __version__
 from fedsynth.server.evaluation import EvaluationPlan, evaluate_release, headline, measure_union
-from fedsynth.server.generator import PHASE as GENERATOR, GeneratorPlan, Progress, fit_generator, sample_rows, synthetic_codes
+from fedsynth.server.generator import (
+    PHASE as GENERATOR,
+    GeneratorPlan,
+    Progress,
+    fit_generator,
+    release_model,
+    sample_rows,
+    synthetic_codes,
+)
 from fedsynth.server.jobspec import job_toml, option_values
 from fedsynth.server.release import Release, write_release
 from fedsynth.server.secure_sum import Federation
@@ -365,6 +373,7 @@ def run_job_with(connect: Callable[[Ledger], AbstractContextManager[Any]], confi
             model = fit_generator(fed, config.schema, plan.generator, rng, report)
             teacher = fit_teacher(fed, config.schema, plan.teacher, model.total, report) if plan.teacher else None
             union = measure_union(fed, config.schema, plan.evaluation) if plan.evaluation else None
+        model = release_model(model, config.schema, plan.generator.settings)  # nothing per organisation
         rows = config.rows if config.rows is not None else int(round(model.total))
         labeller, relabel = {}, None
         if teacher is not None:

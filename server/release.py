@@ -33,14 +33,14 @@ from dp_accounting import ComposedDpEvent
 from torch import nn
 
 from fedsynth.common.accounting import CombinedAccountant, Ledger
-from fedsynth.common.generator import ORGANISATION, MarginalModel, Measurement
+from fedsynth.common.generator import MarginalModel, Measurement
 from fedsynth.common.marginals import cells
 from fedsynth.common.noise import TAIL_PROBABILITY
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secure_prg import is_hardened
 from fedsynth.common.student import relabel
 from fedsynth.common.teacher import Features, TeacherSettings, build_model
-from fedsynth.server.generator import Relabel, refit, sample_rows
+from fedsynth.server.generator import Relabel, refit, refit_iters, sample_rows
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "
@@ -109,7 +109,7 @@ class Release:
 
     @property
     def organisations(self) -> int:
-        """How many organisations took part: the size of the model's organisation column."""
+        """How many organisations took part (``privacy.json``)."""
         return len(self.statement["organisations"])
 
     @property
@@ -139,12 +139,13 @@ class Release:
     def model(self) -> MarginalModel:
         """The marginal model refitted to the release's noisy measurements (once; then from memory).
 
-        As many mirror-descent iterations as the job ran in all, from the plan (deterministic).
+        As many mirror-descent iterations as the job ran in all, from the plan (deterministic):
+        when the job's model had the organisation column, this is the very model the release's
+        rows were drawn from (``server.generator.release_model``).
         """
         if "model" not in self._cache:
-            settings = self.statement["plan"].get("generator", {})
-            iters = int(settings.get("fit_iters", 300)) * (int(settings.get("rounds", 0)) + 1) + int(settings.get("final_iters", 1500))
-            self._cache["model"] = refit(self.schema, self.measurements, self.organisations, iters)
+            settings = {"fit_iters": 300, "rounds": 0, "final_iters": 1500, **self.statement["plan"].get("generator", {})}
+            self._cache["model"] = refit(self.schema, self.measurements, refit_iters(settings))
         return self._cache["model"]
 
     def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
@@ -206,8 +207,8 @@ def _read_schema(path: Path) -> Schema:
 
 
 def _read_measurements(path: Path, release: Release) -> list[Measurement]:
-    """The noisy marginals, each checked against the model's domain (schema + organisations)."""
-    domain = {ORGANISATION: release.organisations, **release.schema.domain()}
+    """The noisy marginals, each checked against the schema's domain."""
+    domain = release.schema.domain()
     out = []
     for k, entry in enumerate(_read_json(path, list)):
         try:
@@ -221,8 +222,7 @@ def _read_measurements(path: Path, release: Release) -> list[Measurement]:
         if counts.ndim != 1 or counts.size != cells(domain, clique) or not sigma > 0:
             raise ReleaseError(
                 f"{path}: measurement #{k + 1} ({' x '.join(clique)}) has {counts.size} counts and sigma {sigma}; "
-                f"expected {cells(domain, clique)} counts (schema.yaml, {release.organisations} organisations in "
-                "privacy.json) and sigma > 0"
+                f"expected {cells(domain, clique)} counts (schema.yaml) and sigma > 0"
             )
         out.append(Measurement(clique, counts, sigma))
     if not out:
@@ -444,8 +444,11 @@ def write_release(
     Missing values are written as ``missing_token`` (the schema's first ``na_values``), so
     the CSV reads back under the same schema as the input did.
 
-    ``measurements.json`` holds every noisy marginal the coordinator saw (already private):
-    a reviewer can check the synthetic rows against exactly what was learned. ``labeller.pt``
+    ``measurements.json`` holds every noisy marginal of the schema's columns the coordinator
+    measured (already private), the ones the release's model is fitted to
+    (``server.generator.release_model``): a reviewer can check the synthetic rows against them.
+    No file holds anything per organisation: ``privacy.json`` names the organisations and who
+    survived each round (who took part, not what their tables hold). ``labeller.pt``
     (when a teacher was trained) holds the teacher's and student's weights: DP by
     post-processing, and what an ML engineer needs to label further rows (``load_labeller``).
     ``job.toml`` (``job``, from ``server.jobspec``) records the job's options, its seed and the

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
-from fedsynth.common.generator import ORGANISATION, Measurement, expected_noise_l1
+from fedsynth.common.generator import Measurement, expected_noise_l1
 from fedsynth.common.marginals import cells, marginal
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 
@@ -61,16 +61,15 @@ class MarginalFit:
     """One measured marginal against the synthetic rows' (counts scaled to its noisy total)."""
 
     clique: tuple[str, ...]
-    by_organisation: bool  # measured per organisation; compared summed over them
     cells: int
-    sigma: float  # noise std per cell of the compared (organisation-summed) marginal
+    sigma: float  # noise std per cell
     rows: float  # the measurement's noisy total
     l1: float  # sum |synthetic - measured|, in counts
     noise_l1: float  # expected L1 of the measurement's noise alone
 
     @property
     def name(self) -> str:
-        return " x ".join(self.clique) + (" (per organisation, summed)" if self.by_organisation else "")
+        return " x ".join(self.clique)
 
     @property
     def tvd(self) -> float:
@@ -279,31 +278,15 @@ def events_rows(entries: Sequence[Entry], spent: Sequence[float]) -> list[list[o
 # ---------------------------------------------------------------- fidelity
 
 
-def union_measurement(measurement: Measurement, domain: Mapping[str, int]) -> Measurement:
-    """A measurement over the union of organisations: the organisation axis summed out.
-
-    The released rows carry no organisation column; summing ``k`` organisations' cells adds
-    their independent noise, so the std per cell grows by ``sqrt(k)``.
-    """
-    if ORGANISATION not in measurement.clique:
-        return measurement
-    rest = tuple(c for c in measurement.clique if c != ORGANISATION)
-    orgs = measurement.noisy.size // max(1, int(np.prod([domain[c] for c in rest])))
-    shape = tuple(orgs if c == ORGANISATION else domain[c] for c in measurement.clique)
-    summed = measurement.noisy.reshape(shape).sum(axis=measurement.clique.index(ORGANISATION))
-    return Measurement(rest, summed.ravel(), measurement.sigma * math.sqrt(orgs))
-
-
 def marginal_fits(measurements: Sequence[Measurement], codes: np.ndarray, domain: Mapping[str, int]) -> list[MarginalFit]:
     """Each measured marginal against the synthetic rows' marginal, scaled to the measurement's total."""
     fits = []
     columns = list(domain)
-    for measured in measurements:
-        m = union_measurement(measured, domain)
+    for m in measurements:
         rows = float(m.noisy.sum())
         synthetic = marginal(codes, columns, domain, m.clique) * (rows / max(len(codes), 1))
         l1 = float(np.abs(synthetic - m.noisy).sum())
-        fits.append(MarginalFit(m.clique, ORGANISATION in measured.clique, m.noisy.size, m.sigma, rows, l1, expected_noise_l1(m.sigma, m.clique, domain)))
+        fits.append(MarginalFit(m.clique, m.noisy.size, m.sigma, rows, l1, expected_noise_l1(m.sigma, m.clique, domain)))
     return fits
 
 
@@ -399,11 +382,9 @@ def privacy_section(release: LoadedRelease, spent: Sequence[float]) -> str:
 
 
 def _check_cells(measurements: Sequence[Measurement], domain: Mapping[str, int], schema: str) -> None:
-    """Each measurement's size fits the schema's domain (a whole number of organisation blocks)."""
+    """Each measurement's size fits the schema's domain."""
     for m in measurements:
-        block = cells(domain, tuple(c for c in m.clique if c != ORGANISATION))
-        fits = m.noisy.size % block == 0 if ORGANISATION in m.clique else m.noisy.size == block
-        if not fits:
+        if m.noisy.size != cells(domain, m.clique):
             raise ReportError(f"measurement {' x '.join(m.clique)} has {m.noisy.size} cells, which schema "
                               f"'{schema}' does not give it: is it the job's schema?")
 
@@ -428,7 +409,7 @@ def fidelity_section(release: LoadedRelease) -> str:
         raise ReportError(f"{release.synthetic_csv} does not conform to schema '{schema.name}': {shown}{more}; "
                           "is it the job's schema?") from err
     domain = schema.domain()
-    known = [m for m in release.measurements if set(m.clique) - {ORGANISATION} <= set(domain)]
+    known = [m for m in release.measurements if set(m.clique) <= set(domain)]
     _check_cells(known, domain, schema.name)
     fits = marginal_fits(known, codes, domain)
     parts = [intro, html.figure(fidelity_figure(fits), "Per-marginal total variation distance, synthetic vs noisy "

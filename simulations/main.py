@@ -51,7 +51,7 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
             min_survivors=max(2, config.min_survivors),
         )
         table = parties[int(context.node_config["partition-id"])]
-        return Organisation(name, lambda _schema: table, guard=Guard(name, policy))
+        return Organisation(name, lambda _schema: table, accepts=config.schema, guard=Guard(name, policy))
 
     return build_client_app(make_org, identities=simulated_federation(config.parties))
 

@@ -1,10 +1,14 @@
 """What an organisation checks and what leaves it, without Flower: contribution bounding, fixed
 refusal codes, the SecAgg+ setup and unmask checks, collusion-aware accounting.
 
-The property test at the end runs every refusal and error path of the ClientApp for pairs of
-tables that differ in one row and requires byte-identical messages to the coordinator.
+The property tests at the end run every refusal and error path of the ClientApp, and the real
+deployment ClientApp's ``hello`` and ``check`` queries, for pairs of tables that differ in one
+row (one of them a row that breaks the schema) and require byte-identical messages to the
+coordinator.
 """
 
+import json
+import logging
 import math
 import os
 from dataclasses import replace
@@ -13,16 +17,17 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from fedsynth.cli import bundled
-from fedsynth.client.app import guarded_share, public_errors, table_organisation
+from fedsynth.client.app import build_client_app, guarded_share, public_errors, table_organisation
 from fedsynth.client.daemon import cap_seed
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused, verify_setup, verify_unmask
-from fedsynth.client.organisation import LocalTable, Organisation
+from fedsynth.client.organisation import LocalTable, Organisation, TableUnreadable
 from fedsynth.common.accounting import CombinedAccountant, Ledger, skellam_event
 from fedsynth.common.marginals import cells, cliques_to_json, grid_score_sensitivity, marginals
-from fedsynth.common.rounds import round_event
+from fedsynth.common.rounds import plan_request, round_event
+from fedsynth.common.schema import Schema
 from fedsynth.common.schema import load_schema
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, secure_ranges
 from fedsynth.server.release import tail_delta, tolerated_colluders
@@ -130,7 +135,7 @@ def test_requests_the_guard_cannot_vouch_for_are_refused_before_any_data_is_read
     organisation = org(tmp_path)
     with pytest.raises(GuardRefused, match=rf"^hospital-a: refused \(rule {rule}; "):
         guarded_share(organisation, request, [], np.random.default_rng(0))
-    assert organisation._tables == {} and len(organisation.guard.ledger) == 0
+    assert organisation._table is None and len(organisation.guard.ledger) == 0
 
 
 @pytest.mark.parametrize(
@@ -211,12 +216,14 @@ def test_a_replayed_round_is_accounted_again(tmp_path):
 # ---- deployment: a guard always, a cap seed that stays
 
 
-def test_a_bare_clientapp_gets_a_default_guard(tmp_path):
+def test_a_bare_clientapp_gets_a_default_guard_and_its_agreed_schema(tmp_path):
     context = Context(run_id=1, node_id=1, node_config={"org": "clinic", "data-path": "x.csv",
+                                                         "schema-path": str(bundled("adult.schema.yaml")),
                                                          "guard-ledger": str(tmp_path / "g.jsonl")},
                       state=RecordDict(), run_config={})
     organisation = table_organisation(context)
     assert organisation.guard is not None and organisation.guard.policy.ledger == tmp_path / "g.jsonl"
+    assert organisation.accepts == SCHEMA
 
 
 def test_the_cap_seed_is_created_once_private_and_kept(tmp_path):
@@ -224,6 +231,105 @@ def test_the_cap_seed_is_created_once_private_and_kept(tmp_path):
     first = cap_seed(path)
     assert cap_seed(path) == first and oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.jsonl.cap-seed"]
+
+
+# ---- no unpaid bits: the table is read under the agreed schema only, and answers never depend on it
+
+
+def _age_capped_at(upper: int) -> Schema:
+    """The attack's probe: the agreed schema with age's upper bound (and last bin edge) at ``upper``."""
+    data = SCHEMA.to_dict()
+    age = next(c for c in data["columns"] if c["name"] == "age")
+    age.update(upper=upper, bins=[*age["bins"][:-1], upper])
+    return Schema.from_dict(data)
+
+
+PLAN = plan_request(skellam_event(800.0, 1.0, 1.0, count=10), 2, {"generator": 40.0})
+HELLO = {"action": "hello"}
+AGREED_CHECK = {"action": "check", "schema": SCHEMA.dumps("json"), **PLAN}
+#: Six checks that binary-searched max(age) when a bare ClientApp validated any schema it was sent.
+PROBES = [{"action": "check", "schema": _age_capped_at(u).dumps("json"), **PLAN} for u in (94, 91, 89, 88, 87, 86)]
+
+
+def _query(app, context, config) -> bytes:
+    """What leaves the real ClientApp for one ``query`` message: its answer, or the text of the
+    exception Flower would forward."""
+    metadata = Metadata(run_id=1, message_id=f"q-{config['action']}", src_node_id=0, dst_node_id=context.node_id,
+                        reply_to_message_id="", group_id="", created_at=0.0, ttl=3600.0, message_type="query")
+    try:
+        reply = app(Message(RecordDict({"config": ConfigRecord(config)}), metadata=metadata), context)
+    except Exception as exc:  # noqa: BLE001 (the point: whatever leaves)
+        return f"{type(exc).__name__}:{exc}".encode()
+    return json.dumps(dict(reply.content["config"]), sort_keys=True).encode()
+
+
+def _bare_node(folder, table, **node_config) -> Context:
+    """A bare SuperNode (no daemon config) whose ``data-path`` holds ``table`` (None: no file there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if table is not None:
+        table.to_csv(folder / "table.csv", index=False, na_rep="?")
+    config = {"org": "clinic", "data-path": str(folder / "table.csv"), "guard-ledger": str(folder / "l.jsonl"), **node_config}
+    return Context(run_id=1, node_id=1, node_config=config, state=RecordDict(), run_config={})
+
+
+def _one_more(table, column, value):
+    return pd.concat([table, _with_bad_cells(table.iloc[[0]], [0], column, value)], ignore_index=True)
+
+
+def test_check_answers_the_same_whatever_the_table_holds(tmp_path):
+    """The bare ClientApp's six-check read of max(age) (88 here) no longer reads anything."""
+    assert TABLE["age"].astype(int).max() == 88
+    tables = {"max-88": TABLE, "max-95": _one_more(TABLE, "age", "95"), "a-bad-row": _one_more(TABLE, "age", "150"),
+              "no-table": None}
+    answers = {}
+    for name, table in tables.items():
+        app = build_client_app(table_organisation)  # the deployment ClientApp, fresh per table
+        context = _bare_node(tmp_path / name, table, **{"schema-path": str(bundled("adult.schema.yaml"))})
+        answers[name] = [_query(app, context, probe) for probe in (HELLO, AGREED_CHECK, *PROBES)]
+    assert all(replies == answers["max-88"] for replies in answers.values())
+    hello, agreed, *probes = (json.loads(reply) for reply in answers["max-88"])
+    assert hello == agreed == {"org": "clinic", "ok": True}
+    for probe in probes:  # refused on the schema alone, naming only what differs from the agreed one
+        assert not probe["ok"] and probe["reason"].startswith("clinic: refused (rule agreed-schema;")
+        assert probe["reason"].endswith("differs in: column age); nothing was sent")
+
+
+def test_a_clientapp_without_an_agreed_schema_refuses_every_message_with_a_fixed_code(tmp_path):
+    for name, table in (("adult", TABLE), ("smaller", TABLE.iloc[:10]), ("no-table", None)):
+        app = build_client_app(table_organisation)
+        bare = _bare_node(tmp_path / name, table)
+        unloadable = _bare_node(tmp_path / name, table, **{"schema-path": str(tmp_path / "nowhere.yaml")})
+        unloadable.node_id = 2
+        for probe in (HELLO, AGREED_CHECK, *PROBES):
+            assert _query(app, bare, probe).decode() == (
+                "RequestRefused:clinic: refused (rule no-agreed-schema; node config names no 'schema-path'); nothing was sent"
+            )
+            assert _query(app, unloadable, probe).decode() == (
+                "RequestRefused:clinic: refused (rule no-agreed-schema; its agreed schema does not load); nothing was sent"
+            )
+
+
+def test_rows_that_break_the_schema_are_left_out_one_by_one_and_reported_only_locally(tmp_path, caplog):
+    broken = _with_bad_cells(_with_bad_cells(TABLE, [3], "age", "150"), [7], "sex", "Unknown")
+    with caplog.at_level(logging.ERROR):
+        kept = LocalTable.from_frame(SCHEMA, broken, "hospital-a")
+    assert kept.codes.tobytes() == LocalTable.from_frame(SCHEMA, TABLE.drop(index=[3, 7]), "x").codes.tobytes()
+    assert "2 of 400 rows of the local table do not conform" in caplog.text and "'150'" in caplog.text
+    # A round from a table with one more, broken row sends exactly what the table alone sends.
+    request, spec = count_round()
+    shares = [guarded_share(org(tmp_path / str(i), t), request, [], np.random.default_rng(1), honest_setup(spec))
+              for i, t in enumerate((TABLE, _one_more(TABLE, "age", "150")))]
+    np.testing.assert_array_equal(shares[0], shares[1])
+    # A problem of the whole table (a column missing) or an unreadable table leaves no row.
+    assert len(LocalTable.from_frame(SCHEMA, TABLE.drop(columns=["sex"]), "x").codes) == 0
+
+    def unreadable(_schema):
+        raise TableUnreadable("data file gone.csv does not exist")
+
+    organisation = Organisation("hospital-a", unreadable, accepts=SCHEMA)
+    with caplog.at_level(logging.ERROR):
+        counts = organisation.contribute(request, [], np.random.default_rng(0))
+    assert counts.sum() == 0 and "data file gone.csv does not exist" in caplog.text
 
 
 # ---- the release's statement
@@ -290,7 +396,8 @@ def _paths(folder, table):
         return Organisation("hospital-a", lambda _s: table, accepts=SCHEMA).check({"schema": SCHEMA.dumps("json")})
 
     def leaky():
-        return guarded_share(Leaky("hospital-a", lambda _s: table), count_round()[0], [], np.random.default_rng(0))
+        return guarded_share(Leaky("hospital-a", lambda _s: table, accepts=SCHEMA), count_round()[0], [],
+                             np.random.default_rng(0))
 
     request, spec = count_round()
     return {
@@ -322,6 +429,8 @@ def test_tables_differing_in_one_row_send_byte_identical_refusals_and_errors(tmp
     else:
         neighbour = pd.concat([TABLE, TABLE.iloc[[row]]], ignore_index=True)  # one row added
     pairs = [(TABLE, neighbour)]
+    # A table and its neighbour with one more row that breaks the schema (the check used to tell them apart).
+    pairs.append((TABLE, pd.concat([TABLE, _with_bad_cells(TABLE.iloc[[row]], [0], "age", "150")], ignore_index=True)))
     # A table that breaks the schema, and its neighbour with one more row that breaks it elsewhere.
     broken = _with_bad_cells(TABLE, [row], "sex", "Unknown")
     more = pd.concat([broken, _with_bad_cells(TABLE.iloc[[row]], [0], "age", "not-a-number")], ignore_index=True)
@@ -331,19 +440,16 @@ def test_tables_differing_in_one_row_send_byte_identical_refusals_and_errors(tmp
         for name, rule in RULES.items():
             replies = [_reply(p[name]).encode() for p in paths]
             assert replies[0] == replies[1], name
-            if number == 1 and name in ("check", "internal"):  # the table is read and breaks the schema
-                rule = RULES["check"]
-            expected = "answered" if (name == "check" and number == 0) else f"hospital-a: {rule}"
-            assert expected in replies[0].decode(), (name, replies[0])
+            assert (rule or "answered") in replies[0].decode(), (name, replies[0])
 
 
 RULES = {
-    "scale": "refused (rule scale;",
-    "shamir": "refused (rule shamir-threshold;",
-    "setup": "refused (rule secagg-setup;",
-    "marginals": "refused (rule model-marginals;",
-    "cap": "refused (rule epsilon-cap;",
-    "task": "refused (rule task;",
-    "check": "refused (rule table-does-not-conform; schema 'adult')",
-    "internal": "error (rule internal-error; details in hospital-a's own log)",
+    "scale": "hospital-a: refused (rule scale;",
+    "shamir": "hospital-a: refused (rule shamir-threshold;",
+    "setup": "hospital-a: refused (rule secagg-setup;",
+    "marginals": "hospital-a: refused (rule model-marginals;",
+    "cap": "hospital-a: refused (rule epsilon-cap;",
+    "task": "hospital-a: refused (rule task;",
+    "check": "",  # answered, whatever the table holds
+    "internal": "hospital-a: error (rule internal-error; details in hospital-a's own log)",
 }

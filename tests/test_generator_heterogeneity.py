@@ -67,7 +67,7 @@ def run(split: str, tmp_path: Path, settings: GeneratorSettings = SMALL, parties
     config = JobConfig(SCHEMA, parties, 1.0, 1e-6, tmp_path / "out", parties - 1, generator=settings, labels="generator")
     plan = plan_job(config)
     orgs = [
-        Organisation(f"party-{i}", lambda _schema, part=part: part)
+        Organisation(f"party-{i}", lambda _schema, part=part: part, accepts=SCHEMA)
         for i, part in enumerate(split_table(TABLE, parties, split, None, seed=0))
     ]
     ledger = Ledger(Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)

@@ -82,7 +82,7 @@ def wide(tmp_path_factory):
     for c in columns:  # exact 1-way counts stand in for the first round: the model is the same kind
         model.add(Measurement((c,), marginal(codes.astype(np.int64), columns, domain, (c,)).astype(float), 1.0))
     model.fit(5)
-    orgs = [Organisation(f"org-{i}", lambda _s, f=f: f) for i, f in enumerate(frames)]
+    orgs = [Organisation(f"org-{i}", lambda _s, f=f: f, accepts=schema) for i, f in enumerate(frames)]
     return schema, plan, model, orgs, out
 
 

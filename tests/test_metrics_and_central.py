@@ -58,7 +58,7 @@ def test_tstr_auc_separates_a_learnable_label_from_noise():
 def test_central_aggregator_sums_organisations_with_noise_and_records_it(tmp_path):
     rng = np.random.default_rng(2)
     tables = [pd.DataFrame({"x": rng.choice(["a", "b", "c"], 300), "y": rng.choice(["0", "1"], 300)}) for _ in range(3)]
-    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t) for i, t in enumerate(tables)]
+    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t, accepts=SCHEMA) for i, t in enumerate(tables)]
     ledger = Ledger(tmp_path / "l.jsonl", cap_epsilon=1e6, delta=1e-6)
     agg = CentralAggregator(orgs, ledger, seed=0)
     spec = NoisySumSpec(dim=6, mu=skellam_mu_for_sigma(4.0), min_survivors=1, max_abs=10_000)

@@ -19,6 +19,8 @@ import pytest
 from fedsynth.cli import bundled, main
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.generator import ORGANISATION, GeneratorSettings
+from fedsynth.common.marginals import cells
+from fedsynth.common.metrics import all_cliques, mean_tvd
 from fedsynth.common.schema import load_schema
 from fedsynth.common.teacher import TeacherSettings, predict_proba, predict_proba_codes
 from fedsynth.server.central import CentralAggregator
@@ -31,16 +33,19 @@ SMALL = GeneratorSettings(rounds=1, per_round=2, fit_iters=100, final_iters=200,
 POSITIVE = ">50K"
 
 
+PROGRESS: list[str] = []  # the release job's progress messages (the coordinator's view)
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Release:
     table = SCHEMA.read_csv(bundled("adult.csv"))
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
-    orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t) for i, t in enumerate(parties)]
+    orgs = [Organisation(f"org-{i}", lambda _schema, t=t: t, accepts=SCHEMA) for i, t in enumerate(parties)]
     config = JobConfig(
         schema=SCHEMA, parties=3, epsilon=1.0, delta=1e-6, out=tmp_path_factory.mktemp("job") / "release",
         min_survivors=3, generator=SMALL, teacher=TeacherSettings(steps=3),
     )
-    return run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
+    return run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, PROGRESS.append)
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -55,9 +60,7 @@ def test_load_reads_the_release_and_summarises_its_privacy(release):
     assert privacy["epsilon"] == release.statement["epsilon"] <= 1.0 and privacy["organisations"] == 3
     assert set(privacy["per_phase"]) == {"generator", "teacher"} and privacy["accountant"] in ("rdp", "pld")
     assert set(loaded.labeller) == {"teacher", "student"} and loaded.labels == "sample"
-    # The Dirichlet label skew puts the organisation column in the model: its domain is rebuilt.
-    assert any(m.clique[0] == ORGANISATION for m in loaded.measurements)
-    assert loaded.model().domain[ORGANISATION] == 3
+    assert loaded.model().domain == SCHEMA.domain()  # the schema's columns, nothing per organisation
 
 
 def test_sample_gives_any_number_of_rows_that_keep_the_rules(release):
@@ -87,6 +90,50 @@ def test_sample_follows_the_release(release):
         shares = released[column].value_counts(normalize=True)
         again = more[column].value_counts(normalize=True).reindex(shares.index, fill_value=0.0)
         assert np.abs(shares - again).max() < 0.05, column
+
+
+def test_no_release_file_holds_anything_per_organisation(release):
+    """The organisations differ (the Dirichlet label skew: the coordinator's model joined the
+    organisation column to the label), yet no file of the release keeps them apart."""
+    assert any(re.search(r"organisations differ on (?!no column)", m) for m in PROGRESS)
+    names = set(release.statement["organisations"])
+    assert len(names) == 3
+    for file in release.path.iterdir():  # the organisation column's name, in any file, text or binary
+        assert ORGANISATION.encode() not in file.read_bytes(), file.name
+    measured = json.loads((release.path / "measurements.json").read_text())
+    domain = SCHEMA.domain()
+    assert all(set(m["clique"]) <= set(domain) and len(m["counts"]) == cells(domain, tuple(m["clique"])) for m in measured)
+
+    def per_organisation(value) -> list:
+        """Every place in privacy.json where a number or a record is attached to one organisation."""
+        found = []
+        if isinstance(value, dict):
+            found += [k for k in value if k in names]
+            for v in value.values():
+                found += per_organisation(v)
+        elif isinstance(value, list):
+            if any(v in names for v in value if isinstance(v, str)):
+                found += [v for v in value if not isinstance(v, str) or v not in names]  # only names beside names
+            for v in value:
+                found += per_organisation(v) if isinstance(v, (dict, list)) else []
+        return found
+
+    assert per_organisation(release.statement) == []
+    assert release.statement["survivors_per_round"] and release.statement["organisations"] == sorted(names)
+
+
+def test_resampling_draws_from_the_release_distribution(release):
+    """The release's rows came from the model ``Release.sample`` refits (``release_model``): more rows
+    differ from them, on every 1-way and 2-way marginal, only as two samples of one model do."""
+    released = SCHEMA.encode(SCHEMA.read_csv(release.path / "synthetic.csv"))
+    loaded = Release.load(release.path)
+    more, again = (SCHEMA.encode(loaded.sample(len(released), seed=seed)) for seed in (21, 22))
+    domain = SCHEMA.domain()
+    for size in (1, 2):
+        cliques = all_cliques(domain, size)
+        against_release, sampling_alone = mean_tvd(released, more, domain, cliques), mean_tvd(again, more, domain, cliques)
+        assert against_release < 1.25 * sampling_alone, (size, against_release, sampling_alone)
+        assert against_release < (0.03 if size == 1 else 0.06)
 
 
 def test_new_rows_are_labelled_by_the_release_student(release, tmp_path):

@@ -9,9 +9,9 @@ from matplotlib import pyplot as plt
 
 from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
-from fedsynth.common.generator import ORGANISATION, Measurement, expected_noise_l1
+from fedsynth.common.generator import Measurement, expected_noise_l1
 from fedsynth.common.marginals import marginal
-from fedsynth.server.report import cumulative_epsilon, marginal_fits, privacy_paragraphs, union_measurement
+from fedsynth.server.report import cumulative_epsilon, marginal_fits, privacy_paragraphs
 
 DOMAIN = {"a": 3, "b": 4}
 
@@ -86,14 +86,6 @@ def test_a_measurement_with_noise_differs_by_about_its_noise_band():
     assert 0.8 * band < np.mean([f.l1 for f in l1]) < 1.05 * band
     other = _codes(seed=2)[:, ::-1] % 3  # a different table is far outside it
     assert marginal_fits([Measurement(clique, truth.astype(float), sigma)], other, DOMAIN)[0].l1 > 5 * band
-
-
-def test_organisation_measurements_are_compared_summed_over_organisations():
-    per_org = np.arange(2 * 3 * 4, dtype=float)  # 2 organisations x a x b, C order
-    union = union_measurement(Measurement((ORGANISATION, "a", "b"), per_org, 3.0), DOMAIN)
-    assert union.clique == ("a", "b")
-    assert union.noisy.tolist() == (per_org[:12] + per_org[12:]).tolist()
-    assert union.sigma == pytest.approx(3.0 * math.sqrt(2))
 
 
 def test_html_escapes_text_and_formats_numbers():

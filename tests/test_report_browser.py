@@ -44,7 +44,7 @@ def release(tmp_path_factory) -> Path:
                        generator=settings, labels="generator")
     table = SCHEMA.read_csv(bundled("adult.csv")).iloc[:1500]
     parties = split_table(table, 3, "dirichlet:0.5", SCHEMA.label, seed=0)
-    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t) for i, t in enumerate(parties)]
+    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t, accepts=SCHEMA) for i, t in enumerate(parties)]
     run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
     return out
 

@@ -240,3 +240,24 @@ def test_run_validate_exit_codes(tmp_path, capsys):
     assert "column 'workclass', unknown_category: 3 value(s)" in out and "'Privat'" in out
     assert run_validate(broken, tmp_path / "nowhere.yaml") == 2
     assert "nowhere.yaml" in capsys.readouterr().err
+
+
+def test_conforming_rows_are_the_rows_no_violation_names():
+    schema = small_schema()
+    frame = messy_frame().drop(columns=["zip"]).assign(region="N")
+    assert schema.conforming_rows(frame).tolist() == [True, False, False, False, False]
+    clean = frame.iloc[[0]]
+    assert schema.conforming_rows(pd.concat([clean, clean.assign(score="11")])).tolist() == [True, True]  # clipped: kept
+    assert schema.conforming_rows(pd.concat([clean, clean.assign(income="?")])).tolist() == [True, True]  # missing allowed
+    # A table-level problem (a missing or an unknown column) leaves no row.
+    assert not schema.conforming_rows(messy_frame()).any()
+    assert not schema.conforming_rows(clean.assign(zip="0")).any()
+
+
+def test_a_row_that_breaks_a_rule_is_left_out_on_its_own():
+    schema = load_schema(DATA / "adult.schema.yaml")
+    table = schema.read_csv(DATA / "adult.csv").iloc[:50].reset_index(drop=True)
+    assert schema.conforming_rows(table).all()
+    broken = table.copy()
+    broken.loc[3, "education-num"] = str(int(broken.loc[3, "education-num"]) % 16 + 1)  # breaks education-level
+    assert schema.conforming_rows(broken).tolist() == [i != 3 for i in range(50)]

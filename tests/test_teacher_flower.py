@@ -43,7 +43,7 @@ class Party(Organisation):
 
     def __init__(self, context):
         self.party = int(context.node_config["partition-id"])
-        super().__init__(f"party-{self.party}", lambda _schema: TABLES[self.party])
+        super().__init__(f"party-{self.party}", lambda _schema: TABLES[self.party], accepts=SCHEMA)
 
     def contribute(self, request, arrays, rng):
         if str(self.party) in str(request.get("fail", "")).split(","):
@@ -111,7 +111,7 @@ def clipped_sums(round_, parties, weights):
     """Each organisation's un-noised integer gradient sum, replayed from its (test-only) seed."""
     total = 0
     for p in parties:
-        org = Organisation(f"party-{p}", lambda _schema, p=p: TABLES[p])
+        org = Organisation(f"party-{p}", lambda _schema, p=p: TABLES[p], accepts=SCHEMA)
         total = total + org.contribute(step_request(), [weights], np.random.default_rng([SEED, p, round_]))
     return total
 

@@ -21,7 +21,7 @@ from .columns import Column, SchemaError, as_tuple, bullets, column_from_dict, u
 from .io import dump_text, read_mapping, read_text_table, writable_format
 from .rules import Rule, rule_from_dict, rule_problems, rule_violations
 from .sampling import sample_valid
-from .validate import ValidationReport, clipped, inspect, raise_if_errors
+from .validate import ValidationReport, clipped, conforming_rows, inspect, raise_if_errors
 
 SCHEMA_KEYS = ("name", "label", "na_values", "draft", "columns", "rules")
 
@@ -107,6 +107,11 @@ class Schema:
         if strict:
             raise_if_errors(report)
         return report
+
+    def conforming_rows(self, df: pd.DataFrame) -> np.ndarray:
+        """A boolean per row: True where the row breaks no column and no rule (none when a
+        column is missing, unknown or duplicated). A row's answer depends on that row alone."""
+        return conforming_rows(self, df)
 
     def conform(self, df: pd.DataFrame) -> pd.DataFrame:
         """Validate strictly and return the typed table in schema column order.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 TRUE_TOKENS = ("true", "1")
 FALSE_TOKENS = ("false", "0")
 MAX_EXAMPLES = 5
+#: Problems of the table as a whole rather than of some of its rows.
+TABLE_PROBLEMS = ("duplicate_column", "missing_column", "unknown_column")
 
 
 @dataclass(frozen=True)
@@ -279,14 +281,27 @@ def _value_violations(column: Column, series: pd.Series, parsed: _Parsed) -> lis
     if parsed.outside.any():
         found.append(_outside_violation(column, series, parsed.outside))
     if column.codes is not None:
-        listed = ~parsed.missing & ~parsed.wrong & ~parsed.outside
-        unlisted = listed & ~np.isin(parsed.values, column.sorted_codes)
+        unlisted = _unlisted(column, parsed)
         if unlisted.any():
             found.append(_violation(column, "unknown_code", unlisted, series,
                                     "value(s) not in the schema's list of codes",
                                     "fix the values in your data, or add the code to the column's "
                                     "codes if the public code book lists it"))
     return found
+
+
+def _unlisted(column: Column, parsed: _Parsed) -> np.ndarray:
+    """Readable, in-range cells of a code column that are not among its listed codes."""
+    listed = ~parsed.missing & ~parsed.wrong & ~parsed.outside
+    return listed & ~np.isin(parsed.values, column.sorted_codes)
+
+
+def _bad_cells(column: Column, parsed: _Parsed) -> np.ndarray:
+    """The rows whose cell in ``column`` is an error (what :func:`_value_violations` reports)."""
+    bad = parsed.wrong | (parsed.missing if not column.missing else False)
+    if column.out_of_range != "clip":
+        bad = bad | parsed.outside
+    return bad | _unlisted(column, parsed) if column.codes is not None else bad
 
 
 def _wrong_value_violation(column: Column, series: pd.Series, mask: np.ndarray) -> Violation:
@@ -335,13 +350,34 @@ def _raw(value: Any) -> Any:
 def _rule_violations(schema: Schema, df: pd.DataFrame, parsed: dict[str, _Parsed]) -> list[Violation]:
     """One error per broken rule, on the typed rows (unreadable cells count as missing)."""
     rules = tuple(rule for rule in schema.rules if all(c in parsed for c in rule.columns))
-    if not rules or df.empty:
-        return []
-    frame = pd.DataFrame({column.name: _typed_for_rules(column, parsed[column.name])
-                          for column in schema.columns if column.name in parsed})
-    broken = rule_violations(rules, frame)
+    broken = _broken_rules(schema, rules, parsed, len(df))
     return [_rule_violation(rule, broken[rule.name].to_numpy(), df)
             for rule in rules if broken[rule.name].any()]
+
+
+def _broken_rules(schema: Schema, rules: tuple[Rule, ...], parsed: dict[str, _Parsed], rows: int) -> pd.DataFrame:
+    """Booleans, rows x rule names: True where the row breaks the rule."""
+    if not rules or rows == 0:
+        return pd.DataFrame(False, index=range(rows), columns=[rule.name for rule in rules])
+    frame = pd.DataFrame({column.name: _typed_for_rules(column, parsed[column.name])
+                          for column in schema.columns if column.name in parsed})
+    return rule_violations(rules, frame)
+
+
+def conforming_rows(schema: Schema, df: pd.DataFrame) -> np.ndarray:
+    """True for each row that breaks nothing: every cell as its column allows, every rule kept.
+
+    A problem of the table itself (a column missing, unknown or duplicated) leaves no row.
+    Otherwise whether a row conforms depends on that row alone, so adding or removing one row
+    of the table adds or removes at most that row here.
+    """
+    report, parsed = inspect(schema, df)
+    if any(v.problem in TABLE_PROBLEMS for v in report.errors):
+        return np.zeros(len(df), dtype=bool)
+    bad = np.zeros(len(df), dtype=bool)
+    for column in schema.columns:
+        bad |= _bad_cells(column, parsed[column.name])
+    return ~(bad | _broken_rules(schema, schema.rules, parsed, len(df)).to_numpy().any(axis=1))
 
 
 def _typed_for_rules(column: Column, parsed: _Parsed) -> Any:

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement, penalties
+from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement
 from fedsynth.common.marginals import (
     Clique,
     candidate_cliques,
@@ -76,10 +76,12 @@ from fedsynth.common.marginals import (
     SCORE_GRID,
     expected_sampling_l1,
     marginals,
+    penalties,
     split_blocks,
     total_cells,
 )
 from fedsynth.common.schema import Schema, structural_zeros
+from fedsynth.common.vote import MAX_PENALTY_STD
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 
@@ -203,17 +205,19 @@ def shortlist(
     rng: np.random.Generator,
 ) -> list[int]:
     """Stage 1: every organisation votes for ``per_round`` candidates, drawn by the exponential
-    mechanism on its own rows against its view of the model; the most voted are shortlisted."""
-    domain = schema.domain()
+    mechanism on its own rows against its view of the model; the most voted are shortlisted.
+
+    Each organisation computes its own share of AIM's penalties from ``penalty_std`` (at most
+    ``vote.MAX_PENALTY_STD``, the most its guard admits) and the candidates (``common.vote``)."""
     settings = plan.settings
     k = min(settings.per_round, len(candidates))
-    pens = penalties(plan.sigma, candidates, domain) / fed.num_clients
     request = {
         **_schema_request(schema),
         "task": "select",
         "cliques": cliques_to_json(candidates),
         "epsilon": settings.epsilon_select(plan.sigma),
         "k": k,
+        "penalty_std": min(plan.sigma / fed.num_clients, MAX_PENALTY_STD),
     }
     spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=plan.min_survivors, max_abs=1)
     votes = fed.noisy_sum(
@@ -221,7 +225,7 @@ def shortlist(
         request,
         phase=PHASE,
         mechanism=f"votes for {k} marginals (exponential mechanism, per organisation)",
-        node_parameters={name: [view, pens] for name, view in views.items()},
+        node_parameters={name: [view] for name, view in views.items()},
     ).total
     order = np.lexsort((rng.random(len(candidates)), -votes))
     return first_k_not_contained(order, candidates, min(settings.shortlisted(), len(candidates)))

@@ -114,14 +114,15 @@ def view_weights(block: np.ndarray) -> np.ndarray:
     """One candidate's model marginal as non-negative integers summing to exactly ``2**VIEW_BITS``.
 
     Cumulative rounding: ``floor(2**VIEW_BITS * cumsum / total)`` is non-decreasing (floating
-    point addition of non-negative numbers is monotone), its last value is set to the total,
-    and the weights are its differences. A deterministic function of the public view only, so
+    point addition of non-negative numbers, division by a positive number and multiplication by
+    one are monotone), it is clipped to ``[0, 2**VIEW_BITS]`` and its last value set to
+    ``2**VIEW_BITS``, and the weights are its differences. A deterministic function of the public view only, so
     its floating point needs no precision argument; what matters is that the weights are
     non-negative and sum to ``2**VIEW_BITS`` whatever the view holds. ``block`` must be finite,
     non-negative and of positive sum (the guard refuses any other view).
     """
     values = np.asarray(block, dtype=np.float64)
-    cumulative = np.floor(np.cumsum(values) * (2.0**VIEW_BITS / values.sum()))
+    cumulative = np.floor(np.cumsum(values) / values.sum() * 2.0**VIEW_BITS)
     cumulative = np.clip(cumulative, 0, 2**VIEW_BITS).astype(np.int64)
     cumulative[-1] = 2**VIEW_BITS
     return np.diff(cumulative, prepend=0)

@@ -24,8 +24,9 @@ Design and privacy argument
   1. *Votes.* Each organisation scores every candidate by the L1 error between its own
      marginal and the model's view sent to it (the model conditioned on that organisation
      when the model has the organisation column: a column on which organisations differ then
-     does not look badly fitted from every one of them) and draws ``k`` candidates by the
-     exponential mechanism (Gumbel top-k). A record influences only its own organisation's
+     does not look badly fitted from every one of them), minus its share of AIM's penalty,
+     which it computes itself, and draws ``k`` candidates by the exponential mechanism, sampled
+     exactly in integers (``common.vote``). A record influences only its own organisation's
      draw: by parallel composition the round costs one organisation's ``k`` mechanisms. The
      k-hot votes are summed through SecAgg+ (already private: no noise); the most voted
      ``shortlist * k`` candidates are shortlisted.

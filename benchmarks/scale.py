@@ -12,7 +12,7 @@ Four parts (``--parts``), each printing its figures next to a baseline from the 
   the unbounded run and is not repeated), all through ``CentralAggregator``
   (the same organisation code and rounds as a federation, summed in-process: message sizes and
   the model do not depend on SecAgg+). Prints the most floats any organisation was sent in one
-  round (the model's view plus the penalties), the 2-way TVD against the real rows, the wall
+  round (the model's view), the 2-way TVD against the real rows, the wall
   time, and the ratios.
 * ``data``: a synthetic public table of ``--rows`` rows and ``--columns`` columns (2 to 10
   values each; every column drawn from a Dirichlet(0.5) distribution given the previous one and

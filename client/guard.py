@@ -24,11 +24,15 @@ any data is read or anything is sent:
   ``secagg-unmask``: an unmask request whose active and dead node sets overlap or that names
   fewer than ``t`` active nodes (:func:`verify_unmask`): answering it could reveal both a
   node's mask seed and its private key.
-* ``model-marginals``: a selection or scores round whose model marginals are not finite and
-  non-negative or do not match its candidates, or (a vote) whose penalties are not finite or
-  whose ``epsilon``/``k`` are out of range. The score sensitivity
-  (``common.marginals.SCORE_SENSITIVITY``) holds only for a non-negative model marginal
-  (``local_scores`` normalises it).
+* ``model-marginals``: a selection or scores round with other arrays than one model view, or a
+  view that does not match its candidates, has a value outside ``[0, MAX_VIEW_VALUE]`` or a
+  candidate's marginal of total 0. ``vote-range``: a vote whose ``epsilon``, ``k`` or
+  ``penalty_std`` is not a number within the public bounds of ``common.vote``. The
+  organisation computes its errors in integers on a public grid from any such view and its
+  penalties itself, and draws its vote exactly, so a score's sensitivity
+  (``common.marginals.SCORE_SENSITIVITY``) and the vote's epsilon hold whatever the
+  coordinator sends (``common.vote``); the bounds keep every number the mechanism takes in a
+  public range.
 * ``model-weights``: a gradients round whose teacher weights are not finite (a record whose
   gradient still overflows becomes a zero row locally: ``common.teacher.clip_rows``).
 * ``min-noise-multiplier``: a Skellam round whose accounted noise std over its L2 sensitivity
@@ -59,11 +63,12 @@ from dp_accounting import DpEvent
 
 from fedsynth.client.organisation import RequestRefused, refusal
 from fedsynth.common.accounting import BudgetExceeded, Ledger
-from fedsynth.common.marginals import cells, cliques_from_json
+from fedsynth.common.marginals import MAX_VIEW_VALUE, cells, cliques_from_json
 from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
 from fedsynth.common.schema import Schema
 from fedsynth.common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
+from fedsynth.common.vote import MAX_PENALTY_STD, MAX_VOTE_EPSILON, MAX_VOTE_K
 
 NOISE_ACCOUNTING = ("planned", "own-share")
 
@@ -201,24 +206,41 @@ class Guard:
             )
 
     def _check_model(self, request: Mapping[str, Any], arrays: Sequence[np.ndarray]) -> None:
-        """A model view (and, for a vote, penalties, epsilon and k) that keeps the score sensitivity."""
+        """A model view within the public bounds (and, for a vote, epsilon, k and penalty std
+        within theirs), so that nothing the coordinator sends changes a score's sensitivity or
+        the vote's precision (``common.marginals.local_errors``, ``common.vote``)."""
         candidates = cliques_from_json(str(request["cliques"]))
         domain = Schema.from_dict(json.loads(str(request["schema"]))).domain()
-        vote = request["task"] == "select"
-        if len(arrays) != (2 if vote else 1):
-            raise self._refused("model-marginals", f"a {request['task']} round has the wrong number of arrays")
-        model = np.asarray(arrays[0], dtype=np.float64).reshape(-1)
-        if model.size != sum(cells(domain, c) for c in candidates):
+        if len(arrays) != 1:
+            raise self._refused("model-marginals", f"a {request['task']} round carries one array, the model's view")
+        view = np.asarray(arrays[0], dtype=np.float64).reshape(-1)
+        sizes = [cells(domain, c) for c in candidates]
+        if view.size != sum(sizes):
             raise self._refused("model-marginals", "the model marginals do not match the candidates")
-        if not (np.all(np.isfinite(model)) and np.all(model >= 0)):
-            raise self._refused("model-marginals", "model marginals must be finite and non-negative")
-        if vote:
-            penalties = np.asarray(arrays[1], dtype=np.float64).reshape(-1)
-            epsilon, k = float(request["epsilon"]), int(request["k"])
-            if penalties.size != len(candidates) or not np.all(np.isfinite(penalties)):
-                raise self._refused("model-marginals", "penalties must be finite, one per candidate")
-            if not (math.isfinite(epsilon) and epsilon > 0 and 1 <= k <= len(candidates)):
-                raise self._refused("model-marginals", "a vote needs epsilon > 0 and 1 <= k <= candidates")
+        if not (np.all(np.isfinite(view)) and np.all(view >= 0) and np.all(view <= MAX_VIEW_VALUE)):
+            raise self._refused("model-marginals", f"model marginals must lie in [0, {MAX_VIEW_VALUE:.0f}]")
+        if any(block.sum() <= 0 for block in np.split(view, np.cumsum(sizes)[:-1])):
+            raise self._refused("model-marginals", "every candidate's model marginal needs a positive total")
+        if request["task"] == "select":
+            self._check_vote_range(request, len(candidates))
+
+    def _check_vote_range(self, request: Mapping[str, Any], candidates: int) -> None:
+        """A vote's epsilon, k and penalty std: numbers within the public bounds of ``common.vote``."""
+        epsilon, k, std = (request.get(key) for key in ("epsilon", "k", "penalty_std"))
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epsilon, std))
+        if not (
+            numbers
+            and isinstance(k, int)
+            and not isinstance(k, bool)
+            and 0 < epsilon <= MAX_VOTE_EPSILON
+            and 1 <= k <= min(candidates, MAX_VOTE_K)
+            and 0 <= std <= MAX_PENALTY_STD
+        ):
+            raise self._refused(
+                "vote-range",
+                f"a vote needs 0 < epsilon <= {MAX_VOTE_EPSILON:g}, 1 <= k <= min(candidates, {MAX_VOTE_K}) and "
+                f"0 <= penalty_std <= {MAX_PENALTY_STD:g}",
+            )
 
     def _check_cap(self, event: DpEvent, what: str) -> None:
         try:

@@ -40,17 +40,16 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.common.marginals import (
-    SCORE_SENSITIVITY,
     cliques_from_json,
-    exponential_mechanism_top_k,
     in_slot,
-    local_scores,
+    local_errors,
     scores_on_grid,
     marginals,
     split_blocks,
 )
 from fedsynth.common.rounds import row_cap
 from fedsynth.common.schema import Schema, TableFileError
+from fedsynth.common.vote import VOTE_SENSITIVITY, exponential_top_k, vote_penalties
 
 if TYPE_CHECKING:
     from fedsynth.client.guard import Guard
@@ -226,28 +225,28 @@ class Organisation:
 
     def _scores(self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray]) -> np.ndarray:
         """Each candidate's local L1 error against the model's view sent to this organisation,
-        on the integer score grid (summed with Skellam noise: ``common.marginals.local_scores``)."""
+        on the integer score grid (summed with Skellam noise: ``common.marginals.local_errors``)."""
         candidates = cliques_from_json(str(request["cliques"]))
         (view,) = arrays
         local = split_blocks(
             marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
         )
-        model = split_blocks(view, table.domain, candidates)
-        return scores_on_grid(local_scores(local, model, np.zeros(len(candidates))))
+        return scores_on_grid(local_errors(local, split_blocks(view, table.domain, candidates)))
 
     def _vote(
         self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
     ) -> np.ndarray:
-        """k-hot vote over the candidates, drawn by the exponential mechanism on local rows."""
+        """k-hot vote over the candidates, drawn by the exact exponential mechanism on local rows
+        (``common.vote``: local errors minus the penalties this organisation computes itself)."""
         candidates = cliques_from_json(str(request["cliques"]))
-        model_marginals, penalties = arrays
+        (view,) = arrays
         local = split_blocks(
             marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
         )
-        model = split_blocks(model_marginals, table.domain, candidates)
-        scores = local_scores(local, model, penalties)
-        picks = exponential_mechanism_top_k(
-            rng, scores, float(request["epsilon"]), SCORE_SENSITIVITY, int(request["k"]), candidates
+        errors = local_errors(local, split_blocks(view, table.domain, candidates))
+        scores = errors - vote_penalties(float(request["penalty_std"]), candidates, table.domain)
+        picks = exponential_top_k(
+            rng, scores, float(request["epsilon"]), VOTE_SENSITIVITY, int(request["k"]), candidates
         )
         vote = np.zeros(len(candidates), dtype=np.int64)
         vote[picks] = 1

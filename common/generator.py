@@ -32,6 +32,7 @@ from dp_accounting import ComposedDpEvent, DpEvent
 
 from fedsynth.common.accounting import exponential_event, skellam_event
 from fedsynth.common.marginals import Clique, cells, count_sensitivity, grid_score_sensitivity
+from fedsynth.common.vote import MAX_VOTE_EPSILON, MAX_VOTE_K
 
 import jax
 
@@ -197,15 +198,6 @@ class MarginalModel:
         return codes
 
 
-def expected_noise_l1(sigma: float, clique: Clique, domain: Mapping[str, int]) -> float:
-    """AIM's penalty: expected L1 norm of Gaussian noise of std ``sigma`` on a marginal."""
-    return float(np.sqrt(2.0 / np.pi) * sigma * cells(domain, clique))
-
-
-def penalties(sigma: float, candidates: Sequence[Clique], domain: Mapping[str, int]) -> np.ndarray:
-    return np.array([expected_noise_l1(sigma, cl, domain) for cl in candidates])
-
-
 @dataclass(frozen=True)
 class GeneratorSettings:
     """Shape of the federated generator (public; fixed before any data is touched).
@@ -253,6 +245,8 @@ class GeneratorSettings:
                 f"max_view_cells ({self.max_view_cells}) must be at least max_cells ({self.max_cells}): "
                 "a round must be able to consider any candidate"
             )
+        if self.per_round is not None and not 1 <= self.per_round <= MAX_VOTE_K:
+            raise ValueError(f"per_round must lie between 1 and {MAX_VOTE_K} (the most a vote draws), got {self.per_round}")
         if not 0.0 < self.select_share < 1.0:
             raise ValueError(f"select_share must lie strictly between 0 and 1, got {self.select_share}")
 
@@ -267,7 +261,7 @@ class GeneratorSettings:
         every column of at most ``profile_max_values`` values is profiled per organisation.
         """
         num_columns = len(domain)
-        per_round = self.per_round or max(2, math.ceil(num_columns / 6))
+        per_round = self.per_round or min(max(2, math.ceil(num_columns / 6)), MAX_VOTE_K)
         selections = num_columns * (0.5 + 0.75 * math.log1p(epsilon))
         rounds = self.rounds if self.rounds is not None else int(np.clip(round(selections / per_round), 2, MAX_ROUNDS))
         profiled = ()
@@ -299,9 +293,11 @@ class GeneratorSettings:
         """Exponential-mechanism epsilon of one vote when measurements have std ``sigma``.
 
         Votes get ``vote_share`` of the selection budget; an exponential mechanism is
-        ``epsilon^2 / 8``-zCDP (bounded range).
+        ``epsilon^2 / 8``-zCDP (bounded range). At most ``vote.MAX_VOTE_EPSILON``, the most an
+        organisation's guard admits (reached only at a very large budget; the plan then spends
+        less on votes).
         """
-        return float(np.sqrt(8.0 * self.vote_share * self._select_rho(sigma)))
+        return float(min(np.sqrt(8.0 * self.vote_share * self._select_rho(sigma)), MAX_VOTE_EPSILON))
 
     def score_mu(self, sigma: float) -> float:
         """Skellam parameter of a round's summed scores, in grid units (``marginals.SCORE_GRID``).

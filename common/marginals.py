@@ -3,6 +3,13 @@
 A *clique* is a tuple of column names; its marginal is the vector of counts over the
 cartesian product of those columns' codes (C order, as ``mbi`` lays it out). Adding or
 removing one record changes exactly one cell of a marginal by 1: L1 = L2 sensitivity 1.
+
+An organisation scores a candidate by the L1 distance between its own marginal and the model's
+(:func:`local_errors`), for the selection vote (``common.vote``) and the summed scores
+(``common.rounds``). The model's view comes from the coordinator, so the distance is computed
+in integers on a public grid (the view's weights: :func:`view_weights`), clipped to a public
+bound: whatever view a coordinator sends, one record moves an error by at most
+:data:`SCORE_SENSITIVITY` rows, exactly, and no rounding depends on the data.
 """
 
 from __future__ import annotations
@@ -86,33 +93,68 @@ def split_blocks(vector: np.ndarray, domain: Mapping[str, int], cliques: Sequenc
     return np.split(np.asarray(vector), np.cumsum(sizes)[:-1])
 
 
-def local_scores(local: Sequence[np.ndarray], model: Sequence[np.ndarray], penalties: np.ndarray) -> np.ndarray:
-    """AIM-style quality of each candidate, computed by one organisation on its own rows.
+#: Bits of the public grid the model's view is put on: each candidate's normalised marginal
+#: becomes integer weights summing to exactly ``2**VIEW_BITS`` (:func:`view_weights`).
+VIEW_BITS = 24
 
-    ``score_r = || M_r(D_i) - n_i * p_r ||_1 - penalty_r`` where ``p_r`` is the global
-    model's normalised marginal and ``n_i`` the local row count (used here, never sent).
-    The coordinator passes each organisation its share of AIM's penalty for the noise a
-    measurement would add (a public constant). Adding or removing one local record moves
-    ``M_r(D_i)`` by 1 in one cell and ``n_i * p_r`` by ``p_r`` (L1 norm 1): the score's
-    sensitivity is :data:`SCORE_SENSITIVITY`.
-    """
-    n_i = float(local[0].sum()) if len(local) else 0.0
-    errors = np.array(
-        [np.abs(m - n_i * (p / max(p.sum(), 1e-12))).sum() for m, p in zip(local, model, strict=True)]
-    )
-    return errors - penalties
+#: Largest entry a model view may hold: counts of sampled rows, exact in float64.
+MAX_VIEW_VALUE = float(2**53)
 
+#: Public bound on a local error, in rows: errors are clipped to it (:func:`local_errors`).
+MAX_ERROR_ROWS = 2**32
 
-#: Per-record sensitivity of :func:`local_scores`.
+#: Per-record sensitivity of a local error, in rows (:func:`local_errors`).
 SCORE_SENSITIVITY = 2.0
 
 #: Scores are summed on an integer grid of ``1 / SCORE_GRID`` (deterministic rounding).
 SCORE_GRID = 4
 
 
-def scores_on_grid(scores: np.ndarray) -> np.ndarray:
-    """``scores`` rounded to the integer grid of :data:`SCORE_GRID` steps per unit."""
-    return np.rint(SCORE_GRID * np.asarray(scores, dtype=np.float64)).astype(np.int64)
+def view_weights(block: np.ndarray) -> np.ndarray:
+    """One candidate's model marginal as non-negative integers summing to exactly ``2**VIEW_BITS``.
+
+    Cumulative rounding: ``floor(2**VIEW_BITS * cumsum / total)`` is non-decreasing (floating
+    point addition of non-negative numbers, division by a positive number and multiplication by
+    one are monotone), it is clipped to ``[0, 2**VIEW_BITS]`` and its last value set to
+    ``2**VIEW_BITS``, and the weights are its differences. A deterministic function of the public view only, so
+    its floating point needs no precision argument; what matters is that the weights are
+    non-negative and sum to ``2**VIEW_BITS`` whatever the view holds. ``block`` must be finite,
+    non-negative and of positive sum (the guard refuses any other view).
+    """
+    values = np.asarray(block, dtype=np.float64)
+    cumulative = np.floor(np.cumsum(values) / values.sum() * 2.0**VIEW_BITS)
+    cumulative = np.clip(cumulative, 0, 2**VIEW_BITS).astype(np.int64)
+    cumulative[-1] = 2**VIEW_BITS
+    return np.diff(cumulative, prepend=0)
+
+
+def local_errors(local: Sequence[np.ndarray], model: Sequence[np.ndarray]) -> np.ndarray:
+    """Each candidate's L1 error against the model, computed by one organisation on its own rows,
+    exactly, in units of ``2**-VIEW_BITS`` rows, clipped to the public :data:`MAX_ERROR_ROWS`.
+
+    ``error_r = || M_r(D_i) - n_i * w_r / 2**VIEW_BITS ||_1`` where ``w_r`` is the model's marginal
+    on the public grid (:func:`view_weights`) and ``n_i`` the local row count (used here, never
+    sent): in integers, ``sum_x |2**VIEW_BITS m_x - n_i w_x|``. Adding or removing one local
+    record moves one ``m_x`` by 1 and ``n_i`` by 1, so the error moves by at most
+    ``2**VIEW_BITS + sum_x w_x = 2**(VIEW_BITS + 1)`` units (:data:`SCORE_SENSITIVITY` rows);
+    clipping is 1-Lipschitz and keeps that bound. Every step is integer arithmetic: each term
+    and the sum are at most ``2**(VIEW_BITS + 1) n_i``, exact in int64 below ``2**38`` rows (a
+    table's codes alone would then take terabytes). No floating point touches the data.
+    """
+    if not len(local):
+        return np.zeros(0, dtype=np.int64)
+    rows = int(local[0].sum())
+    errors = [
+        int(np.abs((np.asarray(m, dtype=np.int64) << VIEW_BITS) - rows * view_weights(p)).sum())
+        for m, p in zip(local, model, strict=True)
+    ]
+    return np.minimum(np.array(errors, dtype=np.int64), MAX_ERROR_ROWS << VIEW_BITS)
+
+
+def scores_on_grid(errors: np.ndarray) -> np.ndarray:
+    """Local errors (:func:`local_errors`) on the integer grid of :data:`SCORE_GRID` steps per
+    row, rounded half up in integer arithmetic."""
+    return (SCORE_GRID * np.asarray(errors, dtype=np.int64) + (1 << (VIEW_BITS - 1))) >> VIEW_BITS
 
 
 def grid_score_sensitivity(candidates: int) -> tuple[float, float]:
@@ -125,6 +167,16 @@ def grid_score_sensitivity(candidates: int) -> tuple[float, float]:
     return per_score * candidates, per_score * float(np.sqrt(candidates))
 
 
+def expected_noise_l1(sigma: float, clique: Clique, domain: Mapping[str, int]) -> float:
+    """AIM's penalty: expected L1 norm of Gaussian noise of std ``sigma`` on a marginal."""
+    return float(np.sqrt(2.0 / np.pi) * sigma * cells(domain, clique))
+
+
+def penalties(sigma: float, candidates: Sequence[Clique], domain: Mapping[str, int]) -> np.ndarray:
+    """AIM's penalty of each candidate at noise std ``sigma``."""
+    return np.array([expected_noise_l1(sigma, cl, domain) for cl in candidates])
+
+
 def expected_sampling_l1(rows: float, distribution: np.ndarray) -> float:
     """Expected L1 distance between ``rows`` draws from ``distribution`` and their mean.
 
@@ -134,29 +186,6 @@ def expected_sampling_l1(rows: float, distribution: np.ndarray) -> float:
     p = np.asarray(distribution, dtype=np.float64)
     p = p / max(p.sum(), 1e-12)
     return float(np.sqrt(2.0 * max(rows, 0.0) / np.pi) * np.sqrt(p * (1.0 - p)).sum())
-
-
-def exponential_mechanism_top_k(
-    rng: np.random.Generator,
-    scores: np.ndarray,
-    epsilon: float,
-    sensitivity: float,
-    k: int,
-    candidates: Sequence[Clique],
-) -> list[int]:
-    """``k`` indices by ``k`` rounds of the exponential mechanism without replacement.
-
-    Each round draws among the candidates still allowed with probability proportional to
-    ``exp(epsilon * score / (2 * sensitivity))``; a candidate contained in one already drawn
-    is no longer allowed (its marginal follows from the drawn one). Gumbel noise added once,
-    then scanned in descending order, samples exactly that peeling process: the Gumbel-max
-    argmax is independent of the max, so conditioning on earlier draws leaves the softmax on
-    any remaining subset (Durfee & Rogers, NeurIPS 2019). Each round is ``epsilon``-DP and
-    bounded-range, i.e. ``epsilon**2 / 8``-zCDP; the ``k`` rounds compose.
-    """
-    logits = epsilon * np.asarray(scores, dtype=np.float64) / (2.0 * sensitivity)
-    noisy = logits + rng.gumbel(size=logits.shape)
-    return first_k_not_contained(np.argsort(-noisy, kind="stable"), candidates, k)
 
 
 def first_k_not_contained(order: Sequence[int], candidates: Sequence[Clique], k: int) -> list[int]:

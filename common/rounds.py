@@ -23,12 +23,14 @@ organisation will compute, never from a number the coordinator could misstate:
   round), so the composition of all rounds holds for the capped neighbours and hence for the
   original ones. A request that keeps organisations apart (``slots``) has the same
   sensitivity: a record moves only its own organisation's block.
-* ``select``: ``k`` exponential mechanisms with the request's ``epsilon`` (the organisation
-  draws its vote with exactly that epsilon; the vote itself carries no Skellam noise).
-* ``scores``: one Skellam mechanism over the candidates' local scores on the integer score grid,
+* ``select``: ``k`` exponential mechanisms with the request's ``epsilon``. The organisation
+  draws its vote exactly (``common.vote``: integer scores of sensitivity ``VOTE_SENSITIVITY``
+  whatever the view, an exact sampler) at that epsilon rounded down, so each draw is at most
+  ``epsilon``-DP and bounded-range; the vote itself carries no Skellam noise.
+* ``scores``: one Skellam mechanism over the candidates' local errors on the integer score grid,
   with ``common.marginals.grid_score_sensitivity`` of the number of candidates the request
-  names (the organisation scores exactly those; a score moves by at most ``SCORE_SENSITIVITY``
-  under add/remove or a replaced row, for a non-negative model view, which the guard checks).
+  names (the organisation scores exactly those; an error moves by at most ``SCORE_SENSITIVITY``
+  under add/remove, exactly, for any view: ``common.marginals.local_errors``).
 * ``gradients``: one (Poisson-subsampled) Skellam DP-SGD step, with the sensitivity of the
   clipped, integer-rounded gradient sum derived from the request's teacher settings and the
   vector's length (the organisation clips and rounds with exactly those settings).

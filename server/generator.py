@@ -24,8 +24,9 @@ Design and privacy argument
   1. *Votes.* Each organisation scores every candidate by the L1 error between its own
      marginal and the model's view sent to it (the model conditioned on that organisation
      when the model has the organisation column: a column on which organisations differ then
-     does not look badly fitted from every one of them) and draws ``k`` candidates by the
-     exponential mechanism (Gumbel top-k). A record influences only its own organisation's
+     does not look badly fitted from every one of them), minus its share of AIM's penalty,
+     which it computes itself, and draws ``k`` candidates by the exponential mechanism, sampled
+     exactly in integers (``common.vote``). A record influences only its own organisation's
      draw: by parallel composition the round costs one organisation's ``k`` mechanisms. The
      k-hot votes are summed through SecAgg+ (already private: no noise); the most voted
      ``shortlist * k`` candidates are shortlisted.
@@ -71,7 +72,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement, penalties
+from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement
 from fedsynth.common.marginals import (
     Clique,
     candidate_cliques,
@@ -81,10 +82,12 @@ from fedsynth.common.marginals import (
     SCORE_GRID,
     expected_sampling_l1,
     marginals,
+    penalties,
     split_blocks,
     total_cells,
 )
 from fedsynth.common.schema import Schema, structural_zeros
+from fedsynth.common.vote import MAX_PENALTY_STD
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 
@@ -208,17 +211,19 @@ def shortlist(
     rng: np.random.Generator,
 ) -> list[int]:
     """Stage 1: every organisation votes for ``per_round`` candidates, drawn by the exponential
-    mechanism on its own rows against its view of the model; the most voted are shortlisted."""
-    domain = schema.domain()
+    mechanism on its own rows against its view of the model; the most voted are shortlisted.
+
+    Each organisation computes its own share of AIM's penalties from ``penalty_std`` (at most
+    ``vote.MAX_PENALTY_STD``, the most its guard admits) and the candidates (``common.vote``)."""
     settings = plan.settings
     k = min(settings.per_round, len(candidates))
-    pens = penalties(plan.sigma, candidates, domain) / fed.num_clients
     request = {
         **_schema_request(schema),
         "task": "select",
         "cliques": cliques_to_json(candidates),
         "epsilon": settings.epsilon_select(plan.sigma),
         "k": k,
+        "penalty_std": min(plan.sigma / fed.num_clients, MAX_PENALTY_STD),
     }
     spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=plan.min_survivors, max_abs=1)
     votes = fed.noisy_sum(
@@ -226,7 +231,7 @@ def shortlist(
         request,
         phase=PHASE,
         mechanism=f"votes for {k} marginals (exponential mechanism, per organisation)",
-        node_parameters={name: [view, pens] for name, view in views.items()},
+        node_parameters={name: [view] for name, view in views.items()},
     ).total
     order = np.lexsort((rng.random(len(candidates)), -votes))
     return first_k_not_contained(order, candidates, min(settings.shortlisted(), len(candidates)))

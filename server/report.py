@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 
 from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
-from fedsynth.common.generator import Measurement, expected_noise_l1
-from fedsynth.common.marginals import cells, marginal
+from fedsynth.common.generator import Measurement
+from fedsynth.common.marginals import cells, expected_noise_l1, marginal
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 
 REQUIRED = ("privacy.json", "ledger.jsonl", "measurements.json", "synthetic.csv")

@@ -157,11 +157,11 @@ def attacks(grid, context):
         out["probe"] = hostile_round(fed, 4, *marginals(max_abs=0))
         candidates = [("sex", "race"), ("age", "sex")]
         select = {"schema": SCHEMA.dumps("json"), "task": "select", "cliques": cliques_to_json(candidates),
-                  "epsilon": 0.1, "k": 1}
+                  "epsilon": 0.1, "k": 1, "penalty_std": 1.0}
         crafted = np.zeros(sum(cells(DOMAIN, c) for c in candidates))
         crafted[:2] = [50.0, -49.0]
         vote = NoisySumSpec(dim=2, mu=0.0, min_survivors=T, max_abs=1)
-        out["marginals"] = hostile_round(fed, 5, vote, select, arrays=[crafted, np.zeros(2)])
+        out["marginals"] = hostile_round(fed, 5, vote, select, arrays=[crafted])
         out["unmask"] = hostile_round(fed, 6, spec, request, grid=HostileGrid)
         out["replay"] = [hostile_round(fed, 7, spec, request) for _ in range(2)]
         out["split"] = [hostile_round(fed, 8 + i, spec, request) for i in range(6)]

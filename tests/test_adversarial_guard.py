@@ -62,9 +62,9 @@ def count_round(sigma=20.0, t=3, n=3, max_abs=10**6, scale=1.0, round_=1, row_ca
 def vote_round(model=None, t=3, n=3):
     spec = NoisySumSpec(dim=len(CANDIDATES), mu=0.0, min_survivors=t, max_abs=1)
     request = {"schema": SCHEMA.dumps("json"), "task": "select", "cliques": cliques_to_json(CANDIDATES),
-               "epsilon": 0.1, "k": 1, "round": 1, "num_clients": n, **spec.to_config()}
+               "epsilon": 0.1, "k": 1, "penalty_std": 5.0, "round": 1, "num_clients": n, **spec.to_config()}
     size = sum(cells(DOMAIN, c) for c in CANDIDATES)
-    return request, spec, [np.full(size, 1.0 / size) if model is None else model, np.zeros(len(CANDIDATES))]
+    return request, spec, [np.full(size, 1.0 / size) if model is None else model]
 
 
 def honest_setup(spec, n=3) -> dict:

@@ -9,8 +9,8 @@ from matplotlib import pyplot as plt
 
 from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
-from fedsynth.common.generator import Measurement, expected_noise_l1
-from fedsynth.common.marginals import marginal
+from fedsynth.common.generator import Measurement
+from fedsynth.common.marginals import expected_noise_l1, marginal
 from fedsynth.server.report import cumulative_epsilon, marginal_fits, privacy_paragraphs
 
 DOMAIN = {"a": 3, "b": 4}

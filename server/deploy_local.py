@@ -8,11 +8,12 @@ Everything a deployment runs, as separate processes (``deploy/README.md`` and
 2. a Flower SuperLink with TLS and SuperNode authentication (``--enable-supernode-auth``);
 3. every organisation's public key registered with ``flwr supernode register``;
 4. one daemon per organisation (``fedsynth client``: its own table, schema, node key and
-   privacy guard with its own ledger; ``client.node``: a warm SuperExec next to the SuperNode);
-5. the coordinator service (``fedsynth coordinator``, TLS);
-6. the job, submitted, followed and fetched through the coordinator's API over TLS (the same
+   privacy guard with its own ledger, checked before it joins; ``client.node``: a warm
+   SuperExec next to the SuperNode), and the coordinator service (``fedsynth coordinator``,
+   TLS), all starting together;
+5. the job, submitted, followed and fetched through the coordinator's API over TLS (the same
    calls as ``fedsynth job submit / events / fetch``);
-7. every process it started stopped (SIGTERM, then SIGKILL; their children, which Flower starts,
+6. every process it started stopped (SIGTERM, then SIGKILL; their children, which Flower starts,
    included), also on failure and on Ctrl-C.
 
 Privacy: nothing here changes the mechanism; each organisation's table is written into its
@@ -284,14 +285,30 @@ def register_nodes(procs: Processes, layout: Layout, ports: Ports, names: Sequen
 
 def start_organisations(procs: Processes, layout: Layout, ports: Ports, tables: Mapping[str, pd.DataFrame],
                         schema: Path, delta: float) -> None:
-    """Each organisation's table, config and daemon (checked first: ``fedsynth client --check``)."""
+    """Each organisation's table, config and daemon (``fedsynth client``, which checks its table,
+    schema and ledger before it joins: :func:`wait_until_checked`)."""
     fedsynth = str(BIN / "fedsynth")
     for (name, table), port in zip(tables.items(), ports.nodes(len(tables)), strict=True):
         layout.org(name).mkdir(parents=True, exist_ok=True)
         table.to_csv(layout.org(name) / "table.csv", index=False)
         config = org_config(layout, name, schema, f"127.0.0.1:{ports.superlink}", port, delta)
-        procs.run(f"check-{name}", [fedsynth, "client", "--config", str(config), "--check"], layout.org(name) / "flwr")
         procs.start(name, [fedsynth, "--log-level", "INFO", "client", "--config", str(config)], layout.org(name) / "flwr")
+
+
+def wait_until_checked(procs: Processes, names: Sequence[str]) -> None:
+    """Until every daemon has passed its checks (it logs ``starting:``); fail if one exits first."""
+    deadline = time.monotonic() + READY_S
+    for name in names:
+        proc = procs.started[name]
+        while "\nstarting: " not in procs.tail(name, 10**6):
+            if proc.poll() is not None:
+                raise DeployError(f"{name}'s daemon exited with {proc.returncode} before joining:\n{procs.tail(name)}")
+            if time.monotonic() > deadline:
+                raise DeployError(f"{name}'s daemon did not pass its checks within {READY_S} s:\n{procs.tail(name)}")
+            try:
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def start_coordinator(procs: Processes, layout: Layout, ports: Ports, cap: float, delta: float) -> None:
@@ -341,9 +358,10 @@ def deploy_local(tables: Mapping[str, pd.DataFrame], schema: Path, options: Mapp
         say(f"SuperLink on 127.0.0.1:{ports.superlink} (TLS, node authentication)")
         register_nodes(procs, layout, ports, list(tables))
         start_organisations(procs, layout, ports, tables, schema, delta)
-        say(f"{len(tables)} organisation daemons started: {', '.join(tables)}")
         start_coordinator(procs, layout, ports, cap=epsilon, delta=delta)
         say(f"coordinator on 127.0.0.1:{ports.coordinator} (TLS)")
+        wait_until_checked(procs, list(tables))
+        say(f"{len(tables)} organisation daemons checked their tables and guards and joined: {', '.join(tables)}")
         return run_job(layout, ports, schema, options, say)
     finally:
         left = procs.stop_all()

@@ -42,6 +42,16 @@ import time
 from importlib import import_module
 from types import SimpleNamespace
 
+from flwr.supercore.constant import TaskType
+from flwr.supercore.exit.exit_handler import registered_exit_handlers
+from flwr.supercore.superexec import run_superexec as superexec
+from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode import start_client_internal
+from flwr.supernode.cli.flower_supernode import flower_supernode
+from flwr.supernode.runtime.run_clientapp import run_clientapp
+
 #: Longest wait of the SuperNode and the SuperExec between two polls, in seconds.
 POLL_S = 0.1
 
@@ -56,9 +66,6 @@ def prompt_sleep(seconds: float) -> None:
 
 def run_supernode(argv: list[str]) -> None:
     """``flower-supernode ARGV`` with its polling waits bounded by :data:`POLL_S`."""
-    from flwr.supernode import start_client_internal
-    from flwr.supernode.cli.flower_supernode import flower_supernode
-
     start_client_internal.time = SimpleNamespace(sleep=prompt_sleep, time=time.time)  # type: ignore[attr-defined]
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
@@ -71,8 +78,6 @@ class ForkExecutor:
     """
 
     def __init__(self) -> None:
-        from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
-
         self.fallback = SubprocessExecutor()
         self.owner = os.getpid()
 
@@ -84,10 +89,7 @@ class ForkExecutor:
     def wait_for_capacity(self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None) -> None:  # noqa: ANN001
         return None
 
-    def launch(self, spec):  # noqa: ANN001, ANN201 (Flower's ExecutionSpec -> LaunchResult)
-        from flwr.supercore.constant import TaskType
-        from flwr.supercore.superexec.executor.types import LaunchResult
-
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.CLIENT_APP:
             return self.fallback.launch(spec)
         if os.fork() == 0:
@@ -107,12 +109,8 @@ class ForkExecutor:
             self.reconcile()
 
 
-def run_task_in_child(spec) -> None:  # noqa: ANN001
+def run_task_in_child(spec: ExecutionSpec) -> None:
     """One ClientApp task, as ``flwr-clientapp --token ...`` runs it; then this fork exits."""
-    from flwr.supercore.exit.exit_handler import registered_exit_handlers
-    from flwr.supercore.tls import validate_and_resolve_root_certificates
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
-
     registered_exit_handlers.clear()  # the warm process's handlers are not this task's
     code = 1
     try:
@@ -148,8 +146,6 @@ def run_warm_superexec(runtime_api_address: str, parent_pid: int) -> None:
     os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(POLL_S)
     for module in WARM_MODULES:
         import_module(module)
-    from flwr.supercore.superexec import run_superexec as superexec
-
     superexec.get_executor = lambda *args, **kwargs: ForkExecutor()  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 

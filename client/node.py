@@ -12,12 +12,13 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 ``fedsynth client`` therefore runs the node as two Flower processes, both from this module:
 
 ``supernode``
-    Flower's ``flower-supernode`` (``--isolation process``), its waits shortened to
-    :data:`POLL_S`: the 3 s and 0.5 s sleeps of ``flwr.supernode.start_client_internal`` are
-    bounded by it (Flower has no setting for them). Each poll is one small request to the
-    SuperLink.
+    Flower's ``flower-supernode`` (``--isolation process``), its fixed 3 s and 0.5 s waits
+    (``flwr.supernode.start_client_internal``; Flower has no setting for them) replaced by a
+    :class:`Backoff`: 0.1 s after activity, doubling to 1 s while idle, so that a round does
+    not wait and an idle node costs the SuperLink little (each poll is a request it serves).
 ``superexec``
-    Flower's SuperExec loop (``run_superexec``, polling every :data:`POLL_S`) in a process
+    Flower's SuperExec loop (``run_superexec``, polling its SuperNode's local Runtime API for
+    tasks every :data:`FIRST_POLL_S` via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) in a process
     that has imported the ClientApp (``fedsynth.client.app``) and everything its tasks
     import. It stays up across the rounds of a job and across jobs; it launches each
     ClientApp task as Flower's ``run_clientapp`` in a fork of itself (:class:`ForkExecutor`)
@@ -40,7 +41,6 @@ import os
 import sys
 import time
 from importlib import import_module
-from types import SimpleNamespace
 
 from flwr.supercore.constant import TaskType
 from flwr.supercore.exit.exit_handler import registered_exit_handlers
@@ -52,21 +52,57 @@ from flwr.supernode import start_client_internal
 from flwr.supernode.cli.flower_supernode import flower_supernode
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-#: Longest wait of the SuperNode and the SuperExec between two polls, in seconds.
-POLL_S = 0.1
+#: The first wait between two polls after activity; each further empty poll doubles it ...
+FIRST_POLL_S = 0.1
+#: ... up to this (an idle node then polls once a second; Flower's own SuperNode every 3 s).
+MAX_POLL_S = 1.0
 
 #: Imported once by the warm SuperExec: the ClientApp and what its tasks import lazily.
 WARM_MODULES = ("fedsynth.client.app", "fedsynth.common.teacher", "fedsynth.common.student")
 
 
-def prompt_sleep(seconds: float) -> None:
-    """``time.sleep`` bounded by :data:`POLL_S` (for Flower's fixed polling waits)."""
-    time.sleep(min(seconds, POLL_S))
+class Backoff:
+    """Polling waits that start short after activity and double while nothing happens.
+
+    Within a round the next message follows a reply within seconds, so a node polls at
+    :data:`FIRST_POLL_S` then; an idle node backs off to :data:`MAX_POLL_S`, so that polling
+    costs the SuperLink little when nothing runs (every poll is a request it serves).
+    """
+
+    def __init__(self) -> None:
+        self.wait_s = FIRST_POLL_S
+
+    def active(self) -> None:
+        """Something happened (a message, a task): poll promptly again."""
+        self.wait_s = FIRST_POLL_S
+
+    def idle(self) -> None:
+        """Wait before the next poll, then lengthen the next wait."""
+        time.sleep(self.wait_s)
+        self.wait_s = min(2 * self.wait_s, MAX_POLL_S)
+
+
+class SuperNodeClock:
+    """Stands in for ``time`` in ``flwr.supernode.start_client_internal``: its 3 s wait for a
+    message becomes :class:`Backoff`'s, and its 0.5 s waits for a reply (a message is being
+    handled) mark activity and last :data:`FIRST_POLL_S`."""
+
+    time = staticmethod(time.time)
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+
+    def sleep(self, seconds: float) -> None:
+        if seconds >= 3:  # no message from the SuperLink
+            self.backoff.idle()
+        else:  # waiting for the ClientApp's reply or content to push
+            self.backoff.active()
+            time.sleep(min(seconds, FIRST_POLL_S))
 
 
 def run_supernode(argv: list[str]) -> None:
-    """``flower-supernode ARGV`` with its polling waits bounded by :data:`POLL_S`."""
-    start_client_internal.time = SimpleNamespace(sleep=prompt_sleep, time=time.time)  # type: ignore[attr-defined]
+    """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`."""
+    start_client_internal.time = SuperNodeClock(Backoff())  # type: ignore[attr-defined]
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
@@ -143,7 +179,7 @@ def log_to_stderr(level: str) -> None:
 
 def run_warm_superexec(runtime_api_address: str, parent_pid: int) -> None:
     """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm."""
-    os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(POLL_S)
+    os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FIRST_POLL_S)  # a local request: cheap
     for module in WARM_MODULES:
         import_module(module)
     superexec.get_executor = lambda *args, **kwargs: ForkExecutor()  # Flower's factory knows no fork executor

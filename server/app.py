@@ -78,13 +78,15 @@ def reporter_for(run_config: dict) -> JobReporter | None:
 
 
 class PromptGrid(Grid):
-    """The SuperLink's grid, collecting replies every :attr:`poll_s` instead of every 3 s.
+    """The SuperLink's grid, collecting replies promptly instead of every 3 s.
 
     Flower 1.41's deployment grid sleeps a fixed 3 s between pulls while it waits for replies;
-    a secure round has four such waits. Everything else is the SuperLink's grid itself.
+    a secure round has four such waits. Here the first wait is :attr:`first_poll_s`, and each
+    empty pull doubles it up to :attr:`max_poll_s`. Everything else is the SuperLink's grid.
     """
 
-    poll_s = 0.1
+    first_poll_s = 0.05
+    max_poll_s = 1.0
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
@@ -112,16 +114,18 @@ class PromptGrid(Grid):
         return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Flower's ``send_and_receive``, polling every :attr:`poll_s`."""
+        """Flower's ``send_and_receive``, its waits between pulls short and growing."""
         waiting = set(self.push_messages(messages))
         end = time.monotonic() + (timeout or 0.0)
         replies: list[Message] = []
+        wait_s = self.first_poll_s
         while waiting and (timeout is None or time.monotonic() < end):
             pulled = list(self.pull_messages(waiting))
             replies += pulled
             waiting -= {m.metadata.reply_to_message_id for m in pulled}
             if waiting:
-                time.sleep(self.poll_s)
+                time.sleep(wait_s)
+                wait_s = min(2 * wait_s, self.max_poll_s)
         return replies
 
 

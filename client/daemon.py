@@ -2,8 +2,10 @@
 
 ``fedsynth client --config org.toml`` reads the file below, checks it (the local table
 against the schema the organisation accepts, the guard's ledger against its hash chain) and
-then replaces itself with ``flower-supernode`` running fedsynth's ClientApp, which reads the
-same file (node config ``config``) for every message. Nothing is sent before the checks pass.
+then becomes a Flower SuperNode running fedsynth's ClientApp, which reads the same file (node
+config ``config``) for every message. Nothing is sent before the checks pass. The SuperNode
+runs with ``--isolation process`` next to a warm SuperExec that stays up across rounds and
+jobs and starts each ClientApp task as a fork of itself (``client.node``).
 
 ```toml
 [organisation]
@@ -43,7 +45,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
+import subprocess
 import sys
 import tempfile
 import tomllib
@@ -61,6 +63,8 @@ from fedsynth.common.schema.io import as_text_frame
 from fedsynth.common.identity import Identity, IdentityError
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RUNTIME_PORT = 9094  # flower-supernode --port
 
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
@@ -222,20 +226,26 @@ class DaemonConfig:
         return " ".join(entries)
 
     def supernode_command(self) -> list[str]:
-        """The ``flower-supernode`` command line for this daemon."""
-        binary = shutil.which("flower-supernode", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        if binary is None:
-            raise ConfigError("flower-supernode is not installed next to this Python (pip install fedsynth)")
-        cmd = [binary, "--superlink", self.address, "--node-config", self.node_config()]
+        """The SuperNode's command line (``client.node``: Flower's SuperNode, prompt polling)."""
+        cmd = [sys.executable, "-m", "fedsynth.client.node", "supernode", "--superlink", self.address,
+               "--node-config", self.node_config(), "--isolation", "process", "--port", str(self.runtime_port)]
         if self.insecure:
             cmd.append("--insecure")
         else:
             cmd += ["--root-certificates", str(self.root_certificates)]
         if self.auth_key is not None:
             cmd += ["--auth-supernode-private-key", str(self.auth_key)]
-        if self.clientappio_port is not None:
-            cmd += ["--port", str(self.clientappio_port)]
         return cmd
+
+    def superexec_command(self, supernode_pid: int) -> list[str]:
+        """The warm SuperExec's command line (``client.node``), which ends with its SuperNode."""
+        return [sys.executable, "-m", "fedsynth.client.node", "superexec",
+                "--runtime-api-address", f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(supernode_pid)]
+
+    @property
+    def runtime_port(self) -> int:
+        """The SuperNode's local Runtime API port (``clientappio-port``, Flower's default 9094)."""
+        return self.clientappio_port if self.clientappio_port is not None else DEFAULT_RUNTIME_PORT
 
 
 def _check_keys(path: Path, raw: dict[str, Any]) -> None:
@@ -285,7 +295,8 @@ def preflight(config: DaemonConfig) -> str:
 
 
 def run_daemon(config_path: Path, check_only: bool) -> int:
-    """``fedsynth client``: check the config and table, then exec ``flower-supernode``."""
+    """``fedsynth client``: check the config and table, start the warm SuperExec, then become
+    the SuperNode (``client.node``; the SuperExec ends when the SuperNode does)."""
     try:
         config = DaemonConfig.load(config_path)
         print(preflight(config), flush=True)
@@ -295,6 +306,8 @@ def run_daemon(config_path: Path, check_only: bool) -> int:
         return 2
     if check_only:
         return 0
+    superexec = config.superexec_command(os.getpid())  # exec keeps this pid: the SuperNode's
+    subprocess.Popen(superexec, stdin=subprocess.DEVNULL)  # noqa: S603 (our own module)
     print("starting: " + " ".join(command), flush=True)
     os.execv(command[0], command)
     return 0  # not reached

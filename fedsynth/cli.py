@@ -48,6 +48,32 @@ def _simulate(args: argparse.Namespace) -> int:
     return run_simulate(resolved)
 
 
+def _deploy_local(args: argparse.Namespace) -> int:
+    """Split the table as ``simulate`` does, then run the job on a loopback deployment."""
+    from fedsynth.common.schema import SchemaError, load_schema
+    from fedsynth.server.deploy_local import DeployError, Ports, deploy_local
+    from fedsynth.simulations.split import SplitError, split_table
+
+    own = {**defaults(deploy_options()), **given(args, deploy_options())}
+    options = {**defaults(JOB_OPTIONS), **given(args, JOB_OPTIONS)}
+    try:
+        schema = load_schema(own["schema"])
+        table = schema.read_csv(own["data"])
+        schema.validate(table, strict=True)
+        parts = split_table(table, options["parties"], own["split"], schema.label, options["seed"])
+        tables = {f"org-{i}": part for i, part in enumerate(parts)}
+        ports = Ports(own["superlink-port"], own["coordinator-port"], own["first-node-port"])
+        release = deploy_local(tables, Path(own["schema"]).resolve(), options, Path(own["out"]), ports)
+    except KeyboardInterrupt:
+        print("fedsynth deploy local: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+    except (DeployError, SchemaError, SplitError, ValueError, OSError) as exc:
+        print(f"fedsynth deploy local: {exc}", file=sys.stderr)
+        return 2
+    print(f"release fetched to {release}/")
+    return 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     from fedsynth.server.release import run_sample
 
@@ -100,6 +126,19 @@ def simulation_options() -> tuple[Option, ...]:
         Option("cap", float, None, "the federation's total epsilon cap over all its jobs", default_text="--epsilon"),
         Option("ray-address", str, None, "HOST:PORT of an existing Ray cluster's head to run the simulation on "
                "(Flower's Ray backend joins it)", default_text="a fresh Ray instance on this machine"),
+    )
+
+
+def deploy_options() -> tuple[Option, ...]:
+    """``fedsynth deploy local``'s own options; the job's options come after them."""
+    data, schema, split = simulation_options()[:3]
+    return (
+        data, schema, split,
+        Option("out", Path, Path("deployment"), "a new folder for certificates, configs, ledgers, logs and the "
+               "release (in release/)"),
+        Option("superlink-port", int, 9092, "SuperLink port on 127.0.0.1"),
+        Option("coordinator-port", int, 7000, "coordinator service port on 127.0.0.1"),
+        Option("first-node-port", int, 9094, "Runtime API port of the first organisation's SuperNode (+1 for each next)"),
     )
 
 
@@ -184,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coordinator.add_argument("--config", type=Path, required=True, help="the coordinator's config (TOML)")
     coordinator.set_defaults(func=_coordinator)
+
+    deploy = sub.add_parser("deploy", help="run a real federation (SuperLink, coordinator, daemons)")
+    deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)
+    local = deploy_sub.add_parser(
+        "local",
+        help="a whole federation on this machine over TLS on loopback: one job, its release, then stop",
+        description="Make certificates, start a SuperLink with TLS and node authentication, the coordinator "
+        "service and one organisation daemon per party (the table split as `simulate` splits it), submit the "
+        "job, fetch its release, and stop everything it started (see fedsynth.server.deploy_local).",
+    )
+    add_arguments(local, (*deploy_options(), *JOB_OPTIONS))
+    local.set_defaults(func=_deploy_local)
 
     job = sub.add_parser("job", help="submit and follow jobs on a coordinator service")
     from fedsynth.server.operator import add_job_commands

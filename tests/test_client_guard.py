@@ -7,6 +7,7 @@ the rule and leaves the ledger and the organisation's data untouched.
 
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -175,8 +176,11 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     config = DaemonConfig.load(write_config(tmp_path))
     assert config.data == tmp_path / "table.csv" and config.guard.ledger == tmp_path / "state" / "ledger.jsonl"
     cmd = config.supernode_command()
-    assert Path(cmd[0]).name == "flower-supernode"
+    assert cmd[:4] == [sys.executable, "-m", "fedsynth.client.node", "supernode"]
     joined = " ".join(cmd)
+    assert "--isolation process" in joined
+    assert config.superexec_command(4242)[3:] == ["superexec", "--runtime-api-address", "127.0.0.1:9300",
+                                                  "--parent-pid", "4242"]
     assert "--superlink link.example.org:9092" in joined and "--insecure" not in joined
     assert f"--root-certificates {tmp_path / 'ca.crt'}" in joined
     assert f"--auth-supernode-private-key {tmp_path / 'node.key'}" in joined and "--port 9300" in joined

@@ -1,0 +1,206 @@
+"""An organisation's Flower node without idle time: a prompt SuperNode and a warm SuperExec.
+
+Flower 1.41 runs each message a SuperNode receives in a fresh ``flwr-clientapp`` process,
+in both isolation modes: with ``--isolation subprocess`` the SuperNode's own SuperExec starts
+it, with ``--isolation process`` an external ``flower-superexec`` does. Each such process
+starts an interpreter and imports Flower, fedsynth and, for a teacher round, torch and Opacus
+(2-5 s of CPU per message, for every organisation in every round), and three fixed waits add
+to every stage of a round: the SuperNode polls the SuperLink every 3 s when it has no
+message, waits for the ClientApp's reply in 0.5 s steps, and the SuperExec polls for tasks
+every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
+
+``fedsynth client`` therefore runs the node as two Flower processes, both from this module:
+
+``supernode``
+    Flower's ``flower-supernode`` (``--isolation process``), its fixed 3 s and 0.5 s waits
+    (``flwr.supernode.start_client_internal``; Flower has no setting for them) replaced by a
+    :class:`Backoff`: 0.1 s after activity, doubling to 1 s while idle, so that a round does
+    not wait and an idle node costs the SuperLink little (each poll is a request it serves).
+``superexec``
+    Flower's SuperExec loop (``run_superexec``, polling its SuperNode's local Runtime API for
+    tasks every :data:`FIRST_POLL_S` via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) in a process
+    that has imported the ClientApp (``fedsynth.client.app``) and everything its tasks
+    import. It stays up across the rounds of a job and across jobs; it launches each
+    ClientApp task as Flower's ``run_clientapp`` in a fork of itself (:class:`ForkExecutor`)
+    instead of a new interpreter, so a task starts in milliseconds.
+
+Privacy and state: a task's process is a copy of the warm process, which never runs a task
+itself, so every task starts from the same state: it reads the daemon's config file, its
+table and its guard's ledger afresh (``client.app.table_organisation``), exactly as a fresh
+``flwr-clientapp`` does, and nothing one task changes in memory reaches the next. The guard's
+ledger is on disk, appended and fsynced under its file lock before a share leaves; that is
+what carries a spend from one round, task or job to the next. The warm process holds no data
+of the organisation: it imports code only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from importlib import import_module
+
+from flwr.supercore.constant import TaskType
+from flwr.supercore.exit.exit_handler import registered_exit_handlers
+from flwr.supercore.superexec import run_superexec as superexec
+from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode import start_client_internal
+from flwr.supernode.cli.flower_supernode import flower_supernode
+from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+#: The first wait between two polls after activity; each further empty poll doubles it ...
+FIRST_POLL_S = 0.1
+#: ... up to this (an idle node then polls once a second; Flower's own SuperNode every 3 s).
+MAX_POLL_S = 1.0
+
+#: Imported once by the warm SuperExec: the ClientApp and what its tasks import lazily.
+WARM_MODULES = ("fedsynth.client.app", "fedsynth.common.teacher", "fedsynth.common.student")
+
+
+class Backoff:
+    """Polling waits that start short after activity and double while nothing happens.
+
+    Within a round the next message follows a reply within seconds, so a node polls at
+    :data:`FIRST_POLL_S` then; an idle node backs off to :data:`MAX_POLL_S`, so that polling
+    costs the SuperLink little when nothing runs (every poll is a request it serves).
+    """
+
+    def __init__(self) -> None:
+        self.wait_s = FIRST_POLL_S
+
+    def active(self) -> None:
+        """Something happened (a message, a task): poll promptly again."""
+        self.wait_s = FIRST_POLL_S
+
+    def idle(self) -> None:
+        """Wait before the next poll, then lengthen the next wait."""
+        time.sleep(self.wait_s)
+        self.wait_s = min(2 * self.wait_s, MAX_POLL_S)
+
+
+class SuperNodeClock:
+    """Stands in for ``time`` in ``flwr.supernode.start_client_internal``: its 3 s wait for a
+    message becomes :class:`Backoff`'s, and its 0.5 s waits for a reply (a message is being
+    handled) mark activity and last :data:`FIRST_POLL_S`."""
+
+    time = staticmethod(time.time)
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+
+    def sleep(self, seconds: float) -> None:
+        if seconds >= 3:  # no message from the SuperLink
+            self.backoff.idle()
+        else:  # waiting for the ClientApp's reply or content to push
+            self.backoff.active()
+            time.sleep(min(seconds, FIRST_POLL_S))
+
+
+def run_supernode(argv: list[str]) -> None:
+    """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`."""
+    start_client_internal.time = SuperNodeClock(Backoff())  # type: ignore[attr-defined]
+    sys.argv = ["flower-supernode", *argv]
+    flower_supernode()
+
+
+class ForkExecutor:
+    """Flower's SuperExec executor interface: ClientApp tasks in a fork of this process.
+
+    Other task types (none in fedsynth's deployment) go to Flower's ``SubprocessExecutor``.
+    """
+
+    def __init__(self) -> None:
+        self.fallback = SubprocessExecutor()
+        self.owner = os.getpid()
+
+    def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
+        return self.fallback.get_eligible_capacity(
+            supported_task_types, insecure=insecure, root_certificates_path=root_certificates_path
+        )
+
+    def wait_for_capacity(self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None) -> None:  # noqa: ANN001
+        return None
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        if spec.task_type != TaskType.CLIENT_APP:
+            return self.fallback.launch(spec)
+        if os.fork() == 0:
+            run_task_in_child(spec)  # never returns
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        """Reap finished tasks (they are this process's children)."""
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+    def close(self) -> None:
+        if os.getpid() == self.owner:  # not in a task's fork, which inherits this object
+            self.reconcile()
+
+
+def run_task_in_child(spec: ExecutionSpec) -> None:
+    """One ClientApp task, as ``flwr-clientapp --token ...`` runs it; then this fork exits."""
+    registered_exit_handlers.clear()  # the warm process's handlers are not this task's
+    code = 1
+    try:
+        run_clientapp(
+            runtime_api_address=spec.runtime_api_address,
+            token=spec.token,
+            insecure=spec.insecure,
+            certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
+            parent_pid=spec.parent_pid,
+            runtime_dependency_install=False,
+        )
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def log_to_stderr(level: str) -> None:
+    """fedsynth's records (the guard's decisions, refusals) go to the daemon's log at ``level``."""
+    logger = logging.getLogger("fedsynth")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def run_warm_superexec(runtime_api_address: str, parent_pid: int) -> None:
+    """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm."""
+    os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FIRST_POLL_S)  # a local request: cheap
+    for module in WARM_MODULES:
+        import_module(module)
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor()  # Flower's factory knows no fork executor
+    superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["supernode"]:
+        run_supernode(args[1:])
+        return
+    parser = argparse.ArgumentParser(prog="python -m fedsynth.client.node superexec")
+    parser.add_argument("role", choices=["superexec"])
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="level of fedsynth's own records in the daemon's log (default: INFO)")
+    parsed = parser.parse_args(args)
+    log_to_stderr(parsed.log_level)
+    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

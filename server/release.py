@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module, metadata
 from pathlib import Path
 
@@ -159,16 +159,22 @@ class Release:
 
     def label(self, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         """``frame`` (the schema's columns; the label may be absent) with the label column drawn
-        by the release's student, in the release's labels mode."""
+        by the release's student, in the release's labels mode, typed as :meth:`sample` types it.
+
+        The label is not one of the student's inputs, so a frame without it is encoded with a
+        placeholder label (its first code) under the rules that do not name the label.
+        """
         if self.labeller is None:
             raise ReleaseError(f"{self.path}: no labeller.pt (the job ran with labels 'generator'); nothing to label with")
-        schema = self.schema
-        label = str(schema.label)
-        filled = frame if label in frame.columns else frame.assign(**{label: schema[label].categories[0]})
-        codes = schema.encode(filled[schema.column_names])
+        schema, label = self.schema, str(self.schema.label)
+        if label in frame.columns:
+            codes = schema.encode(frame[schema.column_names])
+        else:
+            placeholder = frame.assign(**{label: _first_value(schema, label, frame.index)})
+            codes = _without_label_rules(schema).encode(placeholder[schema.column_names])
         relabelled = self._relabel()(codes, np.random.default_rng(seed))
         labels = schema.decode(relabelled, np.random.default_rng(seed))[label]
-        return frame.assign(**{label: labels.to_numpy()})
+        return frame.assign(**{label: pd.Series(labels.array, index=frame.index)})
 
     def _relabel(self) -> Relabel | None:
         if self.labeller is None or self.labels == "generator":
@@ -184,6 +190,17 @@ class Release:
     def features(self) -> Features:
         """The labeller's inputs: the schema's columns, one-hot, but the label."""
         return Features(self.schema.domain(), str(self.schema.label))
+
+
+def _without_label_rules(schema: Schema) -> Schema:
+    """``schema`` less the rules that name its label: a placeholder label must not break one."""
+    return replace(schema, rules=tuple(rule for rule in schema.rules if schema.label not in rule.columns))
+
+
+def _first_value(schema: Schema, name: str, index: pd.Index) -> pd.Series:
+    """Column ``name``'s value of code 0 on every row of ``index``, typed by the schema."""
+    first = schema.decode(np.zeros((1, len(schema.columns)), dtype=np.int64), 0)[name]
+    return pd.Series(first.array.take(np.zeros(len(index), dtype=np.int64)), index=index)
 
 
 def _read_json(path: Path, kind: type) -> object:

@@ -20,7 +20,7 @@ from fedsynth.cli import bundled, main
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.generator import ORGANISATION, GeneratorSettings
 from fedsynth.common.schema import load_schema
-from fedsynth.common.teacher import TeacherSettings, predict_proba, predict_proba_codes
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
 from fedsynth.server.central import CentralAggregator
 from fedsynth.server.job import JobConfig, run_job_with
 from fedsynth.server.release import Release, ReleaseError
@@ -190,3 +190,61 @@ def test_the_student_labels_codes_as_it_labels_one_hot_features(release):
     features = loaded.features
     for model in loaded.labeller.values():  # the logreg teacher and the mlp student
         assert np.allclose(predict_proba_codes(model, features, codes), predict_proba(model, features.x(codes)), atol=1e-6)
+
+
+LABEL_KINDS = {
+    "boolean": {"kind": "boolean"},
+    "categorical": {"kind": "categorical", "categories": ["low", "mid", "high"]},
+    "ordinal": {"kind": "ordinal", "categories": ["S", "M", "L", "XL"]},
+    "integer": {"kind": "integer", "lower": 0, "upper": 40, "bins": 4},
+    "numeric": {"kind": "numeric", "lower": 0.0, "upper": 1.0, "bins": 5},
+    "datetime": {"kind": "datetime", "lower": "2020-01-01", "upper": "2020-12-31", "bins": 3},
+    "boolean with missing": {"kind": "boolean", "missing": True},
+}
+
+
+def labelled_release(tmp_path: Path, label: dict) -> Release:
+    """A release whose label column is of kind ``label``, labelled by a real (seeded, untrained)
+    student network: what ``label`` does is independent of how the student was trained."""
+    schema = load_schema_text(tmp_path, {
+        "name": "kinds", "label": "y", "na_values": ["?"],
+        "columns": [{"name": "colour", "kind": "categorical", "categories": ["red", "blue"]},
+                    {"name": "age", "kind": "integer", "lower": 0, "upper": 99, "bins": 5},
+                    {"name": "y", **label}],
+        "rules": [{"name": "young are red", "if": {"age": {"max": 9}}, "then": {"colour": {"in": ["red"]}}}],
+    })
+    release = Release(tmp_path, 0, {"plan": {"labels": "sample"}})
+    features = Features(schema.domain(), "y")
+    release._cache.update(schema=schema, labeller={"student": build_model(TeacherSettings(model="mlp"), features, 3)})
+    return release
+
+
+def load_schema_text(tmp_path: Path, data: dict):
+    path = tmp_path / "schema.yaml"
+    path.write_text(json.dumps(data))
+    return load_schema(path)
+
+
+@pytest.mark.parametrize("kind", list(LABEL_KINDS))
+def test_label_works_on_every_label_kind_with_or_without_the_label_column(tmp_path, kind):
+    release = labelled_release(tmp_path, LABEL_KINDS[kind])
+    schema = release.schema
+    rows = schema.decode(np.random.default_rng(0).integers(0, [c.n_codes for c in schema.columns], (400, 3)), 1)
+    rows = rows[schema.rule_violations(rows).to_numpy().sum(axis=1) == 0]
+    without = release.label(rows.drop(columns=["y"]), seed=5)
+    with_label = release.label(rows, seed=5)
+    assert list(without.columns) == ["colour", "age", "y"] and without.index.equals(rows.index)
+    assert without["y"].dtype == rows["y"].dtype  # typed as sample() types it
+    assert without["y"].equals(with_label["y"])  # the label is not an input: its value is ignored
+    assert schema.validate(without).ok  # every drawn label is a value of the column
+    assert without["y"].nunique() > 1  # drawn by the student, not the placeholder
+
+
+def test_label_without_the_column_ignores_rules_on_the_label(tmp_path):
+    """A placeholder label must not break a rule that names the label (here: y false when age >= 60)."""
+    release = labelled_release(tmp_path, LABEL_KINDS["boolean"])
+    rule = {"name": "old are y", "if": {"age": {"min": 60}}, "then": {"y": {"in": [True]}}}
+    data = {**release.schema.to_dict(), "rules": [*release.schema.to_dict()["rules"], rule]}
+    release._cache["schema"] = load_schema_text(tmp_path, data)
+    frame = pd.DataFrame({"colour": ["blue", "red"], "age": [70, 5]})
+    assert len(release.label(frame)) == 2

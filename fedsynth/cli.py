@@ -51,7 +51,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from fedsynth.server.release import run_sample
 
-    return run_sample(args.release, args.rows, args.out, args.seed)
+    return run_sample(args.release, args.rows, args.out, args.seed, args.where)
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rows", type=int, required=True, help="number of rows to sample")
     sample.add_argument("--out", type=Path, required=True, help="the file to write: FILE.csv or FILE.parquet")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling (same seed, same rows; default 0)")
+    sample.add_argument(
+        "--where", action="append", default=[], metavar="COL=VALUE",
+        help="sample only rows with this value (as the column's values are written, e.g. sex=Female): the model "
+        "conditioned on it, still free; repeat for several columns",
+    )
     sample.set_defaults(func=_sample)
 
     client = sub.add_parser(

@@ -248,3 +248,53 @@ def test_label_without_the_column_ignores_rules_on_the_label(tmp_path):
     release._cache["schema"] = load_schema_text(tmp_path, data)
     frame = pd.DataFrame({"colour": ["blue", "red"], "age": [70, 5]})
     assert len(release.label(frame)) == 2
+
+
+def test_conditional_sampling_keeps_the_rules_gives_only_the_condition_and_changes_no_file(release, tmp_path):
+    before = fingerprint(release.path)
+    loaded = Release.load(release.path)
+    frame = loaded.sample(3_000, seed=6, where={"relationship": "Wife", "age": 37, "Y": ">50K"})
+    assert len(frame) == 3_000 and SCHEMA.rule_violations(frame).to_numpy().sum() == 0
+    assert (frame["relationship"] == "Wife").all() and (frame["age"] == 37).all() and (frame[SCHEMA.label] == ">50K").all()
+    assert frame["marital-status"].isin(["Married-civ-spouse", "Married-AF-spouse"]).all()  # the rule holds
+    assert frame["education"].nunique() > 3  # the other columns still vary
+    masters = loaded.sample(500, seed=6, where={"education": "Masters"})
+    assert (masters["education-num"] == 14).all()  # the hierarchy follows the condition
+    out = tmp_path / "wives.csv"
+    args = ["sample", str(release.path), "--rows", "800", "--out", str(out), "--where", "sex=Female", "--where", "age=37"]
+    assert main(args) == 0
+    written = SCHEMA.read_csv(out)
+    assert len(written) == 800 and SCHEMA.validate(written).ok
+    assert (written["sex"] == "Female").all() and (written["age"] == "37").all()
+    assert fingerprint(release.path) == before  # the ledger and every other file untouched: no budget
+
+
+def test_conditional_sampling_is_the_model_conditioned_not_a_filter_of_its_rows(release):
+    """Rows given sex=Female have the relationship shares of the unconditioned rows that are female."""
+    loaded = Release.load(release.path)
+    everyone = loaded.sample(30_000, seed=7)
+    women = everyone[everyone["sex"] == "Female"]["relationship"].value_counts(normalize=True)
+    given = loaded.sample(10_000, seed=8, where={"sex": "Female"})["relationship"].value_counts(normalize=True)
+    assert np.abs(women - given.reindex(women.index, fill_value=0.0)).max() < 0.03
+    overall = everyone["relationship"].value_counts(normalize=True)
+    assert overall["Husband"] - given.get("Husband", 0.0) > 0.2  # and not the unconditioned shares
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (["height=3"], "where height=3: the release has no column 'height'"),
+        (["sex=Mle"], "where sex=Mle: 'Mle' is not a value of column 'sex', which takes one of Female, Male"),
+        (["age=7"], "where age=7: '7' is not a value of column 'age', which takes a whole number from 16 to 100"),
+        (["age=abc"], "'abc' is not a value of column 'age'"),
+        (["sex"], "--where sex: write COLUMN=VALUE"),
+        (["sex=Male", "sex=Female"], "column 'sex' is given twice"),
+    ],
+)
+def test_a_bad_condition_exits_2_naming_it_and_writes_nothing(release, tmp_path, capsys, where, message):
+    out = tmp_path / "x.csv"
+    args = ["sample", str(release.path), "--rows", "10", "--out", str(out)]
+    assert main(args + [a for w in where for a in ("--where", w)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsynth sample: ") and message in err and "Traceback" not in err
+    assert not out.exists()

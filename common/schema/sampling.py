@@ -79,10 +79,10 @@ def _valid_rows(schema: Schema, codes: np.ndarray, rng: np.random.Generator,
             break
         retry = _decoded(schema, codes[failing], rng, fixed)
         retry_broken = schema.rule_violations(retry).to_numpy()
-        fixed = ~retry_broken.any(axis=1)
-        frame = _replace_rows(frame, failing[fixed], retry[fixed])
+        passed = ~retry_broken.any(axis=1)
+        frame = _replace_rows(frame, failing[passed], retry[passed])
         broken[failing] = retry_broken
-        failing = failing[~fixed]
+        failing = failing[~passed]
     if failing.size:
         frame = _repaired(schema, frame, rng)
         broken = schema.rule_violations(frame).to_numpy(copy=True)

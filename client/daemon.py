@@ -59,6 +59,9 @@ from fedsynth.common.secagg_graph import PRIVACY_FAILURE
 
 log = logging.getLogger(__name__)
 
+#: The environment variable that carries ``fedsynth --log-level`` from a daemon to its ClientApps.
+LOG_LEVEL_ENV = "FEDSYNTH_LOG_LEVEL"
+
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
     "superlink": {"address", "root-certificates", "auth-key", "insecure", "clientappio-port"},
@@ -288,5 +291,6 @@ def run_daemon(config_path: Path, check_only: bool) -> int:
     if check_only:
         return 0
     print("starting: " + " ".join(command), flush=True)
+    os.environ[LOG_LEVEL_ENV] = logging.getLevelName(log.getEffectiveLevel())  # for its ClientApps' guard lines
     os.execv(command[0], command)
     return 0  # not reached

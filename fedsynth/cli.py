@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Federated, differentially private synthetic tabular data.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING",
-                        help="how much fedsynth and Flower log (default: WARNING)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help="how much fedsynth and Flower log (default: WARNING; INFO for the coordinator and "
+                        "client services, whose logs are their operators' view)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser(
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--config", type=Path, required=True, help="the organisation's daemon config (TOML)")
     client.add_argument("--check", action="store_true", help="only check the config and the table, then exit")
-    client.set_defaults(func=_client)
+    client.set_defaults(func=_client, service_log_level="INFO")
 
     coordinator = sub.add_parser(
         "coordinator",
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ledger), running each job on the SuperLink (see fedsynth.server.coordinator for the file).",
     )
     coordinator.add_argument("--config", type=Path, required=True, help="the coordinator's config (TOML)")
-    coordinator.set_defaults(func=_coordinator)
+    coordinator.set_defaults(func=_coordinator, service_log_level="INFO")
 
     job = sub.add_parser("job", help="submit and follow jobs on a coordinator service")
     from fedsynth.server.operator import add_job_commands
@@ -262,7 +263,7 @@ def set_log_level(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_log_level(args.log_level)
+    set_log_level(args.log_level or getattr(args, "service_log_level", "WARNING"))
     return int(args.func(args) or 0)
 
 

@@ -41,6 +41,12 @@ it is written before each noisy result is used, and nothing is ever written twic
 only the ServerApp writes the ledger. A job the service marked submitted but has no Flower run
 id for (a crash in between) is failed, and its ServerApp, should it start late, finds it
 failed and touches no data.
+
+What operators read. The service logs (INFO, the default of ``fedsynth coordinator``) the address
+it listens on, then every event of every job as the scheduler sees it: its state changes and the
+ServerApp's progress lines (phase, round, epsilon spent). ``GetJob`` adds the job's progress from
+the federation ledger's entries written while it ran (jobs run one at a time): epsilon spent so
+far, and the phase, round and survivors of its last secure round (``fedsynth job status``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """``fedsynth job ...``: the operator's client of the coordinator service's gRPC API.
 
 A thin layer over the generated stub (``fedsynth.protos.coordinator_pb2_grpc``): submit a
-job, show it, follow its events, fetch its release, read the federation's ledger. TLS by
-default (``--root-certificates``); ``--insecure`` for loopback trials.
+job, show it (a summary an operator reads, or ``--json``), follow its events, fetch its release,
+read the federation's ledger. TLS by default (``--root-certificates``); ``--insecure`` for
+loopback trials. A channel that cannot connect because one side speaks TLS and the other does not
+is told so (:func:`tls_mismatch`, exit 2) rather than left at gRPC's "Socket closed".
 """
 
 from __future__ import annotations

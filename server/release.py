@@ -7,9 +7,11 @@ partial release. ``privacy.json`` is computed from the ledger alone.
 :class:`Release` loads a release folder and samples any number of further rows from it: it
 refits the marginal model to the release's own noisy measurements (``measurements.json``)
 under its public schema (``schema.yaml``, the rules' structural zeros included), samples rule-
-abiding rows and labels them with the released student (``labeller.pt``). All of it reads only
-what the release already published, so it is post-processing: no round, no ledger entry, no
-budget, however many rows are drawn.
+abiding rows and labels them with the released student (``labeller.pt``). ``sample(n, where=...)``
+(``fedsynth sample --where COL=VALUE``) draws from the same model conditioned on some columns'
+values (``MarginalModel.conditioned``: the evidence as ``mbi`` constraints, so message passing
+carries it to every column). All of it reads only what the release already published, so it is
+post-processing: no round, no ledger entry, no budget, however many rows are drawn.
 """
 
 from __future__ import annotations
@@ -233,14 +235,15 @@ def evidence(schema: Schema, where: Mapping[str, Any]) -> tuple[dict[str, int], 
 def _domain_text(column: Column, na_values: Sequence[str]) -> str:
     """The values a column takes, in a few words (for an error message)."""
     if column.categories is not None:
-        shown = ", ".join(column.categories[:20]) + (f", ... ({len(column.categories)} in all)" if len(column.categories) > 20 else "")
-        text = f"one of {shown}"
+        more = f", ... ({len(column.categories)} in all)" if len(column.categories) > 20 else ""
+        text = f"one of {', '.join(column.categories[:20])}{more}"
     elif column.kind == "boolean":
         text = "true or false (also 1/0, yes/no)"
     elif column.codes is not None:
         text = f"one of its {len(column.codes)} listed codes from {column.lower} to {column.upper}"
     else:
-        text = f"{'a whole number' if column.kind == 'integer' else 'a ' + column.kind + ' value'} from {column.lower} to {column.upper}"
+        what = "a whole number" if column.kind == "integer" else f"a {column.kind} value"
+        text = f"{what} from {column.lower} to {column.upper}"
     if column.missing and na_values:
         text += f", or {na_values[0]!r} (missing)"
     return text

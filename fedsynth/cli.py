@@ -249,21 +249,22 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def set_log_level(level: str) -> None:
+def set_log_level(level: str, service: bool = False) -> None:
     """``--log-level``: fedsynth's loggers log at ``level``; Flower's follow it while a
-    simulation runs (``fedsynth.simulations.engine``)."""
+    simulation runs (``fedsynth.simulations.engine``). A service's lines carry their time."""
     logger = logging.getLogger("fedsynth")
     logger.setLevel(level)
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         handler = _Stderr()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(("%(asctime)s " if service else "") + "%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_log_level(args.log_level or getattr(args, "service_log_level", "WARNING"))
+    service = getattr(args, "service_log_level", None)
+    set_log_level(args.log_level or service or "WARNING", service=service is not None)
     return int(args.func(args) or 0)
 
 

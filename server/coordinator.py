@@ -442,7 +442,6 @@ class Servicer(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (BudgetExceeded, BudgetError) as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        log.info("job %s queued (planned epsilon %.4f)", job.job_id, job.epsilon_planned)
         return self.coordinator.job_message(job)
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802

@@ -27,6 +27,7 @@ configuration only.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from dp_accounting import DpEvent
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -44,10 +46,11 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsynth.client.daemon import DaemonConfig
+from fedsynth.client.daemon import LOG_LEVEL_ENV, DaemonConfig
 from fedsynth.client.guard import Guard, GuardPolicy, verify_setup
 from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
 from fedsynth.client.secagg import secagg_guard
+from fedsynth.common.accounting import CombinedAccountant
 from fedsynth.common.identity import Identity
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secagg_graph import graph_from_request
@@ -137,15 +140,35 @@ def guarded_share(
     is always in the organisation's own ledger.
     """
     spec = NoisySumSpec.from_config(request)
-    event = org.guard.admit(request, spec, arrays) if org.guard is not None else None
     num_clients = int(request["num_clients"])
-    ranges = secure_ranges(spec, num_clients)
-    if setup is not None:
-        graph = graph_from_request(request, num_clients, spec.min_survivors)
-        verify_setup(org.name, setup, spec, ranges, num_clients, graph)
+    try:
+        event = org.guard.admit(request, spec, arrays) if org.guard is not None else None
+        ranges = secure_ranges(spec, num_clients)
+        if setup is not None:
+            graph = graph_from_request(request, num_clients, spec.min_survivors)
+            verify_setup(org.name, setup, spec, ranges, num_clients, graph)
+        if org.guard is not None:
+            org.guard.record(event, request, spec)
+    except RequestRefused as exc:
+        public = str(exc).removeprefix(f"{org.name}: ")
+        log.info("%s: guard refused %s round %s: %s", org.name, request.get("task"), request.get("round"), public)
+        raise
     if org.guard is not None:
-        org.guard.record(event, request, spec)
+        log_admitted(org.guard, request, event)
     return noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
+
+
+def log_admitted(guard: Guard, request: Mapping[str, Any], event: DpEvent) -> None:
+    """The organisation's log line for an admitted round: its task, round and epsilon (INFO)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    delta = guard.policy.delta
+    alone = CombinedAccountant().compose(event).epsilon(delta).epsilon
+    log.info(
+        "%s: guard admitted %s round %s: epsilon %.4g for this round; ledger %.4g of cap %g (delta %g, %d contributions)",
+        guard.org, request.get("task"), request.get("round"), alone, guard.ledger.epsilon().epsilon,
+        guard.policy.epsilon_cap, delta, len(guard.ledger),
+    )
 
 
 def build_client_app(
@@ -193,7 +216,10 @@ def build_client_app(
             try:
                 org.check(config)
             except RequestRefused as exc:
+                log.info("%s: job check refused: %s", org.name, str(exc).removeprefix(f"{org.name}: "))
                 answer.update(ok=False, reason=str(exc))
+            else:
+                log.info("%s: job check passed: schema and privacy plan accepted", org.name)
         elif config["action"] != "hello":
             answer.update(ok=False, reason=refusal(org.name, "query-action", f"unknown action {config['action']!r}"))
         return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)
@@ -239,11 +265,26 @@ def agreed_schema(context: Context) -> Schema:
         raise RequestRefused(refusal(name, NO_AGREED_SCHEMA, "its agreed schema does not load")) from None
 
 
+def log_to_stderr() -> None:
+    """A deployed ClientApp logs fedsynth's lines (its guard's decisions, at INFO) to its stderr,
+    which Flower's ``flwr-clientapp`` process shares with its SuperNode, i.e. the daemon's log;
+    at the level in ``FEDSYNTH_LOG_LEVEL`` (``fedsynth --log-level ... client`` sets it)."""
+    logger = logging.getLogger("fedsynth")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO"))
+    logger.propagate = False
+
+
 def table_organisation(context: Context) -> Organisation:
     """Deployment organisation: a daemon's config file (node config ``config``, see
     ``client.daemon``: table, agreed schema, guard), else the bare table at ``data-path`` under
     the agreed schema at ``schema-path`` (:func:`agreed_schema`), :func:`default_guard` and the
     signing identity at ``signing-key`` and ``roster`` (:func:`node_identity`)."""
+    log_to_stderr()
     if "config" in context.node_config:
         return DaemonConfig.load(str(context.node_config["config"])).organisation()
     return Organisation(

@@ -65,6 +65,8 @@ from fedsynth.common.identity import Identity, IdentityError
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME_PORT = 9094  # flower-supernode --port
+#: The environment variable that carries ``fedsynth --log-level`` from a daemon to its ClientApps.
+LOG_LEVEL_ENV = "FEDSYNTH_LOG_LEVEL"
 
 SECTIONS = {
     "organisation": {"name", "data", "schema", "query"},
@@ -306,6 +308,7 @@ def run_daemon(config_path: Path, check_only: bool) -> int:
         return 2
     if check_only:
         return 0
+    os.environ[LOG_LEVEL_ENV] = logging.getLevelName(log.getEffectiveLevel())  # for its ClientApps' guard lines
     superexec = config.superexec_command(os.getpid())  # exec keeps this pid: the SuperNode's
     subprocess.Popen(superexec, stdin=subprocess.DEVNULL)  # noqa: S603 (our own module)
     print("starting: " + " ".join(command), flush=True)

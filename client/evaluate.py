@@ -75,6 +75,7 @@ from fedsynth.common.marginals import marginal
 from fedsynth.common.metrics import all_cliques, classifier, mean_tvd, random_cliques, total_variation
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.schema.columns import NUMBER_KINDS, Column
+from fedsynth.common.shares import vanishing_groups
 
 #: 3-way marginals drawn for the mean 3-way TVD.
 TRIPLES = 100
@@ -465,8 +466,25 @@ def evaluate(release: Path, real: Path, schema: Path | None = None, control: Pat
         "release": str(release),
         "real": {"file": str(real), "rows": len(t.real)},
         "control": None if control is None else {"file": str(control), "rows": len(t.control)},
+        "share_warnings": share_warnings(release, t),
         **figures(t, seed, attacks),
     }
+
+
+def share_warnings(release: Path, t: Tables) -> list[str]:
+    """Groups whose share in the release is far from the release's own noisy measurements
+    (``common.shares``: small groups vanishing); none when the release has no measurements.json."""
+    path = release / "measurements.json"
+    if not path.is_file():
+        return []
+    try:
+        measured = [(m["clique"], np.asarray(m["counts"], dtype=np.float64), float(m["sigma"]))
+                    for m in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise EvaluationError(f"{path} cannot be read as the release's measurements ({exc})") from None
+    domain = t.schema.domain()
+    gaps = vanishing_groups(measured, t.codes["synthetic"], domain)
+    return [g.describe(code_labels(t.schema[g.column])[g.code]) for g in gaps]
 
 
 def figures(t: Tables, seed: int = 0, attacks: int = ATTACKS) -> dict[str, Any]:
@@ -490,7 +508,7 @@ def _fmt(x: float | None) -> str:
 
 def headline(result: dict[str, Any]) -> list[str]:
     f = result["fidelity"]
-    lines = [
+    lines = [f"warning: {w}" for w in result.get("share_warnings", [])] + [
         f"quality score {f['quality_score']:.3f} (column shapes {f['column_shapes']['score']:.3f}, "
         f"column pair trends {_fmt(f['column_pair_trends']['score'])})",
         "mean TVD " + ", ".join(

@@ -44,6 +44,7 @@ def _summary(result: dict[str, Any]) -> str:
         rows.append(["TRTR AUC (trained on real, same test rows)", result["tstr"]["real"]["auc"]])
     for name, probe in result["privacy_risk"].items():
         rows.append([f"{name.replace('_', ' ')} risk (against the {probe['risk_against']})", probe["risk"]["risk"]])
+    warnings = result.get("share_warnings", [])
     return html.section(
         "Summary",
         html.paragraph(
@@ -51,6 +52,9 @@ def _summary(result: dict[str, Any]) -> str:
             f"of this organisation, on schema '{result['schema']}'. {result['privacy']}"
         ),
         html.table(["figure", "value"], rows),
+        *([html.paragraph("Warning: groups whose share in the release is far from the release's measurements "
+                          "(beyond noise and sampling):"), html.table(["group"], [[w] for w in warnings])]
+          if warnings else []),
     )
 
 

@@ -23,6 +23,7 @@ float32 mirror descent stalls on large counts.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -179,6 +180,29 @@ class MarginalModel:
         if self._conditionals is None:
             self._conditionals = conditionals(self._model)
         return self._conditionals
+
+    def conditioned(self, evidence: Mapping[str, int]) -> MarginalModel:
+        """The fitted model given ``evidence`` (column -> code): post-processing of the model.
+
+        Each evidence column's other codes become structural zeros (``mbi.Constraint``), so the
+        chain of :meth:`conditionals` is the model's exact conditional distribution given the
+        evidence (message passing carries it to every column, not only to later ones). Raises
+        ``ValueError`` when the model gives the evidence no mass.
+        """
+        if self._model is None:
+            raise RuntimeError("fit() the model before conditioning it")
+        clique = tuple(evidence)
+        mass = self.project(clique).reshape([self.domain[c] for c in clique])[tuple(evidence.values())]
+        if not mass > 0:
+            raise ValueError("the model gives no mass to rows with " + ", ".join(f"{c} = code {v}" for c, v in evidence.items()))
+        given = tuple(
+            mbi.Constraint(domain=self._mbi_domain.project((column,)), valid=np.array([[code]]))
+            for column, code in evidence.items()
+        )
+        out = copy.copy(self)
+        out._model = replace(self._model, constraints=tuple(self._model.constraints) + given)
+        out._conditionals = None
+        return out
 
     def sample(self, rows: int, seed: int, columns: Sequence[str] | None = None) -> np.ndarray:
         """``rows`` synthetic rows of integer codes (rows x ``columns``, default the model's).

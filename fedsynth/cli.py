@@ -77,7 +77,7 @@ def _deploy_local(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from fedsynth.server.release import run_sample
 
-    return run_sample(args.release, args.rows, args.out, args.seed)
+    return run_sample(args.release, args.rows, args.out, args.seed, args.where)
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -178,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Federated, differentially private synthetic tabular data.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING",
-                        help="how much fedsynth and Flower log (default: WARNING)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help="how much fedsynth and Flower log (default: WARNING; INFO for the coordinator and "
+                        "client services, whose logs are their operators' view)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser(
@@ -202,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rows", type=int, required=True, help="number of rows to sample")
     sample.add_argument("--out", type=Path, required=True, help="the file to write: FILE.csv or FILE.parquet")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling (same seed, same rows; default 0)")
+    sample.add_argument(
+        "--where", action="append", default=[], metavar="COL=VALUE",
+        help="sample only rows with this value (as the column's values are written, e.g. sex=Female): the model "
+        "conditioned on it, still free; repeat for several columns",
+    )
     sample.set_defaults(func=_sample)
 
     client = sub.add_parser(
@@ -213,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--config", type=Path, required=True, help="the organisation's daemon config (TOML)")
     client.add_argument("--check", action="store_true", help="only check the config and the table, then exit")
-    client.set_defaults(func=_client)
+    client.set_defaults(func=_client, service_log_level="INFO")
 
     coordinator = sub.add_parser(
         "coordinator",
@@ -222,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ledger), running each job on the SuperLink (see fedsynth.server.coordinator for the file).",
     )
     coordinator.add_argument("--config", type=Path, required=True, help="the coordinator's config (TOML)")
-    coordinator.set_defaults(func=_coordinator)
+    coordinator.set_defaults(func=_coordinator, service_log_level="INFO")
 
     deploy = sub.add_parser("deploy", help="run a real federation (SuperLink, coordinator, daemons)")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)
@@ -294,21 +300,22 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def set_log_level(level: str) -> None:
+def set_log_level(level: str, service: bool = False) -> None:
     """``--log-level``: fedsynth's loggers log at ``level``; Flower's follow it while a
-    simulation runs (``fedsynth.simulations.engine``)."""
+    simulation runs (``fedsynth.simulations.engine``). A service's lines carry their time."""
     logger = logging.getLogger("fedsynth")
     logger.setLevel(level)
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         handler = _Stderr()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(("%(asctime)s " if service else "") + "%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_log_level(args.log_level)
+    service = getattr(args, "service_log_level", None)
+    set_log_level(args.log_level or service or "WARNING", service=service is not None)
     return int(args.func(args) or 0)
 
 

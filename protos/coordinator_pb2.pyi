@@ -63,7 +63,7 @@ class JobSpec(_message.Message):
     def __init__(self, schema: _Optional[str] = ..., parties: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., min_survivors: _Optional[int] = ..., max_rows: _Optional[int] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., per_round: _Optional[int] = ..., labels: _Optional[str] = ..., budget_split: _Optional[str] = ..., teacher: _Optional[str] = ..., teacher_steps: _Optional[int] = ..., timeout_s: _Optional[float] = ..., teacher_rate: _Optional[float] = ..., evaluate: _Optional[float] = ..., secagg_neighbours: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "error", "epsilon_planned", "epsilon_spent", "created", "updated", "flower_run_id", "release_files", "spec")
+    __slots__ = ("job_id", "state", "error", "epsilon_planned", "epsilon_spent", "created", "updated", "flower_run_id", "release_files", "spec", "phase", "round", "survivors", "last_event")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,10 @@ class Job(_message.Message):
     FLOWER_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FILES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     error: str
@@ -84,7 +88,11 @@ class Job(_message.Message):
     flower_run_id: int
     release_files: _containers.RepeatedScalarFieldContainer[str]
     spec: JobSpec
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., epsilon_planned: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., created: _Optional[str] = ..., updated: _Optional[str] = ..., flower_run_id: _Optional[int] = ..., release_files: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    phase: str
+    round: int
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    last_event: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., epsilon_planned: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., created: _Optional[str] = ..., updated: _Optional[str] = ..., flower_run_id: _Optional[int] = ..., release_files: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., survivors: _Optional[_Iterable[str]] = ..., last_event: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec",)

@@ -41,6 +41,12 @@ it is written before each noisy result is used, and nothing is ever written twic
 only the ServerApp writes the ledger. A job the service marked submitted but has no Flower run
 id for (a crash in between) is failed, and its ServerApp, should it start late, finds it
 failed and touches no data.
+
+What operators read. The service logs (INFO, the default of ``fedsynth coordinator``) the address
+it listens on, then every event of every job as the scheduler sees it: its state changes and the
+ServerApp's progress lines (phase, round, epsilon spent). ``GetJob`` adds the job's progress from
+the federation ledger's entries written while it ran (jobs run one at a time): epsilon spent so
+far, and the phase, round and survivors of its last secure round (``fedsynth job status``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -211,6 +218,7 @@ class Coordinator:
         self.runs = runs
         self.follow_s = follow_s  # each ask is a `flwr` process: not every tick
         self._asked: dict[str, float] = {}
+        self._logged: dict[str, int] = {}  # job -> seq of its last event logged
         self._admission = threading.Lock()  # a cap check and the queueing it admits are one step
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(config.state)
@@ -277,7 +285,14 @@ class Coordinator:
 
     # ---- scheduling
     def tick(self) -> None:
-        """Follow the active job; when none is active, hand the oldest queued one to Flower."""
+        """Follow the active job; when none is active, hand the oldest queued one to Flower.
+        Log what the jobs reported since the last tick."""
+        try:
+            self._schedule()
+        finally:
+            self.log_events()
+
+    def _schedule(self) -> None:
         active = self.store.jobs((SUBMITTED, RUNNING))
         for job in active:
             self._follow(job)
@@ -328,8 +343,43 @@ class Coordinator:
         release = self.config.job_dir(job_id) / "release"
         return sorted(p for p in release.iterdir() if p.is_file()) if release.is_dir() else []
 
+    def progress(self, job: JobRow) -> JobProgress:
+        """What ``job`` has done so far: its latest event and the federation ledger's entries
+        written while it ran (from its RUNNING event to its end; jobs run one at a time)."""
+        events = self.store.events_after(job.job_id, 0)
+        running = [e.time for e in events if e.state == RUNNING]
+        last = events[-1].message if events else ""
+        if not running:
+            return JobProgress(last_event=last)
+        since = datetime.fromisoformat(running[0])
+        until = datetime.fromisoformat(events[-1].time) if job.state in TERMINAL else None
+        entries = [
+            e for e in self.config.ledger().entries
+            if since <= datetime.fromisoformat(e.time) and (until is None or datetime.fromisoformat(e.time) <= until)
+        ]
+        if not entries:
+            return JobProgress(last_event=last)
+        spent = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in entries])).epsilon(self.config.delta)
+        latest = entries[-1]
+        return JobProgress(
+            epsilon_spent=spent.epsilon, phase=latest.phase, round=int(latest.metadata.get("round", 0)),
+            survivors=tuple(latest.metadata.get("survivors", ())), last_event=last,
+        )
+
+    def log_events(self) -> None:
+        """Log each new event of the jobs not yet finished when last looked at (phase, round, outcome)."""
+        for job in self.store.jobs(UNFINISHED):
+            self._logged.setdefault(job.job_id, 0)
+        for job_id, seen in list(self._logged.items()):
+            for event in self.store.events_after(job_id, seen):
+                log.info("job %s %s: %s", job_id, event.state, event.message)
+                self._logged[job_id] = event.seq
+                if event.state in TERMINAL:
+                    del self._logged[job_id]
+
     def job_message(self, job: JobRow) -> pb.Job:
-        spent = 0.0
+        progress = self.progress(job)
+        spent = progress.epsilon_spent
         if job.state == SUCCEEDED:
             statement = json.loads((self.config.job_dir(job.job_id) / "release" / "privacy.json").read_text())
             spent = float(statement["epsilon"])
@@ -344,7 +394,22 @@ class Coordinator:
             flower_run_id=job.flower_run_id,
             release_files=[p.name for p in self.release_files(job.job_id)] if job.state == SUCCEEDED else [],
             spec=pb.JobSpec(**job.spec),
+            phase=progress.phase,
+            round=progress.round,
+            survivors=list(progress.survivors),
+            last_event=progress.last_event,
         )
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's progress as ``fedsynth job status`` shows it (see :meth:`Coordinator.progress`)."""
+
+    epsilon_spent: float = 0.0
+    phase: str = ""
+    round: int = 0
+    survivors: tuple[str, ...] = ()
+    last_event: str = ""
 
 
 def _toml(values: Mapping[str, Any]) -> str:
@@ -377,7 +442,6 @@ class Servicer(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (BudgetExceeded, BudgetError) as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        log.info("job %s queued (planned epsilon %.4f)", job.job_id, job.epsilon_planned)
         return self.coordinator.job_message(job)
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
@@ -454,16 +518,17 @@ def serve(config_path: Path) -> int:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_CoordinatorServicer_to_server(Servicer(coordinator, stopping), server)
     if config.insecure:
-        server.add_insecure_port(config.listen)
+        port = server.add_insecure_port(config.listen)
     else:
-        server.add_secure_port(config.listen, _credentials(config))
+        port = server.add_secure_port(config.listen, _credentials(config))
     server.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     unfinished = coordinator.store.jobs(UNFINISHED)
     log.info(
         "coordinator listening on %s (%s); %d unfinished job(s) resumed; federation ledger %s",
-        config.listen, "insecure" if config.insecure else "TLS", len(unfinished), config.ledger_path,
+        f"{config.listen.rpartition(':')[0]}:{port}", "insecure" if config.insecure else "TLS", len(unfinished),
+        config.ledger_path,
     )
     while not stopping.is_set():
         try:

@@ -463,13 +463,19 @@ Relabel = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def sample_rows(
-    model: MarginalModel, schema: Schema, rows: int, rng: np.random.Generator, relabel: Relabel | None = None
+    model: MarginalModel,
+    schema: Schema,
+    rows: int,
+    rng: np.random.Generator,
+    relabel: Relabel | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """``rows`` decoded synthetic rows that keep every rule of the schema (``Schema.sample_valid``:
-    the model's distribution conditioned on the rules; post-processing)."""
+    the model's distribution conditioned on the rules; post-processing). ``fixed``: the typed
+    values of the columns the model (and ``relabel``) was conditioned on."""
 
     def draw(n: int, draw_rng: np.random.Generator) -> np.ndarray:
         codes = synthetic_codes(model, schema, n, int(draw_rng.integers(2**31)))
         return codes if relabel is None else relabel(codes, draw_rng)
 
-    return schema.sample_valid(draw, rows, rng)
+    return schema.sample_valid(draw, rows, rng, fixed=fixed)

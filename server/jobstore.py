@@ -170,8 +170,11 @@ class JobStore:
             return [EventRow(**row) for row in conn.execute(query).mappings()]
 
     def _append(self, conn: sa.Connection, job_id: str, message: str, state: str) -> None:
+        """Add an event; the job's ``updated`` time becomes the event's (a job is updated by its progress)."""
         last = conn.execute(sa.select(sa.func.max(_events.c.seq)).where(_events.c.job_id == job_id)).scalar()
-        conn.execute(_events.insert().values(job_id=job_id, seq=(last or 0) + 1, time=_now(), message=message, state=state))
+        now = _now()
+        conn.execute(_events.insert().values(job_id=job_id, seq=(last or 0) + 1, time=now, message=message, state=state))
+        conn.execute(_jobs.update().where(_jobs.c.job_id == job_id).values(updated=now))
 
 
 def _job(row: Mapping[str, Any]) -> JobRow:

@@ -1,14 +1,18 @@
 """``fedsynth job ...``: the operator's client of the coordinator service's gRPC API.
 
 A thin layer over the generated stub (``fedsynth.protos.coordinator_pb2_grpc``): submit a
-job, show it, follow its events, fetch its release, read the federation's ledger. TLS by
-default (``--root-certificates``); ``--insecure`` for loopback trials.
+job, show it (a summary an operator reads, or ``--json``), follow its events, fetch its release,
+read the federation's ledger. TLS by default (``--root-certificates``); ``--insecure`` for
+loopback trials. A channel that cannot connect because one side speaks TLS and the other does not
+is told so (:func:`tls_mismatch`, exit 2) rather than left at gRPC's "Socket closed".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -72,8 +76,10 @@ def add_job_commands(parser: argparse.ArgumentParser) -> None:
     submit = command("submit", "queue a job; prints its id (options left out: the coordinator's defaults)")
     submit.add_argument("--schema", type=Path, required=True, help="the job's public schema (YAML or JSON)")
     add_arguments(submit, JOB_OPTIONS)
-    for name, help_ in (("status", "show a job"), ("events", "follow a job's progress until it ends")):
-        command(name, help_).add_argument("job_id")
+    status = command("status", "show a job: state, round, survivors, epsilon spent of planned")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true", help="print the job as JSON (for scripts)")
+    command("events", "follow a job's progress until it ends").add_argument("job_id")
     fetch = command("fetch", "download a finished job's release")
     fetch.add_argument("job_id")
     fetch.add_argument("--out", type=Path, required=True)
@@ -87,8 +93,46 @@ def run_job_command(args: argparse.Namespace) -> int:
         try:
             return _COMMANDS[args.job_command](stub, args)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                mismatch = tls_mismatch(args.coordinator, wants_tls=not args.insecure)
+                if mismatch:
+                    print(f"error: {mismatch}", file=sys.stderr)
+                    return 2
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
+
+
+def speaks_tls(address: str, timeout_s: float = 5.0) -> bool | None:
+    """Whether the service at ``address`` completes a TLS handshake (None: nothing answers).
+
+    The handshake checks no certificate: it only tells TLS from plaintext, to explain a failed
+    connection; the gRPC channel itself verifies the certificate.
+    """
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+            try:
+                with context.wrap_socket(sock, server_hostname=host.strip("[]") or None):
+                    return True
+            except (ssl.SSLError, OSError):
+                return False
+    except (OSError, ValueError):
+        return None
+
+
+def tls_mismatch(address: str, wants_tls: bool) -> str | None:
+    """A message when the service at ``address`` speaks TLS and the channel does not, or the reverse."""
+    speaks = speaks_tls(address)
+    if speaks is None or speaks == wants_tls:
+        return None
+    if speaks:
+        return (f"TLS mismatch: the coordinator at {address} speaks TLS but --insecure was given; connect with "
+                "--root-certificates CA.crt (the CA that signed its certificate)")
+    return (f"TLS mismatch: the coordinator at {address} does not speak TLS (its config says insecure = true) but "
+            "--root-certificates was given; connect with --insecure, or give the service a certificate")
 
 
 def job_spec(schema: str, values: Mapping[str, Any]) -> pb.JobSpec:
@@ -125,9 +169,31 @@ def _print(message) -> None:  # noqa: ANN001 (any protobuf message)
 
 def _status(stub: pb_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     job = stub.GetJob(pb.GetJobRequest(job_id=args.job_id))
-    job.spec.schema = f"<{len(job.spec.schema)} characters>"
-    _print(job)
+    if args.json:
+        job.spec.schema = f"<{len(job.spec.schema)} characters>"
+        _print(job)
+    else:
+        print(summary(job))
     return 0
+
+
+def summary(job: pb.Job) -> str:
+    """``fedsynth job status``: the job in a few lines an operator reads at a glance."""
+    state = pb.JobState.Name(job.state)
+    run = f", Flower run {job.flower_run_id}" if job.flower_run_id else ""
+    lines = [f"job {job.job_id}: {state}{run}", f"  created {job.created}, updated {job.updated}"]
+    if job.round:
+        lines.append(f"  round     {job.round} ({job.phase}), survivors {', '.join(job.survivors) or 'none'} "
+                     f"({len(job.survivors)})")
+    spent = f"{job.epsilon_spent:.4f}" if job.state != pb.QUEUED else "nothing yet"
+    lines.append(f"  epsilon   {spent} spent of {job.epsilon_planned:.4f} planned")
+    if job.last_event:
+        lines.append(f"  latest    {job.last_event}")
+    if job.error:
+        lines.append(f"  error     {job.error}")
+    if job.release_files:
+        lines.append(f"  release   {len(job.release_files)} files: fedsynth job fetch {job.job_id} --out DIR")
+    return "\n".join(lines)
 
 
 def print_event(event: pb.JobEvent) -> None:

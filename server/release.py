@@ -7,9 +7,11 @@ partial release. ``privacy.json`` is computed from the ledger alone.
 :class:`Release` loads a release folder and samples any number of further rows from it: it
 refits the marginal model to the release's own noisy measurements (``measurements.json``)
 under its public schema (``schema.yaml``, the rules' structural zeros included), samples rule-
-abiding rows and labels them with the released student (``labeller.pt``). All of it reads only
-what the release already published, so it is post-processing: no round, no ledger entry, no
-budget, however many rows are drawn.
+abiding rows and labels them with the released student (``labeller.pt``). ``sample(n, where=...)``
+(``fedsynth sample --where COL=VALUE``) draws from the same model conditioned on some columns'
+values (``MarginalModel.conditioned``: the evidence as ``mbi`` constraints, so message passing
+carries it to every column). All of it reads only what the release already published, so it is
+post-processing: no round, no ledger entry, no budget, however many rows are drawn.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module, metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +39,7 @@ from fedsynth.common.accounting import CombinedAccountant, Ledger
 from fedsynth.common.generator import MarginalModel, Measurement
 from fedsynth.common.marginals import cells
 from fedsynth.common.noise import TAIL_PROBABILITY
-from fedsynth.common.schema import Schema, SchemaError, load_schema
+from fedsynth.common.schema import Column, Schema, SchemaError, load_schema
 from fedsynth.common.secure_prg import is_hardened
 from fedsynth.common.student import relabel
 from fedsynth.common.teacher import Features, TeacherSettings, build_model
@@ -148,28 +151,50 @@ class Release:
             self._cache["model"] = refit(self.schema, self.measurements, refit_iters(settings))
         return self._cache["model"]
 
-    def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
+    def sample(self, n: int, seed: int = 0, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """``n`` new rows that keep the schema's rules, labelled as the release's were.
 
-        The same ``seed`` gives the same rows. Post-processing of the release: no privacy cost.
+        ``where`` (column -> value, as the column's values are written: ``{"sex": "Female"}``)
+        samples from the model conditioned on those values (``MarginalModel.conditioned``); a
+        numeric column's value is set on every row of its bin. A label drawn by the student is
+        conditioned on by keeping the rows the student gives that label. The same ``seed`` gives
+        the same rows. Post-processing of the release: no privacy cost.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"rows to sample must be a whole number of at least 1, got {n!r}")
         rng = np.random.default_rng(seed)
-        return sample_rows(self.model(), self.schema, int(n), rng, self._relabel())
+        if not where:
+            return sample_rows(self.model(), self.schema, int(n), rng, self._relabel())
+        codes, values = evidence(self.schema, where)
+        relabel, label = self._relabel(), self.schema.label
+        on_model = {column: code for column, code in codes.items() if relabel is None or column != label}
+        try:
+            model = self.model().conditioned(on_model) if on_model else self.model()
+        except ValueError:
+            raise ReleaseError(f"where {_where_text(where)}: the release's model gives no mass to such rows; "
+                               "nothing to sample") from None
+        if relabel is not None and label in codes:
+            relabel = _labelled_as(relabel, self.schema.column_names.index(label), codes[label])
+        return sample_rows(model, self.schema, int(n), rng, relabel, fixed=values)
 
     def label(self, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         """``frame`` (the schema's columns; the label may be absent) with the label column drawn
-        by the release's student, in the release's labels mode."""
+        by the release's student, in the release's labels mode, typed as :meth:`sample` types it.
+
+        The label is not one of the student's inputs, so a frame without it is encoded with a
+        placeholder label (its first code) under the rules that do not name the label.
+        """
         if self.labeller is None:
             raise ReleaseError(f"{self.path}: no labeller.pt (the job ran with labels 'generator'); nothing to label with")
-        schema = self.schema
-        label = str(schema.label)
-        filled = frame if label in frame.columns else frame.assign(**{label: schema[label].categories[0]})
-        codes = schema.encode(filled[schema.column_names])
+        schema, label = self.schema, str(self.schema.label)
+        if label in frame.columns:
+            codes = schema.encode(frame[schema.column_names])
+        else:
+            placeholder = frame.assign(**{label: _first_value(schema, label, frame.index)})
+            codes = _without_label_rules(schema).encode(placeholder[schema.column_names])
         relabelled = self._relabel()(codes, np.random.default_rng(seed))
         labels = schema.decode(relabelled, np.random.default_rng(seed))[label]
-        return frame.assign(**{label: labels.to_numpy()})
+        return frame.assign(**{label: pd.Series(labels.array, index=frame.index)})
 
     def _relabel(self) -> Relabel | None:
         if self.labeller is None or self.labels == "generator":
@@ -185,6 +210,69 @@ class Release:
     def features(self) -> Features:
         """The labeller's inputs: the schema's columns, one-hot, but the label."""
         return Features(self.schema.domain(), str(self.schema.label))
+
+
+def evidence(schema: Schema, where: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, Any]]:
+    """(column -> code, column -> typed value) of conditions given as the columns' written values.
+
+    Each value is read as the schema reads a data cell (its ``na_values`` mean missing); an
+    unknown column or a value outside the column's domain raises :class:`ReleaseError` naming it.
+    """
+    codes, values = {}, {}
+    for name, value in where.items():
+        if name not in schema.column_names:
+            raise ReleaseError(f"where {name}={value}: the release has no column {name!r}; its columns are "
+                               f"{', '.join(schema.column_names)}")
+        one = replace(schema, columns=(schema[name],), label=None, rules=())
+        cell = pd.DataFrame({name: pd.Series([value], dtype=object)})
+        if not one.validate(cell).ok:
+            raise ReleaseError(f"where {name}={value}: {value!r} is not a value of column {name!r}, which takes "
+                               f"{_domain_text(schema[name], schema.na_values)}")
+        codes[name] = int(one.encode(cell)[0, 0])
+        values[name] = one.conform(cell)[name].iloc[0]
+    return codes, values
+
+
+def _domain_text(column: Column, na_values: Sequence[str]) -> str:
+    """The values a column takes, in a few words (for an error message)."""
+    if column.categories is not None:
+        more = f", ... ({len(column.categories)} in all)" if len(column.categories) > 20 else ""
+        text = f"one of {', '.join(column.categories[:20])}{more}"
+    elif column.kind == "boolean":
+        text = "true or false (also 1/0, yes/no)"
+    elif column.codes is not None:
+        text = f"one of its {len(column.codes)} listed codes from {column.lower} to {column.upper}"
+    else:
+        what = "a whole number" if column.kind == "integer" else f"a {column.kind} value"
+        text = f"{what} from {column.lower} to {column.upper}"
+    if column.missing and na_values:
+        text += f", or {na_values[0]!r} (missing)"
+    return text
+
+
+def _where_text(where: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in where.items())
+
+
+def _labelled_as(relabel: Relabel, position: int, code: int) -> Relabel:
+    """``relabel`` keeping only the rows whose drawn label has ``code`` (conditioning on the label)."""
+
+    def draw_labels(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        labelled = relabel(codes, rng)
+        return labelled[labelled[:, position] == code]
+
+    return draw_labels
+
+
+def _without_label_rules(schema: Schema) -> Schema:
+    """``schema`` less the rules that name its label: a placeholder label must not break one."""
+    return replace(schema, rules=tuple(rule for rule in schema.rules if schema.label not in rule.columns))
+
+
+def _first_value(schema: Schema, name: str, index: pd.Index) -> pd.Series:
+    """Column ``name``'s value of code 0 on every row of ``index``, typed by the schema."""
+    first = schema.decode(np.zeros((1, len(schema.columns)), dtype=np.int64), 0)[name]
+    return pd.Series(first.array.take(np.zeros(len(index), dtype=np.int64)), index=index)
 
 
 def _read_json(path: Path, kind: type) -> object:
@@ -496,14 +584,17 @@ def check_sample_file(out: Path) -> None:
         raise ReleaseError(f"--out {out}: cannot write into {out.parent} (permission denied)")
 
 
-def write_sample(release: Release, rows: int, out: Path, seed: int = 0) -> pd.DataFrame:
-    """Sample ``rows`` rows from ``release`` into ``out`` (.csv or .parquet), atomically.
+def write_sample(
+    release: Release, rows: int, out: Path, seed: int = 0, where: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Sample ``rows`` rows from ``release`` (given ``where``: :meth:`Release.sample`) into ``out``
+    (.csv or .parquet), atomically.
 
     The rows are written to a temporary file beside ``out`` and renamed onto it only when
     complete, so ``out`` is never partial; on any error nothing is left behind.
     """
     check_sample_file(out)
-    frame = release.sample(rows, seed=seed)
+    frame = release.sample(rows, seed=seed, where=where)
     temp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         if out.suffix.lower() == ".csv":
@@ -520,22 +611,37 @@ def write_sample(release: Release, rows: int, out: Path, seed: int = 0) -> pd.Da
     return frame
 
 
-def run_sample(release_path: Path, rows: int, out: Path, seed: int) -> int:
+def parse_where(conditions: Sequence[str]) -> dict[str, str]:
+    """``--where COL=VALUE`` options as {column: value}; :class:`ReleaseError` names a malformed one."""
+    where = {}
+    for condition in conditions:
+        name, equals, value = condition.partition("=")
+        if not equals or not name.strip():
+            raise ReleaseError(f"--where {condition}: write COLUMN=VALUE, e.g. --where sex=Female")
+        if name.strip() in where:
+            raise ReleaseError(f"--where {condition}: column {name.strip()!r} is given twice; give each column once")
+        where[name.strip()] = value
+    return where
+
+
+def run_sample(release_path: Path, rows: int, out: Path, seed: int, conditions: Sequence[str] = ()) -> int:
     """``fedsynth sample``: more rows from a release, free of privacy cost; exit 2 on bad input."""
     try:
         if rows < 1:
             raise ReleaseError(f"--rows must be at least 1, got {rows}")
+        where = parse_where(conditions)
         check_sample_file(out)
         started = time.perf_counter()
         release = Release.load(release_path)
+        evidence(release.schema, where)
         release.model().conditionals()
         fitted = time.perf_counter()
-        write_sample(release, rows, out, seed)
+        write_sample(release, rows, out, seed, where)
     except (ReleaseError, SchemaError, OSError) as exc:
         print(f"fedsynth sample: {exc}", file=sys.stderr)
         return 2
     print(
-        f"fedsynth sample: wrote {rows:,} rows to {out} (model refitted from {release_path / 'measurements.json'} "
+        f"fedsynth sample: wrote {rows:,} rows{' where ' + _where_text(where) if where else ''} to {out} (model refitted from {release_path / 'measurements.json'} "
         f"in {fitted - started:.1f} s, sampled and written in {time.perf_counter() - fitted:.1f} s; "
         "post-processing of the release: no privacy budget spent, its ledger unchanged)",
         file=sys.stderr,

@@ -7,11 +7,14 @@ saw), ``synthetic.csv`` and, when present, the job's ``schema.yaml`` and ``job.t
 All of it is already differentially private, so the report is post-processing: it costs
 no privacy and adds no ledger event.
 
-Its three parts: the privacy statement in plain words with the budget spent event by event
-(the cumulative epsilon of the ledger's prefixes, composed incrementally by the same
-:class:`~fedsynth.common.accounting.CombinedAccountant` that wrote the statement); the
+It opens with a one-screen summary (epsilon, delta, rows, the fidelity in a plain sentence, and a
+warning for each group whose released share is far from its measured share: small groups
+vanishing, ``common.shares``). Then the privacy statement in plain words with the budget spent
+event by event (the cumulative epsilon of the ledger's prefixes, composed incrementally by the
+same :class:`~fedsynth.common.accounting.CombinedAccountant` that wrote the statement); the
 fidelity of the synthetic rows against the noisy measurements, each next to the error the
-noise alone would make; and the job's definition, schema and library versions.
+noise alone would make, with values named (categories, bins), not codes; the job's columns and
+library versions; and an appendix with the raw ledger events, the plan's keys and the schema file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
 from fedsynth.common.generator import Measurement
 from fedsynth.common.marginals import cells, expected_noise_l1, marginal
-from fedsynth.common.schema import Schema, SchemaError, load_schema
+from fedsynth.common.schema import Column, Schema, SchemaError, load_schema
+from fedsynth.common.shares import ShareGap, vanishing_groups
 
 REQUIRED = ("privacy.json", "ledger.jsonl", "measurements.json", "synthetic.csv")
 SCHEMA_FILES = ("schema.yaml", "schema.yml", "schema.json", "schema.toml")
@@ -317,8 +321,20 @@ def code_labels(schema: Schema, column: str) -> list[str]:
     return labels + ["missing"] * int(col.missing)
 
 
+#: Values shown per column in the 1-way plots: a column with more shows its largest measured ones.
+SHOWN_VALUES = 12
+
+
+def shown_codes(measured: np.ndarray) -> np.ndarray:
+    """The codes a 1-way plot shows: all, or the :data:`SHOWN_VALUES` largest measured, in code order."""
+    if measured.size <= SHOWN_VALUES:
+        return np.arange(measured.size)
+    return np.sort(np.argsort(-measured, kind="stable")[:SHOWN_VALUES])
+
+
 def one_way_figure(measurements: Sequence[Measurement], codes: np.ndarray, schema: Schema) -> Figure | None:
-    """Small multiples: each measured column's share per code, synthetic next to measured."""
+    """Small multiples: each measured column's share per value, synthetic next to measured (a column
+    with many values: its :data:`SHOWN_VALUES` largest measured ones, named)."""
     domain = schema.domain()
     ones = [m for m in measurements if len(m.clique) == 1 and m.clique[0] in domain]
     if not ones:
@@ -332,16 +348,14 @@ def one_way_figure(measurements: Sequence[Measurement], codes: np.ndarray, schem
         measured = np.clip(m.noisy, 0, None)
         measured = measured / max(measured.sum(), 1e-12)
         synthetic = marginal(codes, list(domain), domain, m.clique) / max(len(codes), 1)
-        x = np.arange(m.noisy.size)
-        ax.bar(x - 0.2, measured, width=0.4, color="C1", label="measured (noisy)")
-        ax.bar(x + 0.2, synthetic, width=0.4, color="C0", label="synthetic")
-        ax.set_title(column, fontsize=9)
+        shown = shown_codes(measured)
+        x = np.arange(shown.size)
+        ax.bar(x - 0.2, measured[shown], width=0.4, color="C1", label="measured (noisy)")
+        ax.bar(x + 0.2, synthetic[shown], width=0.4, color="C0", label="synthetic")
         labels = code_labels(schema, column)
-        if len(labels) <= 12:
-            ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=6)
-        else:
-            ax.set_xticks([])
-            ax.set_xlabel(f"{len(labels)} codes", fontsize=7)
+        more = f" ({shown.size} largest of {len(labels)} values)" if shown.size < len(labels) else ""
+        ax.set_title(column + more, fontsize=9)
+        ax.set_xticks(x, [labels[k] for k in shown], rotation=45, ha="right", fontsize=6)
         ax.tick_params(axis="y", labelsize=6)
     for ax in axes[len(ones):]:
         ax.set_visible(False)
@@ -389,18 +403,33 @@ def _check_cells(measurements: Sequence[Measurement], domain: Mapping[str, int],
                               f"'{schema}' does not give it: is it the job's schema?")
 
 
-def fidelity_section(release: LoadedRelease) -> str:
-    intro = html.paragraph(
-        "Fidelity against what the coordinator measured: each noisy marginal (already private, so this is "
-        "post-processing) next to the same marginal of the synthetic rows, scaled to the measurement's total. "
-        "The noise band is the error the measurement's own noise would cause even for the true table "
-        "(expected L1 = sqrt(2/pi) x sigma x cells): errors near it are as good as the measurements allow."
-    )
-    if release.schema is None:
-        return html.section("Fidelity", intro, html.paragraph(
-            "This release holds no schema file (schema.yaml), which the synthetic rows must be encoded with to "
-            "compare them to the measurements; pass the job's schema with --schema to add this section."))
+@dataclass(frozen=True)
+class Fidelity:
+    """The synthetic rows against the noisy measurements: what the summary and the fidelity section show."""
+
+    schema: Schema
+    codes: np.ndarray
+    measurements: tuple[Measurement, ...]  # those over the schema's columns
+    fits: tuple[MarginalFit, ...]
+    gaps: tuple[ShareGap, ...]  # groups whose released share is far from the measured (common.shares)
+
+    def mean_tvd(self) -> float:
+        return float(np.mean([f.tvd for f in self.fits])) if self.fits else 0.0
+
+    def within_band(self) -> int:
+        """Marginals whose distance is at most twice what the measurement's noise alone would cause."""
+        return sum(f.tvd <= 2.0 * f.noise_tvd for f in self.fits)
+
+    def gap_rows(self) -> list[list[object]]:
+        return [[g.describe(code_labels(self.schema, g.column)[g.code]), f"{g.measured:.2%}", f"{g.released:.2%}"]
+                for g in self.gaps]
+
+
+def fidelity_of(release: LoadedRelease) -> Fidelity | None:
+    """The synthetic rows encoded with the release's schema against its measurements (None without a schema)."""
     schema = release.schema
+    if schema is None:
+        return None
     try:
         codes = schema.encode(schema.read_csv(release.synthetic_csv))
     except SchemaError as err:
@@ -409,19 +438,91 @@ def fidelity_section(release: LoadedRelease) -> str:
         raise ReportError(f"{release.synthetic_csv} does not conform to schema '{schema.name}': {shown}{more}; "
                           "is it the job's schema?") from err
     domain = schema.domain()
-    known = [m for m in release.measurements if set(m.clique) <= set(domain)]
+    known = tuple(m for m in release.measurements if set(m.clique) <= set(domain))
     _check_cells(known, domain, schema.name)
-    fits = marginal_fits(known, codes, domain)
+    gaps = vanishing_groups(((m.clique, m.noisy, m.sigma) for m in known), codes, domain)
+    return Fidelity(schema, codes, known, tuple(marginal_fits(known, codes, domain)), tuple(gaps))
+
+
+def headline(fidelity: Fidelity) -> str:
+    """The fidelity in one plain sentence."""
+    mean, n = fidelity.mean_tvd(), len(fidelity.fits)
+    how = "closely" if mean < 0.05 else "roughly" if mean < 0.15 else "only loosely"
+    return (f"The synthetic rows follow what was measured {how}: over the {n} measured marginals the average "
+            f"total variation distance is {mean:.3f} (about {mean:.1%} of the rows would have to change to match), "
+            f"and {fidelity.within_band()} of {n} are within twice the error the measurement noise alone would cause.")
+
+
+def summary_section(release: LoadedRelease, fidelity: Fidelity | None) -> str:
+    """One screen: the privacy guarantee, the rows, the fidelity in a sentence, and any group that vanished."""
+    statement = release.statement
+    eps, delta = float(statement["epsilon"]), float(statement["delta"])
+    factor = math.exp(eps)
+    organisations = statement.get("organisations", [])
+    rows = [
+        ["privacy", f"epsilon {eps:.3g}, delta {delta:.3g} per record (planned epsilon "
+                    f"{float(statement['plan']['epsilon_planned']):.3g})"],
+        ["synthetic rows", html.format_value(statement.get("rows", "unknown"))],
+        ["organisations", f"{len(organisations)}: {', '.join(organisations)}"],
+    ]
+    if fidelity is not None:
+        rows.append(["fidelity", f"mean TVD {fidelity.mean_tvd():.3f} over {len(fidelity.fits)} measured marginals; "
+                                 f"{fidelity.within_band()} within twice their noise band"])
+    parts = [
+        html.paragraph(
+            f"This release is ({eps:.3g}, {delta:.3g})-differentially private per record: an attacker who was 50:50 "
+            f"on whether one person's record was used is at most {100 * factor / (1 + factor):.1f}% sure after "
+            "seeing it. The sections below explain the statement, the budget and the fit."),
+        html.table(["", ""], rows),
+        html.paragraph(headline(fidelity) if fidelity is not None else
+                       "Fidelity is not shown: the release holds no schema file (pass the job's schema with --schema)."),
+    ]
+    if fidelity is not None and fidelity.gaps:
+        parts += [
+            html.paragraph(f"Warning: {len(fidelity.gaps)} group(s) have a share in the release far from their "
+                           "measured share, beyond what the noise and sampling explain; analyses of these groups "
+                           "should not use this release as it is:"),
+            html.table(["group", "measured share", "released share"], fidelity.gap_rows()),
+        ]
+    return html.section("Summary", *parts)
+
+
+def fidelity_section(release: LoadedRelease, fidelity: Fidelity | None) -> str:
+    intro = html.paragraph(
+        "Fidelity against what the coordinator measured: each noisy marginal (already private, so this is "
+        "post-processing) next to the same marginal of the synthetic rows, scaled to the measurement's total. "
+        "The noise band is the error the measurement's own noise would cause even for the true table "
+        "(expected L1 = sqrt(2/pi) x sigma x cells): errors near it are as good as the measurements allow."
+    )
+    if fidelity is None:
+        return html.section("Fidelity", intro, html.paragraph(
+            "This release holds no schema file (schema.yaml), which the synthetic rows must be encoded with to "
+            "compare them to the measurements; pass the job's schema with --schema to add this section."))
+    fits = fidelity.fits
     parts = [intro, html.figure(fidelity_figure(fits), "Per-marginal total variation distance, synthetic vs noisy "
                                 "measurement; red marks the noise alone")]
     parts.append(html.table(
         ["marginal", "cells", "noise std per cell", "L1 (counts)", "noise band L1", "TVD", "noise band TVD"],
         [[f.name, f.cells, f.sigma, f.l1, f.noise_l1, f.tvd, f.noise_tvd] for f in fits],
     ))
-    ones = one_way_figure(known, codes, schema)
+    ones = one_way_figure(fidelity.measurements, fidelity.codes, fidelity.schema)
     if ones is not None:
         parts.append(html.figure(ones, "1-way distributions: synthetic rows against the noisy measured marginals"))
     return html.section("Fidelity", *parts)
+
+
+def values_text(column: Column) -> str:
+    """A column's values in a few words: its categories, or its range and bins."""
+    if column.categories is not None:
+        shown = ", ".join(column.categories[:8])
+        text = shown + (f", ... ({len(column.categories)} in all)" if len(column.categories) > 8 else "")
+    elif column.kind == "boolean":
+        text = "true, false"
+    else:
+        text = f"{column.lower} to {column.upper} in {column.n_values} bins"
+        if column.codes is not None:
+            text += f" ({len(column.codes)} listed codes)"
+    return text + ("; or missing" if column.missing else "")
 
 
 def job_section(release: LoadedRelease) -> str:
@@ -430,24 +531,21 @@ def job_section(release: LoadedRelease) -> str:
         html.paragraph(f"{html.format_value(statement.get('rows', 'An unknown number of'))} synthetic rows from "
                        f"{len(statement.get('organisations', []))} organisations: "
                        f"{', '.join(statement.get('organisations', []))}."),
-        html.table(["plan setting", "value"], _flatten("", statement["plan"])),
     ]
-    if release.job_text is not None:
-        parts += [html.paragraph("The job file (job.toml):"), html.preformatted(release.job_text)]
     if release.schema is not None:
+        label = release.schema.label
         parts.append(html.table(
-            ["column", "kind", "codes", "missing allowed"],
-            [[c.name, c.kind, c.n_codes, "yes" if c.missing else "no"] for c in release.schema.columns],
+            ["column", "kind", "values"],
+            [[c.name + (" (label)" if c.name == label else ""), c.kind, values_text(c)] for c in release.schema.columns],
         ))
-        parts += [html.paragraph("The schema file:"), html.preformatted(release.schema_text or "")]
     parts.append(html.table(["library", "version"], list(statement.get("libraries", {}).items())))
     parts.append(html.paragraph(f"Secure aggregation: {statement['trust'].get('secure_aggregation', 'not stated')}."))
+    parts.append(html.paragraph("The job's plan, its job.toml and its schema file are in the appendix."))
     return html.section("Job, schema and versions", *parts)
 
 
 def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
-    return html.section(
-        "Technical appendix: ledger events",
+    parts = [
         html.paragraph("Raw parameters of every noisy round: mu is the Skellam noise parameter of the aggregate "
                        "(variance mu per cell and side), planned mu the one at exactly t survivors."),
         html.table(["seq", "phase", "mechanism", "round", "survivors", "mu", "planned mu", "cells", "epsilon so far"],
@@ -455,7 +553,14 @@ def appendix_section(release: LoadedRelease, spent: Sequence[float]) -> str:
         html.paragraph(f"Delta: {release.statement['delta']:.3g} = accountant "
                        f"{accountant_delta(release.statement):.3g} + noise-tail check "
                        f"{release.statement.get('delta_noise_tail', 0.0):.3g}."),
-    )
+        html.paragraph("The job's plan (privacy.json's plan):"),
+        html.table(["plan setting", "value"], _flatten("", release.statement["plan"])),
+    ]
+    if release.job_text is not None:
+        parts += [html.paragraph("The job file (job.toml):"), html.preformatted(release.job_text)]
+    if release.schema_text is not None:
+        parts += [html.paragraph("The schema file:"), html.preformatted(release.schema_text)]
+    return html.section("Technical appendix: ledger events, plan and schema", *parts)
 
 
 def evaluation_section(statement: Mapping) -> str | None:
@@ -480,7 +585,8 @@ def render(release: LoadedRelease) -> str:
     """The report as one HTML document."""
     title = f"fedsynth release report: {release.path.name}"
     spent = cumulative_epsilon(release.entries, accountant_delta(release.statement))
-    sections = [privacy_section(release, spent), fidelity_section(release),
+    fidelity = fidelity_of(release)
+    sections = [summary_section(release, fidelity), privacy_section(release, spent), fidelity_section(release, fidelity),
                 evaluation_section(release.statement), job_section(release), appendix_section(release, spent)]
     return html.page(title, [section for section in sections if section is not None])
 

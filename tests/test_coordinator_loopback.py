@@ -217,6 +217,17 @@ def test_operators_run_a_job_through_the_coordinator_which_survives_a_crash(tmp_
         columns = load_schema(DATA / "adult.schema.yaml").column_names
         decoded = np.concatenate([np.asarray(m["counts"], dtype=np.int64) for m in measurements[: len(columns)]])
         np.testing.assert_array_equal(decoded, expected_first_round(tables, float(first["planned_mu"])))
+
+        # What operators read: where the service listens, the job's progress, each guard's decisions.
+        service_log = procs.log("coordinator-restarted", tail=200_000)
+        assert f"coordinator listening on 127.0.0.1:{api_port} (TLS)" in service_log
+        assert f"job {job.job_id} RUNNING: running on the SuperLink" in service_log  # resumed: its events logged
+        for org in ORGS:
+            daemon_log = procs.log(org, tail=2_000_000)
+            assert f"{org}: job check passed" in daemon_log, daemon_log[-3000:]
+            guard = Ledger(tmp_path / org / "state" / "ledger.jsonl", cap_epsilon=5.0, delta=1e-6)
+            for g in guard.entries:
+                assert f"{org}: guard admitted {g.mechanism} round {g.metadata['round']}: epsilon " in daemon_log
     finally:
         left = procs.stop_all()
     assert not left, f"processes left running: {sorted(left)}"

@@ -22,7 +22,7 @@ from fedsynth.common.generator import ORGANISATION, GeneratorSettings
 from fedsynth.common.marginals import cells
 from fedsynth.common.metrics import all_cliques, mean_tvd
 from fedsynth.common.schema import load_schema
-from fedsynth.common.teacher import TeacherSettings, predict_proba, predict_proba_codes
+from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
 from fedsynth.server.central import CentralAggregator
 from fedsynth.server.job import JobConfig, run_job_with
 from fedsynth.server.release import Release, ReleaseError
@@ -237,3 +237,111 @@ def test_the_student_labels_codes_as_it_labels_one_hot_features(release):
     features = loaded.features
     for model in loaded.labeller.values():  # the logreg teacher and the mlp student
         assert np.allclose(predict_proba_codes(model, features, codes), predict_proba(model, features.x(codes)), atol=1e-6)
+
+
+LABEL_KINDS = {
+    "boolean": {"kind": "boolean"},
+    "categorical": {"kind": "categorical", "categories": ["low", "mid", "high"]},
+    "ordinal": {"kind": "ordinal", "categories": ["S", "M", "L", "XL"]},
+    "integer": {"kind": "integer", "lower": 0, "upper": 40, "bins": 4},
+    "numeric": {"kind": "numeric", "lower": 0.0, "upper": 1.0, "bins": 5},
+    "datetime": {"kind": "datetime", "lower": "2020-01-01", "upper": "2020-12-31", "bins": 3},
+    "boolean with missing": {"kind": "boolean", "missing": True},
+}
+
+
+def labelled_release(tmp_path: Path, label: dict) -> Release:
+    """A release whose label column is of kind ``label``, labelled by a real (seeded, untrained)
+    student network: what ``label`` does is independent of how the student was trained."""
+    schema = load_schema_text(tmp_path, {
+        "name": "kinds", "label": "y", "na_values": ["?"],
+        "columns": [{"name": "colour", "kind": "categorical", "categories": ["red", "blue"]},
+                    {"name": "age", "kind": "integer", "lower": 0, "upper": 99, "bins": 5},
+                    {"name": "y", **label}],
+        "rules": [{"name": "young are red", "if": {"age": {"max": 9}}, "then": {"colour": {"in": ["red"]}}}],
+    })
+    release = Release(tmp_path, 0, {"plan": {"labels": "sample"}})
+    features = Features(schema.domain(), "y")
+    release._cache.update(schema=schema, labeller={"student": build_model(TeacherSettings(model="mlp"), features, 3)})
+    return release
+
+
+def load_schema_text(tmp_path: Path, data: dict):
+    path = tmp_path / "schema.yaml"
+    path.write_text(json.dumps(data))
+    return load_schema(path)
+
+
+@pytest.mark.parametrize("kind", list(LABEL_KINDS))
+def test_label_works_on_every_label_kind_with_or_without_the_label_column(tmp_path, kind):
+    release = labelled_release(tmp_path, LABEL_KINDS[kind])
+    schema = release.schema
+    rows = schema.decode(np.random.default_rng(0).integers(0, [c.n_codes for c in schema.columns], (400, 3)), 1)
+    rows = rows[schema.rule_violations(rows).to_numpy().sum(axis=1) == 0]
+    without = release.label(rows.drop(columns=["y"]), seed=5)
+    with_label = release.label(rows, seed=5)
+    assert list(without.columns) == ["colour", "age", "y"] and without.index.equals(rows.index)
+    assert without["y"].dtype == rows["y"].dtype  # typed as sample() types it
+    assert without["y"].equals(with_label["y"])  # the label is not an input: its value is ignored
+    assert schema.validate(without).ok  # every drawn label is a value of the column
+    assert without["y"].nunique() > 1  # drawn by the student, not the placeholder
+
+
+def test_label_without_the_column_ignores_rules_on_the_label(tmp_path):
+    """A placeholder label must not break a rule that names the label (here: y false when age >= 60)."""
+    release = labelled_release(tmp_path, LABEL_KINDS["boolean"])
+    rule = {"name": "old are y", "if": {"age": {"min": 60}}, "then": {"y": {"in": [True]}}}
+    data = {**release.schema.to_dict(), "rules": [*release.schema.to_dict()["rules"], rule]}
+    release._cache["schema"] = load_schema_text(tmp_path, data)
+    frame = pd.DataFrame({"colour": ["blue", "red"], "age": [70, 5]})
+    assert len(release.label(frame)) == 2
+
+
+def test_conditional_sampling_keeps_the_rules_gives_only_the_condition_and_changes_no_file(release, tmp_path):
+    before = fingerprint(release.path)
+    loaded = Release.load(release.path)
+    frame = loaded.sample(3_000, seed=6, where={"relationship": "Wife", "age": 37, "Y": ">50K"})
+    assert len(frame) == 3_000 and SCHEMA.rule_violations(frame).to_numpy().sum() == 0
+    assert (frame["relationship"] == "Wife").all() and (frame["age"] == 37).all() and (frame[SCHEMA.label] == ">50K").all()
+    assert frame["marital-status"].isin(["Married-civ-spouse", "Married-AF-spouse"]).all()  # the rule holds
+    assert frame["education"].nunique() > 3  # the other columns still vary
+    masters = loaded.sample(500, seed=6, where={"education": "Masters"})
+    assert (masters["education-num"] == 14).all()  # the hierarchy follows the condition
+    out = tmp_path / "wives.csv"
+    args = ["sample", str(release.path), "--rows", "800", "--out", str(out), "--where", "sex=Female", "--where", "age=37"]
+    assert main(args) == 0
+    written = SCHEMA.read_csv(out)
+    assert len(written) == 800 and SCHEMA.validate(written).ok
+    assert (written["sex"] == "Female").all() and (written["age"] == "37").all()
+    assert fingerprint(release.path) == before  # the ledger and every other file untouched: no budget
+
+
+def test_conditional_sampling_is_the_model_conditioned_not_a_filter_of_its_rows(release):
+    """Rows given sex=Female have the relationship shares of the unconditioned rows that are female."""
+    loaded = Release.load(release.path)
+    everyone = loaded.sample(30_000, seed=7)
+    women = everyone[everyone["sex"] == "Female"]["relationship"].value_counts(normalize=True)
+    given = loaded.sample(10_000, seed=8, where={"sex": "Female"})["relationship"].value_counts(normalize=True)
+    assert np.abs(women - given.reindex(women.index, fill_value=0.0)).max() < 0.03
+    overall = everyone["relationship"].value_counts(normalize=True)
+    assert overall["Husband"] - given.get("Husband", 0.0) > 0.2  # and not the unconditioned shares
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (["height=3"], "where height=3: the release has no column 'height'"),
+        (["sex=Mle"], "where sex=Mle: 'Mle' is not a value of column 'sex', which takes one of Female, Male"),
+        (["age=7"], "where age=7: '7' is not a value of column 'age', which takes a whole number from 16 to 100"),
+        (["age=abc"], "'abc' is not a value of column 'age'"),
+        (["sex"], "--where sex: write COLUMN=VALUE"),
+        (["sex=Male", "sex=Female"], "column 'sex' is given twice"),
+    ],
+)
+def test_a_bad_condition_exits_2_naming_it_and_writes_nothing(release, tmp_path, capsys, where, message):
+    out = tmp_path / "x.csv"
+    args = ["sample", str(release.path), "--rows", "10", "--out", str(out)]
+    assert main(args + [a for w in where for a in ("--where", w)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsynth sample: ") and message in err and "Traceback" not in err
+    assert not out.exists()

@@ -11,6 +11,7 @@ from fedsynth.common import html
 from fedsynth.common.accounting import CombinedAccountant, Ledger, gaussian_event
 from fedsynth.common.generator import Measurement
 from fedsynth.common.marginals import expected_noise_l1, marginal
+from fedsynth.common.shares import share_gaps, vanishing_groups
 from fedsynth.server.report import cumulative_epsilon, marginal_fits, privacy_paragraphs
 
 DOMAIN = {"a": 3, "b": 4}
@@ -106,3 +107,27 @@ def test_html_figure_embeds_a_png_and_closes_the_figure():
     assert out.startswith('<figure><img src="data:image/png;base64,iVBOR')  # the PNG signature
     assert 'alt="a &quot;line&quot;"' in out
     assert number not in plt.get_fignums()
+
+
+def test_a_small_group_missing_from_the_release_is_flagged_and_one_kept_is_not():
+    """A category with 0.3% of the measured rows and none in the release: flagged; the same release
+    with the group at its share, or a group the noise swamps, is not."""
+    rng = np.random.default_rng(3)
+    truth = np.array([6000.0, 3970.0, 30.0])  # the last group: 0.3%
+    noisy = truth + rng.normal(0, 2.0, 3)
+    dropped = np.array([6020.0, 3980.0, 0.0])
+    (gap,) = share_gaps("race", noisy, 2.0, dropped)
+    assert (gap.column, gap.code) == ("race", 2) and gap.measured == pytest.approx(0.003, abs=5e-4) and gap.released == 0
+    assert gap.describe("Other").startswith(f"race = Other: {gap.measured:.2%} of the measured rows but 0.00% of the released rows")
+    assert "nearly vanished" in gap.describe("Other")
+    assert share_gaps("race", noisy, 2.0, truth) == []  # kept at its share: nothing to say
+    assert share_gaps("race", noisy, 20.0, dropped) == []  # 30 rows under noise of std 20: not a group the data shows
+    assert share_gaps("race", noisy, 2.0, dropped / 100) == []  # 100 released rows: sampling explains a missing 0.3%
+
+
+def test_vanishing_groups_read_the_one_way_measurements():
+    codes = np.column_stack([np.r_[np.zeros(6000), np.ones(4000)], np.zeros(10_000)]).astype(np.int64)
+    measurements = [(("a",), np.array([6000.0, 3970.0, 30.0]), 1.0), (("a", "b"), np.zeros(12), 50.0),
+                    (("b",), np.array([10_000.0, 0, 0, 0]), 1.0)]
+    (gap,) = vanishing_groups(measurements, codes, DOMAIN)
+    assert (gap.column, gap.code, gap.released) == ("a", 2, 0.0) and gap.measured == pytest.approx(0.003)

@@ -32,7 +32,7 @@ from fedsynth.simulations.split import split_table
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-SECTIONS = ["privacy", "fidelity", "job--schema-and-versions", "technical-appendix--ledger-events"]
+SECTIONS = ["summary", "privacy", "fidelity", "job--schema-and-versions", "technical-appendix--ledger-events--plan-and-schema"]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,8 @@ def open_in_chromium(page: Path, profile: Path) -> tuple[dict, list[Image.Image]
             url: location.href, ready: document.readyState,
             sections: [...document.querySelectorAll('section')].map(s => s.id),
             headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
+            summary: (s => ({bottom: s.getBoundingClientRect().bottom + scrollY, text: s.innerText}))(
+              document.getElementById('summary')),
             text: document.body.innerText,
             images: [...document.images].map(i => { const r = i.getBoundingClientRect();
               return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height,
@@ -183,6 +185,10 @@ def test_report_renders_with_visible_plots_and_no_external_request(report, tmp_p
     layout, shots, requests = open_in_chromium(report, tmp_path / "profile")
     assert layout["url"] == report.as_uri() and layout["ready"] == "complete"
     assert layout["sections"] == SECTIONS
+    assert layout["summary"]["bottom"] <= 900, "the summary must fit the first screen (1200 x 900)"
+    assert "differentially private per record" in layout["summary"]["text"]
+    assert "average total variation distance" in layout["summary"]["text"]
+    assert " codes" not in layout["text"]  # values are named (categories, bins), not counted as codes
     assert "differentially private per record" in layout["text"] and "noise band" in layout["text"]
     assert len(layout["images"]) == 3  # budget, per-marginal fidelity, 1-way small multiples
     for box, shot in zip(layout["images"], shots, strict=True):

@@ -39,9 +39,10 @@ def test_draft_infers_kinds_from_the_cells():
     }, dtype=str)
     draft = draft_schema(df, "t", na_values=["?"])
     assert [c.kind for c in draft.columns] == [
-        "boolean", "categorical", "categorical", "numeric", "categorical", "categorical", "numeric"]
+        "boolean", "categorical", "integer", "numeric", "categorical", "categorical", "numeric"]
     assert draft["flag"].missing and not draft["code"].missing
     assert draft["code"].categories == ("1", "3", "10")  # integer codes, in numeric order
+    assert (draft["count"].lower, draft["count"].upper, draft["count"].bins) == (0, 250, 10)  # a count, not 4 codes
     assert draft["score"].lower == -3.0 and draft["score"].upper == 100.0
     assert draft["city"].categories == ("a", "b", "c")
     assert draft["constant"].upper > draft["constant"].lower
@@ -101,3 +102,39 @@ def test_run_draft_reports_unreadable_input(tmp_path, capsys):
     assert run_draft(tmp_path / "missing.csv", tmp_path / "out.yaml", None) == 2
     assert "missing.csv" in capsys.readouterr().err
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_draft_guesses_booleans_in_each_spelling():
+    df = pd.DataFrame({
+        "zero_one": ["0", "1", "1", "0"], "yes_no": ["Yes", "no", "YES", "No"], "true_false": ["true", "False", "true", "true"],
+        "one_value": ["1", "1", "1", "1"], "mixed": ["yes", "0", "no", "1"],
+    }, dtype=str)
+    draft = draft_schema(df, "t")
+    assert [c.kind for c in draft.columns] == ["boolean", "boolean", "boolean", "categorical", "categorical"]
+    assert draft.validate(df).ok
+    assert draft.conform(df)["yes_no"].tolist() == [True, False, True, False]
+
+
+def test_draft_gives_counts_integer_bounds_and_bins_not_the_observed_values():
+    children = draft_schema(pd.DataFrame({"children": ["0", "2", "1", "0", "5", "3", "0", "7"]}), "t")
+    visits = draft_schema(pd.DataFrame({"visits": [str(v) for v in range(1, 40, 3)]}), "t")  # 13 values
+    column = children["children"]
+    assert (column.kind, column.lower, column.upper, column.bins) == ("integer", 0, 7, 8)  # 6 values from 0: a count
+    assert (visits["visits"].kind, visits["visits"].lower, visits["visits"].upper) == ("integer", 1, 37)
+    assert visits["visits"].bins == 10
+    assert children.validate(pd.DataFrame({"children": ["4", "6"]})).ok  # values the rows did not show fit
+
+
+def test_draft_guesses_ordinal_scales_where_evident():
+    df = pd.DataFrame({
+        "rating": ["3", "1", "5", "2", "4", "5"],  # a run 1..5: a rating
+        "risk": ["High", "low", "Medium", "low", "High", "low"],  # a well-known scale, as written
+        "region": ["3", "1", "10", "1", "3", "10"],  # codes with gaps: categorical
+        "pain": ["mild", "severe", "none", "mild", "moderate", "none"],
+    }, dtype=str)
+    draft = draft_schema(df, "t")
+    assert draft["rating"].kind == "ordinal" and draft["rating"].categories == ("1", "2", "3", "4", "5")
+    assert draft["risk"].kind == "ordinal" and draft["risk"].categories == ("low", "Medium", "High")
+    assert draft["region"].kind == "categorical" and draft["region"].categories == ("1", "3", "10")
+    assert draft["pain"].categories == ("none", "mild", "moderate", "severe")
+    assert draft.validate(df).ok

@@ -36,7 +36,7 @@ Value rules, decided here once:
 
 * Categories are text and compared exactly (case and spaces matter). A schema file must
   quote numeric-looking categories (``"1"``), so that ``01`` and ``1`` cannot be confused.
-* A boolean cell is ``true``/``false``/``1``/``0`` in any case (or a real bool).
+* A boolean cell is ``true``/``false``, ``1``/``0`` or ``yes``/``no`` in any case (or a real bool).
 * An integer cell may be written ``5000.0``: integral numbers are integers. ``3.5`` is not.
 * Any cell equal to one of ``na_values`` is missing, whether the table was read by
   :meth:`Schema.read_csv` or built by hand. A blank cell (empty or only spaces) is missing

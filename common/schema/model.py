@@ -151,13 +151,15 @@ class Schema:
         return rule_violations(self.rules, frame)
 
     def sample_valid(self, draw: Callable[[int, np.random.Generator], np.ndarray], rows: int,
-                     rng: np.random.Generator, max_tries: int = 50) -> pd.DataFrame:
+                     rng: np.random.Generator, max_tries: int = 50,
+                     fixed: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Exactly ``rows`` decoded rows that break no rule, drawn as codes by ``draw(n, rng)``.
 
         Conditions the model's distribution on the public rules (post-processing: no privacy
-        cost); see :mod:`fedsynth.common.schema.sampling`.
+        cost); ``fixed`` columns take their given value on every row (conditional sampling).
+        See :mod:`fedsynth.common.schema.sampling`.
         """
-        return sample_valid(self, draw, rows, rng, max_tries)
+        return sample_valid(self, draw, rows, rng, max_tries, fixed)
 
 
 def load_schema(path: str | Path) -> Schema:

@@ -21,8 +21,8 @@ samples is post-processing of a differentially private release and costs no priv
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +40,13 @@ MIN_ACCEPTANCE = 0.02  # never plan for fewer than 2% of rows accepted (caps one
 
 
 def sample_valid(schema: Schema, draw: Callable[[int, np.random.Generator], np.ndarray],
-                 rows: int, rng: np.random.Generator, max_tries: int = 50) -> pd.DataFrame:
+                 rows: int, rng: np.random.Generator, max_tries: int = 50,
+                 fixed: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Exactly ``rows`` decoded rows that break none of ``schema.rules``.
 
+    ``fixed`` (column -> typed value: conditional sampling) sets those columns on every decoded
+    row, so a bin decodes to the value asked for; ``draw`` must already draw only their codes.
+    ``draw(n, rng)`` may return fewer than ``n`` rows (those it rejects count as drawn).
     Raises :class:`SchemaError` naming the rules that reject the most rows when
     ``max_tries`` rounds of ``draw`` do not yield enough valid rows.
     """
@@ -55,30 +59,30 @@ def sample_valid(schema: Schema, draw: Callable[[int, np.random.Generator], np.n
         if have >= rows:
             break
         acceptance = max(have / drawn if drawn else 1.0, MIN_ACCEPTANCE)
-        codes = np.asarray(draw(math.ceil((rows - have) / acceptance * OVERDRAW), rng))
-        valid, broken = _valid_rows(schema, codes, rng)
+        asked = math.ceil((rows - have) / acceptance * OVERDRAW)
+        valid, broken = _valid_rows(schema, np.asarray(draw(asked, rng)), rng, fixed or {})
         kept.append(valid)
-        have, drawn, rejected = have + len(valid), drawn + len(codes), rejected + broken
+        have, drawn, rejected = have + len(valid), drawn + asked, rejected + broken
     if have < rows:
         raise SchemaError(_shortfall_message(schema, rows, have, drawn, rejected, max_tries))
     return pd.concat(kept, ignore_index=True).iloc[:rows].reset_index(drop=True)
 
 
-def _valid_rows(schema: Schema, codes: np.ndarray,
-                rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+def _valid_rows(schema: Schema, codes: np.ndarray, rng: np.random.Generator,
+                fixed: Mapping[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
     """(decoded rows that break no rule, per rule: how many rejected rows break it)."""
-    frame = schema.decode(codes, rng)
+    frame = _decoded(schema, codes, rng, fixed)
     broken = schema.rule_violations(frame).to_numpy(copy=True)
     failing = np.flatnonzero(broken.any(axis=1))
     for _ in range(REDECODE_TRIES):
         if not failing.size:
             break
-        retry = schema.decode(codes[failing], rng)
+        retry = _decoded(schema, codes[failing], rng, fixed)
         retry_broken = schema.rule_violations(retry).to_numpy()
-        fixed = ~retry_broken.any(axis=1)
-        frame = _replace_rows(frame, failing[fixed], retry[fixed])
+        passed = ~retry_broken.any(axis=1)
+        frame = _replace_rows(frame, failing[passed], retry[passed])
         broken[failing] = retry_broken
-        failing = failing[~fixed]
+        failing = failing[~passed]
     if failing.size:
         frame = _repaired(schema, frame, rng)
         broken = schema.rule_violations(frame).to_numpy(copy=True)
@@ -86,6 +90,15 @@ def _valid_rows(schema: Schema, codes: np.ndarray,
     keep = np.ones(len(frame), dtype=bool)
     keep[failing] = False
     return frame[keep], broken[failing].sum(axis=0)
+
+
+def _decoded(schema: Schema, codes: np.ndarray, rng: np.random.Generator,
+             fixed: Mapping[str, Any]) -> pd.DataFrame:
+    """``schema.decode(codes)`` with each ``fixed`` column set to its value on every row."""
+    frame = schema.decode(codes, rng)
+    for column, value in fixed.items():
+        frame[column] = pd.Series(pd.array([value] * len(frame), dtype=frame[column].dtype), index=frame.index)
+    return frame
 
 
 def _repaired(schema: Schema, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:

@@ -24,8 +24,8 @@ from .rules import Rule, rule_violations
 if TYPE_CHECKING:
     from .model import Schema
 
-TRUE_TOKENS = ("true", "1")
-FALSE_TOKENS = ("false", "0")
+TRUE_TOKENS = ("true", "1", "yes")
+FALSE_TOKENS = ("false", "0", "no")
 MAX_EXAMPLES = 5
 #: Problems of the table as a whole rather than of some of its rows.
 TABLE_PROBLEMS = ("duplicate_column", "missing_column", "unknown_column")
@@ -310,7 +310,7 @@ def _wrong_value_violation(column: Column, series: pd.Series, mask: np.ndarray) 
                           "value(s) not among the schema's categories",
                           "add the category to the schema (if it is public knowledge) or map it "
                           "to one of the listed categories in your data")
-    expected = {"boolean": "a boolean (true/false/1/0, any case)", "numeric": "a finite number",
+    expected = {"boolean": "a boolean (true/false, 1/0 or yes/no, any case)", "numeric": "a finite number",
                 "integer": "an integer (5, 5.0 and 5e3 are fine; 5.5 is not)",
                 "datetime": ("an ISO date such as 2020-01-31 (no time of day: the bounds are dates)"
                              if column.kind == "datetime" and column.unit == "D" else

@@ -192,7 +192,7 @@ def organisation(folder, table) -> Organisation:
 
 
 def vote_request(candidates, epsilon, k, penalty_std, **extra):
-    spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=2, max_abs=1)
+    spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=3, max_abs=1)
     request = {"schema": SCHEMA.dumps("json"), "task": "select", "cliques": cliques_to_json(candidates),
                "epsilon": epsilon, "k": k, "penalty_std": penalty_std, "round": 1, "num_clients": 3,
                **spec.to_config(), **extra}

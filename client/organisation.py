@@ -81,7 +81,8 @@ def read_csv_from_node_config(node_config: Mapping[str, Any], schema: Schema) ->
 
 @dataclass(frozen=True)
 class LocalTable:
-    """The organisation's rows, validated against the job's schema and integer-encoded."""
+    """The organisation's rows, validated against the job's schema and integer-encoded: ``codes``
+    has the schema's columns, then each fine grid's (``Schema.measured_domain``)."""
 
     schema: Schema
     codes: np.ndarray
@@ -94,7 +95,7 @@ class LocalTable:
             log.error("%s: local table does not conform to the job's schema:\n%s", org, exc)
             problems = sorted({f"{v.column} ({v.problem})" for v in exc.report.errors})
             raise TableDoesNotConform(org, schema.name, "; ".join(problems)) from None
-        return cls(schema, schema.encode(frame))
+        return cls(schema, schema.encode(frame, fine=True))
 
     def capped(self, cap: int | None, seed: int) -> "LocalTable":
         """At most ``cap`` rows, a uniform subsample fixed by ``seed`` (None: the whole table).
@@ -109,7 +110,8 @@ class LocalTable:
 
     @property
     def domain(self) -> dict[str, int]:
-        return self.schema.domain()
+        """The columns of ``codes``: the schema's, then its fine grids."""
+        return self.schema.measured_domain()
 
 
 class Organisation:
@@ -232,7 +234,7 @@ class Organisation:
         if table.schema.label is None:
             raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))
         settings = TeacherSettings.from_config(request)
-        features = Features(table.domain, table.schema.label)
+        features = Features(table.schema.domain(), table.schema.label)
         model = weights_for(settings, features, arrays)
         return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)
 

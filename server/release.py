@@ -207,7 +207,7 @@ def _read_schema(path: Path) -> Schema:
 
 def _read_measurements(path: Path, release: Release) -> list[Measurement]:
     """The noisy marginals, each checked against the model's domain (schema + organisations)."""
-    domain = {ORGANISATION: release.organisations, **release.schema.domain()}
+    domain = {ORGANISATION: release.organisations, **release.schema.measured_domain()}
     out = []
     for k, entry in enumerate(_read_json(path, list)):
         try:

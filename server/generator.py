@@ -305,46 +305,48 @@ def heterogeneous_columns(
     """The columns on which organisations differ by more than sampling and noise explain.
 
     For each column's per-organisation noisy counts (rows: organisations), a chi-square-like
-    statistic against the pooled distribution (:func:`_homogeneity_statistic`). Its null
-    distribution is simulated (a parametric bootstrap: ``NULL_DRAWS`` tables of multinomial rows
-    from the pooled distribution at the organisations' noisy row counts, plus the measurement's
-    noise), because the noise does not act like sampling: each organisation's row count is itself
-    a noisy sum of ``k`` cells, so a dominant cell's residual carries up to ``k - 1`` cells' noise,
-    and a concentrated column measured under heavy noise passes the chi-square's degrees of
-    freedom about twice over with no difference at all. A column is heterogeneous when its
-    statistic passes the null's ``1 - alpha / columns`` quantile (Bonferroni over the columns), so
-    a federation whose organisations do not differ has a column flagged with chance at most about
-    ``alpha``. Post-processing of noisy counts with public randomness (``seed``); no budget.
+    statistic against the pooled distribution (:func:`_homogeneity_statistic`), with each
+    organisation's row count estimated once from every profiled column (the mean of their row
+    sums: a column's own row sum carries the noise of all its cells, which a dominant value's
+    residual would then carry too). Its null distribution is simulated (a parametric bootstrap:
+    ``NULL_DRAWS`` tables of multinomial rows from the pooled distribution at those row counts,
+    plus the measurement's noise, and the row counts' own noise), not read from a chi-square,
+    which a column that is 97% one value passes about twice over under a profile's heavy noise
+    with no difference at all. A column is heterogeneous when its statistic passes the null's
+    ``1 - alpha / columns`` quantile (Bonferroni over the columns), so a federation whose
+    organisations do not differ has a column flagged with chance at most about ``alpha``.
+    Post-processing of noisy counts with public randomness (``seed``); no budget.
     """
+    if not first:
+        return []
     rng = np.random.default_rng(seed)
-    quantile = 1.0 - alpha / max(len(first), 1)
+    quantile = 1.0 - alpha / len(first)
+    blocks = [m.noisy.reshape(organisations, -1) for m in first]
+    rows = np.clip(np.mean([b.sum(axis=1) for b in blocks], axis=0), 0.0, None)
+    rows_sd = np.sqrt(sum(m.sigma**2 * b.shape[1] for m, b in zip(first, blocks))) / len(first)
     out = []
-    for m in first:
-        counts = m.noisy.reshape(organisations, -1)
-        statistic = _homogeneity_statistic(counts, m.sigma)
-        rows, p = _pooled(counts)
+    for m, counts in zip(first, blocks):
+        p = _pooled(counts)
         null = rng.multinomial(np.rint(rows).astype(np.int64), p, size=(NULL_DRAWS, organisations))
         null = null + rng.normal(0.0, m.sigma, null.shape)
-        if statistic > np.quantile(_homogeneity_statistic(null, m.sigma), quantile):
+        null_rows = rows + rng.normal(0.0, rows_sd, (NULL_DRAWS, organisations))
+        threshold = np.quantile(_homogeneity_statistic(null, null_rows, m.sigma), quantile)
+        if _homogeneity_statistic(counts, rows, m.sigma) > threshold:
             out.append(m.clique[1])
     return out
 
 
-def _pooled(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each organisation's (non-negative) noisy row count and the pooled distribution."""
-    rows = np.clip(counts.sum(axis=-1), 0.0, None)
+def _pooled(counts: np.ndarray) -> np.ndarray:
+    """The pooled distribution of (..., organisations, values) noisy counts (negatives as 0)."""
     pooled = np.clip(counts.sum(axis=-2), 0.0, None)
-    total = np.maximum(pooled.sum(axis=-1, keepdims=True), 1.0)
-    p = pooled / total
-    if p.ndim == 1 and p.sum() == 0:  # nothing measured above zero: every value alike
-        p = np.full(p.shape, 1.0 / p.size)
-    return rows, p
+    total = pooled.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, pooled / np.where(total > 0, total, 1.0), 1.0 / pooled.shape[-1])
 
 
-def _homogeneity_statistic(counts: np.ndarray, sigma: float) -> np.ndarray:
-    """Sum over cells of (m_ij - n_i p_j)^2 / (n_i p_j + sigma^2), for (..., organisations, values)."""
-    rows, p = _pooled(counts)
-    expected = rows[..., :, None] * p[..., None, :]
+def _homogeneity_statistic(counts: np.ndarray, rows: np.ndarray, sigma: float) -> np.ndarray:
+    """Sum over cells of (m_ij - n_i p_j)^2 / (n_i p_j + sigma^2), for (..., organisations, values)
+    counts and (..., organisations) row counts."""
+    expected = np.clip(rows, 0.0, None)[..., :, None] * _pooled(counts)[..., None, :]
     return (((counts - expected) ** 2) / (expected + sigma**2)).sum(axis=(-2, -1))
 
 

@@ -127,7 +127,7 @@ def test_measurements_are_what_the_coordinator_saw(release):
     measured = json.loads((release.path / "measurements.json").read_text())
     per_organisation = [m["clique"] for m in measured if m["clique"][0] == ORGANISATION]
     assert [ORGANISATION, "Y"] in per_organisation  # the Dirichlet label skew, found in the profile
-    assert len(measured) == len(SCHEMA.column_names) + 2 + len(per_organisation)
+    assert len(measured) == len(SCHEMA.measured_domain()) + 2 + len(per_organisation)  # 1-ways and fine grids
     assert [m["clique"] for m in measured[:3]] == [["age"], ["workclass"], ["fnlwgt"]]
     assert all(m["sigma"] > 0 for m in measured)
 

@@ -17,14 +17,16 @@ t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger 
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
 synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
-``schema.rule_violations``) and, for ACS, an
-SDNist-style k-marginal score (our numpy reimplementation of SDNist 2.x's PUMA-grouped
-definition, on the schema's codes: see ``k_marginal``). For scale, the same figures for real
+``schema.rule_violations``) and, for ACS, NIST SDNist 2.4's own k-marginal, pmse and
+inconsistent records (SDNist's code in its own virtualenv: ``sdnist.py``; ``--no-sdnist`` skips it)
+next to the benchmark's own k-marginal (our numpy reimplementation of SDNist 2.x's PUMA-grouped
+definition, on the schema's codes: see ``k_marginal``; labelled "own"). For scale, the same figures for real
 MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), then the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--data-root DIR] [--json OUT] [--quick]
+        [--splits central,iid,dirichlet:0.5,by-column] [--data-root DIR] [--json OUT] [--quick] \\
+        [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from common import add_data_root, acs_massachusetts, adult_discretised, data_root
+from sdnist import SdnistUnavailable, add_sdnist_options, check_sdnist_root, sdnist_scores
 
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
@@ -83,6 +86,27 @@ class Dataset:
     test: pd.DataFrame | None = None  # real held-out rows for TSTR (None: no label)
     other_year: pd.DataFrame | None = None  # real rows of another year, for scale
     group: str | None = None  # k-marginal's group column (PUMA)
+    folder: Path | None = None  # where the real rows' files are (SDNist reads ma2019.csv there)
+
+
+#: ``judge(frame)``: SDNist's figures of a typed synthetic table, as row keys (see ``sdnist_judge``).
+Judge = Callable[[pd.DataFrame], dict]
+
+
+def sdnist_judge(ds: Dataset, sdnist_root: Path, cache: Path) -> Judge:
+    """Scores a typed table with SDNist 2.4 (``sdnist.py``): written as a release writes it
+    (missing values as the schema's first ``na_values``), then SDNist's report in its virtualenv."""
+    check_sdnist_root(sdnist_root)
+
+    def judge(frame: pd.DataFrame) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "synthetic.csv"
+            frame.to_csv(path, index=False, na_rep=ds.schema.na_values[0] if ds.schema.na_values else "")
+            scores = sdnist_scores(path, ds.folder, sdnist_root, cache)
+        return {"sdnist_k_marginal": scores.k_marginal, "sdnist_pmse": scores.pmse,
+                "sdnist_violations": scores.violations}
+
+    return judge
 
 
 @dataclass
@@ -90,6 +114,7 @@ class Scorer:
     """Every figure of one synthetic (or reference) table against the dataset's real rows."""
 
     dataset: Dataset
+    sdnist: Judge | None = None  # SDNist's own figures (ACS MA2019 only)
     real: np.ndarray = field(init=False)
     cliques2: list = field(init=False)
     cliques3: list = field(init=False)
@@ -112,6 +137,8 @@ class Scorer:
             row["k_marginal"], per_group = k_marginal(self.real, codes, domain, ds.group)
             row["k_marginal_worst"] = min(per_group.values())
             row["k_marginal_per_group"] = {ds.schema[ds.group].categories[g]: s for g, s in per_group.items()}
+        if self.sdnist is not None:
+            row.update(self.sdnist(frame))
         return row
 
 
@@ -165,7 +192,7 @@ def load_acs(folder: Path, quick: bool) -> Dataset:
         ma2019, ma2018 = subsample(ma2019, QUICK_ROWS), subsample(ma2018, QUICK_ROWS)
     notes = ("by-column: one organisation per PUMA", f"dirichlet: {ACS_SKEW_WHY}")
     return Dataset("acs", "ACS MA2019", schema, ma2019, 5, "PUMA", "PINCP_DECILE", 1e-6, notes,
-                   other_year=ma2018, group="PUMA")
+                   other_year=ma2018, group="PUMA", folder=folder / "acs")
 
 
 LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {"adult": load_adult, "acs": load_acs}
@@ -227,14 +254,17 @@ COLUMNS = [  # header, key, format, width
     ("run", "run", "{}", 36), ("eps", "epsilon", "{:g}", 5), ("spent", "spent", "{:.3f}", 7),
     ("time s", "seconds", "{:.0f}", 7), ("tvd2", "tvd2", "{:.4f}", 8), ("tvd3", "tvd3", "{:.4f}", 8),
     ("/central", "tvd2_vs_central", "{:.3f}", 9), ("/iid", "tvd2_vs_iid", "{:.3f}", 7),
-    ("auc hgb", "auc_hgb", "{:.3f}", 8), ("k-marg", "k_marginal", "{:.0f}", 7),
-    ("worst PUMA", "k_marginal_worst", "{:.0f}", 11), ("rules", "rule_violations", "{}", 6),
+    ("auc hgb", "auc_hgb", "{:.3f}", 8), ("SDNist k-marg", "sdnist_k_marginal", "{:.0f}", 14),
+    ("pmse", "sdnist_pmse", "{:.4f}", 7), ("SDNist viol", "sdnist_violations", "{}", 12),
+    ("own k-marg", "k_marginal", "{:.0f}", 11), ("own worst PUMA", "k_marginal_worst", "{:.0f}", 15),
+    ("rules", "rule_violations", "{}", 6),
 ]
+SDNIST_KEYS = {"sdnist_k_marginal", "sdnist_pmse", "sdnist_violations"}
 
 
-def columns_for(ds: Dataset) -> list[tuple[str, str, str, int]]:
-    skip = {"auc_hgb"} if ds.test is None else {"k_marginal", "k_marginal_worst"}
-    return [c for c in COLUMNS if c[1] not in skip]
+def columns_for(ds: Dataset, sdnist: bool) -> list[tuple[str, str, str, int]]:
+    skip = {"auc_hgb"} if ds.test is None else {"k_marginal", "k_marginal_worst"} | SDNIST_KEYS
+    return [c for c in COLUMNS if c[1] not in skip and (sdnist or c[1] not in SDNIST_KEYS)]
 
 
 def format_row(row: dict, columns: Sequence[tuple[str, str, str, int]]) -> str:
@@ -246,9 +276,10 @@ def format_row(row: dict, columns: Sequence[tuple[str, str, str, int]]) -> str:
     return "".join(cells)
 
 
-def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], settings: GeneratorSettings) -> dict:
-    scorer = Scorer(ds)
-    columns = columns_for(ds)
+def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], settings: GeneratorSettings,
+                judge: Judge | None = None) -> dict:
+    scorer = Scorer(ds, judge)
+    columns = columns_for(ds, judge is not None)
     print(f"\n== {ds.title}: {len(ds.train):,} rows, {ds.parties} organisations, delta {ds.delta:g}"
           + (f", TSTR on {len(ds.test):,} held-out rows" if ds.test is not None else ""))
     for note in ds.notes:
@@ -283,6 +314,8 @@ def add_ratios(row: dict, by_split: Mapping[str, dict]) -> None:
         row["tvd2_vs_central"] = row["tvd2"] / by_split["central"]["tvd2"]
     if row["split"] == "by-column" and "iid" in by_split:
         row["tvd2_vs_iid"] = row["tvd2"] / by_split["iid"]["tvd2"]
+        if "sdnist_k_marginal" in row:
+            row["sdnist_vs_iid"] = row["sdnist_k_marginal"] / by_split["iid"]["sdnist_k_marginal"]
 
 
 @dataclass(frozen=True)
@@ -299,6 +332,11 @@ TARGETS = [
     Target("ACS eps 1: by-column TVD2 <= 1.10 x IID TVD2", "acs", "by-column", "tvd2_vs_iid", 1.10, True),
     Target("ACS eps 1: k-marginal >= 820 (by-column)", "acs", "by-column", "k_marginal", 820, False),
     Target("ACS eps 1: zero rule violations (by-column)", "acs", "by-column", "rule_violations", 0, True),
+    Target("ACS eps 1: SDNist k-marginal >= 850 (by-column)", "acs", "by-column", "sdnist_k_marginal", 850, False),
+    Target("ACS eps 1: SDNist k-marginal >= 850 (iid)", "acs", "iid", "sdnist_k_marginal", 850, False),
+    Target("ACS eps 1: SDNist pmse <= 0.05 (by-column)", "acs", "by-column", "sdnist_pmse", 0.05, True),
+    Target("ACS eps 1: SDNist 0 inconsistent records (by-column)", "acs", "by-column", "sdnist_violations", 0, True),
+    Target("ACS eps 1: SDNist k-marginal by-column >= 0.98 x IID", "acs", "by-column", "sdnist_vs_iid", 0.98, False),
     Target("Adult 10 orgs dirichlet:0.5 eps 1: TVD2 <= 0.047", "adult", "dirichlet:0.5", "tvd2", 0.047, True),
     Target("Adult 10 orgs dirichlet:0.5 eps 1: TSTR AUC >= 0.90", "adult", "dirichlet:0.5", "auc_hgb", 0.90, False),
     Target("end to end <= 10 min each (slowest federated run)", "*", None, "seconds", 600, True),
@@ -328,7 +366,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke configuration: first epsilon only, {QUICK_ROWS} real rows (fixed-seed "
                         "subsample), a small generator; figures not comparable with the targets")
+    parser.add_argument("--no-sdnist", action="store_true", help="skip SDNist's own scores of the ACS runs")
     add_data_root(parser)
+    add_sdnist_options(parser)
     args = parser.parse_args()
     keys = args.datasets.split(",")
     unknown = [k for k in keys if k not in LOADERS]
@@ -339,9 +379,17 @@ def main() -> None:
     settings = QUICK_GENERATOR if args.quick else GeneratorSettings()
     if args.quick:
         print(f"QUICK smoke run: {settings}")
-    results = {key: run_dataset(LOADERS[key](root, args.quick), epsilons, args.splits.split(","), settings)
-               for key in keys}
-    print("\nIssue 12 targets" + (" (quick configuration: for the full run only)" if args.quick else ""))
+    results = {}
+    for key in keys:
+        ds = LOADERS[key](root, args.quick)
+        judge = None
+        if key == "acs" and not args.no_sdnist:
+            try:
+                judge = sdnist_judge(ds, args.sdnist_root, args.sdnist_cache)
+            except SdnistUnavailable as exc:
+                sys.exit(f"heterogeneity.py: {exc}; or pass --no-sdnist")
+        results[key] = run_dataset(ds, epsilons, args.splits.split(","), settings, judge)
+    print("\nTargets (issues 12 and 23)" + (" (quick configuration: for the full run only)" if args.quick else ""))
     verdicts = [judge(t, results) for t in TARGETS]
     for v in verdicts:
         value = "-" if v["value"] is None else f"{v['value']:.4g}"

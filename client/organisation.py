@@ -86,7 +86,8 @@ def read_csv_from_node_config(node_config: Mapping[str, Any], schema: Schema) ->
 
 @dataclass(frozen=True)
 class LocalTable:
-    """The organisation's rows that conform to its agreed schema, integer-encoded."""
+    """The organisation's rows that conform to its agreed schema, integer-encoded: ``codes`` has
+    the schema's columns, then each fine grid's (``Schema.measured_domain``)."""
 
     schema: Schema
     codes: np.ndarray
@@ -107,8 +108,8 @@ class LocalTable:
                 org, int((~keep).sum()), len(keep), schema.name, schema.validate(frame),
             )
         if not keep.any():
-            return cls(schema, np.empty((0, len(schema.columns)), dtype=np.int64))
-        return cls(schema, schema.encode(frame[keep]))
+            return cls(schema, np.empty((0, len(schema.measured_domain())), dtype=np.int64))
+        return cls(schema, schema.encode(frame[keep], fine=True))
 
     def capped(self, cap: int | None, seed: int) -> "LocalTable":
         """At most ``cap`` rows, a uniform subsample fixed by ``seed`` (None: the whole table).
@@ -123,7 +124,8 @@ class LocalTable:
 
     @property
     def domain(self) -> dict[str, int]:
-        return self.schema.domain()
+        """The columns of ``codes``: the schema's, then its fine grids."""
+        return self.schema.measured_domain()
 
 
 class Organisation:
@@ -263,7 +265,7 @@ class Organisation:
         if table.schema.label is None:
             raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))
         settings = TeacherSettings.from_config(request)
-        features = Features(table.domain, table.schema.label)
+        features = Features(table.schema.domain(), table.schema.label)
         model = weights_for(settings, features, arrays)
         return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)
 

@@ -299,6 +299,7 @@ class GeneratorSettings:
         return sigma * math.sqrt(len(self.profiled) / self.profile_share)
 
     def measurements(self, num_columns: int) -> int:
+        """Count measurements: ``num_columns`` 1-way marginals (columns and fine grids) and the rounds'."""
         return num_columns + self.rounds * self.per_round
 
     def selections(self) -> int:

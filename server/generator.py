@@ -8,13 +8,19 @@ Design and privacy argument
   ``k`` marginals is ``k`` Skellam mechanisms with the sensitivity of counts (1; that of a
   replaced row when the job caps each organisation's rows: ``common.rounds``), recorded with
   the survivors' actual noise.
+* **Fine grids.** The 1-way round also measures each fine grid's 1-way marginal (a column's public
+  ``fine`` cells: ``Schema.measured_domain``), one more count vector per such column, a Skellam
+  mechanism of sensitivity 1 like every count, in the plan that every guard judges. The model gets
+  the fine grid as a column tied to its bins by structural zeros (``fine_zeros``); selection never
+  proposes it, and sampling decodes values within their fine cells (post-processing).
 * **Profile.** With several organisations, one round measures every organisation's 1-way
   marginals of the small columns (at most ``profile_max_values`` values) apart, each in its own
   block of the summed vector (a record still moves one cell of each marginal: the sensitivity
   of counts), at a noise that makes the whole profile cost ``profile_share`` measurements. It
   tells the coordinator, noisily, how organisations differ and how many rows each holds; that
   is all it learns about any one organisation, and it is paid for in the ledger like every
-  count. A chi-square test on the noisy counts (:func:`heterogeneous_columns`, post-processing)
+  count. A homogeneity test on the noisy counts, calibrated by simulating its null under the
+  same noise (:func:`heterogeneous_columns`, post-processing)
   decides on which columns organisations differ; the model gets an organisation column joined
   to exactly those (``common.generator``), and nothing where organisations do not differ.
 * **Select.** The coordinator cannot see un-noised marginals, so scoring happens where the rows
@@ -86,7 +92,7 @@ from fedsynth.common.marginals import (
     split_blocks,
     total_cells,
 )
-from fedsynth.common.schema import Schema, structural_zeros
+from fedsynth.common.schema import Schema, fine_zeros, structural_zeros
 from fedsynth.common.vote import MAX_PENALTY_STD
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
@@ -95,9 +101,11 @@ log = logging.getLogger(__name__)
 
 PHASE = "generator"
 
-#: Standard deviations past its degrees of freedom at which a column's per-organisation
-#: counts are taken to differ (``heterogeneous_columns``).
-HETEROGENEITY_Z = 3.0
+#: Chance that ``heterogeneous_columns`` finds organisations differing on any column when they
+#: do not (family-wise over the profiled columns).
+HETEROGENEITY_ALPHA = 0.01
+#: Simulated tables of the null distribution per column (``heterogeneous_columns``).
+NULL_DRAWS = 2000
 
 #: ``progress(message)``: one line of human-readable progress.
 Progress = Callable[[str], None]
@@ -133,8 +141,9 @@ def _spec(plan: GeneratorPlan, dim: int, sigma: float | None = None) -> NoisySum
 def measure(
     fed: Federation, schema: Schema, plan: GeneratorPlan, cliques: list[Clique], what: str
 ) -> list[Measurement]:
-    """Secure noisy sum of the marginals of ``cliques`` over all organisations."""
-    domain = schema.domain()
+    """Secure noisy sum of the marginals of ``cliques`` (of the schema's columns and fine grids)
+    over all organisations."""
+    domain = schema.measured_domain()
     request = _count_request(schema, plan, cliques)
     result = fed.noisy_sum(_spec(plan, total_cells(domain, cliques)), request, phase=PHASE, mechanism=what)
     sigma = float(np.sqrt(2.0 * result.mu))
@@ -300,64 +309,103 @@ def select(
     return [shortlisted[i] for i in first_k_not_contained(order, shortlisted, k)]
 
 
-def heterogeneous_columns(first: list[Measurement], organisations: int, z: float = HETEROGENEITY_Z) -> list[str]:
+def heterogeneous_columns(
+    first: list[Measurement], organisations: int, alpha: float = HETEROGENEITY_ALPHA, seed: int = 0
+) -> list[str]:
     """The columns on which organisations differ by more than sampling and noise explain.
 
-    For each column's per-organisation noisy counts ``m_i`` (rows: organisations), a
-    chi-square statistic against the pooled distribution ``p``, each cell scaled by its
-    sampling variance plus the measurement's noise variance; a column is heterogeneous when the
-    statistic passes its degrees of freedom by ``z`` standard deviations. Post-processing of
-    noisy counts only; ``z`` is public.
+    For each column's per-organisation noisy counts (rows: organisations), a chi-square-like
+    statistic against the pooled distribution (:func:`_homogeneity_statistic`), with each
+    organisation's row count estimated once from every profiled column (the mean of their row
+    sums: a column's own row sum carries the noise of all its cells, which a dominant value's
+    residual would then carry too). Its null distribution is simulated (a parametric bootstrap:
+    ``NULL_DRAWS`` tables of multinomial rows from the pooled distribution at those row counts,
+    plus the measurement's noise, and the row counts' own noise), not read from a chi-square,
+    which a column that is 97% one value passes about twice over under a profile's heavy noise
+    with no difference at all. A column is heterogeneous when its statistic passes the null's
+    ``1 - alpha / columns`` quantile (Bonferroni over the columns), so a federation whose
+    organisations do not differ has a column flagged with chance at most about ``alpha``.
+    Post-processing of noisy counts with public randomness (``seed``); no budget.
     """
+    if not first:
+        return []
+    rng = np.random.default_rng(seed)
+    quantile = 1.0 - alpha / len(first)
+    blocks = [m.noisy.reshape(organisations, -1) for m in first]
+    rows = np.clip(np.mean([b.sum(axis=1) for b in blocks], axis=0), 0.0, None)
+    rows_sd = np.sqrt(sum(m.sigma**2 * b.shape[1] for m, b in zip(first, blocks))) / len(first)
     out = []
-    for m in first:
-        counts = m.noisy.reshape(organisations, -1)
-        rows = counts.sum(axis=1, keepdims=True)
-        pooled = np.clip(counts.sum(axis=0), 0.0, None)
-        p = pooled / max(pooled.sum(), 1.0)
-        expected = np.clip(rows, 0.0, None) * p
-        statistic = float((((counts - expected) ** 2) / (expected + m.sigma**2)).sum())
-        df = (counts.shape[0] - 1) * (counts.shape[1] - 1)
-        if statistic > df + z * np.sqrt(2.0 * df):
+    for m, counts in zip(first, blocks):
+        p = _pooled(counts)
+        null = rng.multinomial(np.rint(rows).astype(np.int64), p, size=(NULL_DRAWS, organisations))
+        null = null + rng.normal(0.0, m.sigma, null.shape)
+        null_rows = rows + rng.normal(0.0, rows_sd, (NULL_DRAWS, organisations))
+        threshold = np.quantile(_homogeneity_statistic(null, null_rows, m.sigma), quantile)
+        if _homogeneity_statistic(counts, rows, m.sigma) > threshold:
             out.append(m.clique[1])
     return out
+
+
+def _pooled(counts: np.ndarray) -> np.ndarray:
+    """The pooled distribution of (..., organisations, values) noisy counts (negatives as 0)."""
+    pooled = np.clip(counts.sum(axis=-2), 0.0, None)
+    total = pooled.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, pooled / np.where(total > 0, total, 1.0), 1.0 / pooled.shape[-1])
+
+
+def _homogeneity_statistic(counts: np.ndarray, rows: np.ndarray, sigma: float) -> np.ndarray:
+    """Sum over cells of (m_ij - n_i p_j)^2 / (n_i p_j + sigma^2), for (..., organisations, values)
+    counts and (..., organisations) row counts."""
+    expected = np.clip(rows, 0.0, None)[..., :, None] * _pooled(counts)[..., None, :]
+    return (((counts - expected) ** 2) / (expected + sigma**2)).sum(axis=(-2, -1))
 
 
 def first_round(
     fed: Federation, schema: Schema, plan: GeneratorPlan
 ) -> tuple[dict[str, int], list[Measurement], np.ndarray]:
-    """The 1-way marginals and the organisations' profile: the model's domain, its first
-    measurements and each organisation's noisy row count (NaN without a profile).
+    """The 1-way marginals (of every column and fine grid) and the organisations' profile: the
+    model's domain, its first measurements and each organisation's noisy row count (NaN without a
+    profile).
 
     The profile measures every organisation's 1-way marginals of the profiled columns apart
     (one round, at the profile's own, larger noise). The model gets the organisation column,
     joined to the profiled columns on which organisations differ
     (:func:`heterogeneous_columns`); where they do not differ, it costs the model nothing.
     """
-    domain = schema.domain()
-    ones = measure(fed, schema, plan, [(c,) for c in domain], "1-way marginals")
+    what = "1-way marginals" + (" and fine grids" if schema.fine_columns else "")
+    ones = measure(fed, schema, plan, [(c,) for c in schema.measured_domain()], what)
     organisations = fed.num_clients
     profiled = [(c,) for c in plan.settings.profiled]
     if not profiled or organisations < 2:
-        return domain, ones, np.full(organisations, np.nan)
+        return model_domain(schema, ones, organisations), ones, np.full(organisations, np.nan)
     profile = measure_by_organisation(
         fed, schema, plan, profiled, "profile of each organisation", plan.settings.profile_sigma(plan.sigma)
     )
     rows = np.mean([m.noisy.reshape(organisations, -1).sum(axis=1) for m in profile], axis=0)
     differ = set(heterogeneous_columns(profile, organisations))
     kept = [m for m in profile if m.clique[1] in differ]
-    return model_domain(domain, organisations if kept else None), ones + kept, rows
+    return model_domain(schema, ones + kept, organisations), ones + kept, rows
 
 
-def model_domain(domain: dict[str, int], organisations: int | None) -> dict[str, int]:
-    """The model's columns: the schema's, after the organisation column when the model has one."""
-    return domain if organisations is None else {ORGANISATION: organisations, **domain}
+def model_domain(schema: Schema, measurements: list[Measurement], organisations: int) -> dict[str, int]:
+    """The model's columns: the organisation column when a measurement names it, the schema's,
+    then each fine grid a measurement names."""
+    named = {c for m in measurements for c in m.clique}
+    head = {ORGANISATION: organisations} if ORGANISATION in named else {}
+    return {**head, **schema.domain(), **{c: n for c, n in schema.fine_domain().items() if c in named}}
+
+
+def model_zeros(schema: Schema, domain: dict[str, int]) -> list[tuple[Clique, np.ndarray]]:
+    """The schema's structural zeros (its rules' and its fine grids' ties to their bins) on the
+    model's columns."""
+    return [(cl, z) for cl, z in structural_zeros(schema) + fine_zeros(schema) if set(cl) <= set(domain)]
 
 
 def refit(schema: Schema, measurements: list[Measurement], iters: int) -> MarginalModel:
-    """A model of the schema's columns fitted afresh to already-noisy ``measurements``
-    (post-processing: no round, no budget)."""
-    model = MarginalModel(schema.domain(), structural_zeros(schema))
+    """A model of the schema's columns, and of the fine grids the measurements name, fitted afresh
+    to already-noisy ``measurements`` (post-processing: no round, no budget)."""
+    domain = model_domain(schema, measurements, organisations=0)  # no measurement names the organisation
+    model = MarginalModel(domain, model_zeros(schema, domain))
     for m in measurements:
         model.add(m)
     model.fit(iters)
@@ -424,13 +472,15 @@ def fit_generator(
     domain = schema.domain()
     settings = plan.settings
     model_dom, first, rows = first_round(fed, schema, plan)
-    model = MarginalModel(model_dom, structural_zeros(schema))
+    model = MarginalModel(model_dom, model_zeros(schema, model_dom))
     for m in first:
         model.add(m)
     model.fit(settings.fit_iters)
     differ = [m.clique[1] for m in first if m.clique[0] == ORGANISATION]
     progress(
-        f"generator: measured {len(domain)} 1-way marginals; ~{model.total:,.0f} rows in all; "
+        f"generator: measured {len(domain)} 1-way marginals"
+        + (f" and {len(schema.fine_columns)} fine grids" if schema.fine_columns else "")
+        + f"; ~{model.total:,.0f} rows in all; "
         f"organisations differ on {', '.join(differ) if differ else 'no column'}"
     )
     if np.isnan(rows).any():
@@ -472,10 +522,13 @@ def sample_rows(
 ) -> pd.DataFrame:
     """``rows`` decoded synthetic rows that keep every rule of the schema (``Schema.sample_valid``:
     the model's distribution conditioned on the rules; post-processing). ``fixed``: the typed
-    values of the columns the model (and ``relabel``) was conditioned on."""
+    values of the columns the model (and ``relabel``) was conditioned on. Where the model has the
+    fine grids, each value is drawn inside its fine cell, itself drawn given its bin."""
+    fine = set(schema.fine_domain()) <= set(model.domain)
+    columns = list(schema.measured_domain() if fine else schema.domain())
 
     def draw(n: int, draw_rng: np.random.Generator) -> np.ndarray:
-        codes = synthetic_codes(model, schema, n, int(draw_rng.integers(2**31)))
+        codes = model.sample(n, seed=int(draw_rng.integers(2**31)), columns=columns)
         return codes if relabel is None else relabel(codes, draw_rng)
 
     return schema.sample_valid(draw, rows, rng, fixed=fixed)

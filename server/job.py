@@ -228,7 +228,7 @@ def generator_settings(config: JobConfig) -> GeneratorSettings:
 
 
 def _phase_events(config: JobConfig) -> dict[str, EventFn]:
-    num_columns = len(config.schema.domain())
+    num_columns = len(config.schema.measured_domain())  # a 1-way marginal per column and per fine grid
     settings = generator_settings(config)
     events: dict[str, EventFn] = {
         GENERATOR: lambda sigma: generator_event(sigma, num_columns, settings, config.max_rows)

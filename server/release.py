@@ -295,8 +295,8 @@ def _read_schema(path: Path) -> Schema:
 
 
 def _read_measurements(path: Path, release: Release) -> list[Measurement]:
-    """The noisy marginals, each checked against the schema's domain."""
-    domain = release.schema.domain()
+    """The noisy marginals, each checked against the schema's columns and fine grids."""
+    domain = release.schema.measured_domain()
     out = []
     for k, entry in enumerate(_read_json(path, list)):
         try:

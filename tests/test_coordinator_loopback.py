@@ -97,15 +97,16 @@ def coordinator_config(folder: Path, port: int, link: str, certs: Path) -> Path:
 
 
 def expected_first_round(tables: list[Path], planned_mu: float) -> np.ndarray:
-    """What secure round 1 must decode to: every organisation's 1-way counts plus its share."""
+    """What secure round 1 must decode to: every organisation's 1-way counts (of every column and
+    fine grid) plus its share."""
     schema = load_schema(DATA / "adult.schema.yaml")
-    domain = schema.domain()
+    domain = schema.measured_domain()
     columns = list(domain)
     spec = NoisySumSpec(dim=sum(domain.values()), mu=planned_mu, min_survivors=3, max_abs=MAX_ROWS)
     ranges = secure_ranges(spec, len(ORGS))
     total = np.zeros(spec.dim, dtype=np.int64)
     for i, table in enumerate(tables):
-        codes = schema.encode(schema.read_csv(table))
+        codes = schema.encode(schema.read_csv(table), fine=True)
         rng = np.random.default_rng([NOISE_SEED, zlib.crc32(ORGS[i].encode()), 1])  # seed, org, round
         counts = marginals(codes, columns, domain, [(c,) for c in columns])
         total += noisy_share(counts, spec, ranges, rng).astype(np.int64)

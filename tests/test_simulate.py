@@ -129,7 +129,7 @@ def test_measurements_are_what_the_coordinator_measured_of_the_schemas_columns(r
     mechanisms = [e["mechanism"] for e in json.loads((release.path / "privacy.json").read_text())["events"]]
     assert any("profile" in m for m in mechanisms)  # the organisations were profiled, paid for ...
     assert all(ORGANISATION not in m["clique"] for m in measured)  # ... and no block of theirs is published
-    assert len(measured) == len(SCHEMA.column_names) + 2  # the 1-way marginals and one round of two
+    assert len(measured) == len(SCHEMA.measured_domain()) + 2  # the 1-way marginals, fine grids, one round of two
     assert [m["clique"] for m in measured[:3]] == [["age"], ["workclass"], ["fnlwgt"]]
     assert all(m["sigma"] > 0 for m in measured)
 

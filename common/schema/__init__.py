@@ -26,7 +26,9 @@ Column keys: ``name``, ``kind`` (categorical, ordinal, boolean, numeric, integer
 bounds), ``bins`` (an int N = N equal-width bins over [lower, upper], or sorted edges from
 lower to upper; bins are [e_k, e_k+1) except the last, which is closed), ``codes`` (integer
 columns: the public list of valid values; every bin must hold one), ``missing`` (default
-false), ``out_of_range`` (error | clip, default error) and ``decode`` (uniform | midpoint,
+false), ``fine`` (numeric, integer and datetime: a public fine grid, a width such as ``1`` or
+``1D`` or a list of edges; the generator measures its 1-way marginal and decodes values within
+their bins from it), ``out_of_range`` (error | clip, default error) and ``decode`` (uniform | midpoint,
 default uniform: how a bin is turned back into a value; among the listed codes when given).
 A ``datetime`` column has ISO ``lower``/``upper`` (dates, or datetimes) and ``bins`` as a number
 or a public width such as ``30D``; it decodes to a whole day (date bounds) or second in its bin
@@ -76,9 +78,10 @@ __all__ = [
     "Violation",
     "draft_schema",
     "draft_warning",
+    "fine_zeros",
     "load_schema",
     "run_draft",
     "run_validate",
     "structural_zeros",
 ]
-from .zeros import structural_zeros
+from .zeros import fine_zeros, structural_zeros

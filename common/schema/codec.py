@@ -5,7 +5,10 @@ the last one. Decoding turns a bin back into a value by the column's ``decode`` 
 inside the bin (among the listed ``codes`` when the column has them) or its midpoint. When a
 hierarchy rule makes a code column the child of a category column, a bin decodes only to codes
 its row's parent allows, if the bin holds any; so the child agrees with the parent by
-construction. None of this reads data: it is post-processing of codes.
+construction. A column with a public fine grid (``fine``) also has fine codes, its fine cell
+(missing: the last code); given them, a value decodes uniformly inside its fine cell when that cell
+lies in the row's coarse bin (the model's hierarchy makes it so), else inside the coarse bin: the
+value always stays in its bin. None of this reads data: it is post-processing of codes.
 """
 
 from __future__ import annotations
@@ -54,7 +57,12 @@ def codes_of(column: Column, values: np.ndarray, missing: np.ndarray) -> np.ndar
     return np.where(missing, column.n_values, codes)
 
 
-def checked_codes(columns: tuple[Column, ...], codes: np.ndarray) -> np.ndarray:
+def fine_codes_of(column: Column, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Fine codes of parsed values: the fine cell's index; missing -> the last code."""
+    return np.where(missing, column.n_fine_values, bin_of(column.fine_edges, values))
+
+
+def checked_codes(columns: tuple[Column, ...], codes: np.ndarray, sizes: list[int] | None = None) -> np.ndarray:
     """Codes as an int64 array of shape (columns, rows): one contiguous row per column."""
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != len(columns):
@@ -63,26 +71,35 @@ def checked_codes(columns: tuple[Column, ...], codes: np.ndarray) -> np.ndarray:
     if codes.size and not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
     by_column = np.ascontiguousarray(codes.T, dtype=np.int64)
-    n_codes = np.array([column.n_codes for column in columns], dtype=np.int64)
+    n_codes = np.array([column.n_codes for column in columns] if sizes is None else sizes, dtype=np.int64)
     bad = (by_column < 0) | (by_column >= n_codes[:, None])
     if bad.any():
         j, row = (int(i[0]) for i in np.nonzero(bad))
-        column = columns[j]
-        raise ValueError(f"column {column.name!r}: code {by_column[j, row]} at row {row} is "
-                         f"outside 0..{column.n_codes - 1} ({int(bad[j].sum())} such codes); "
+        name = columns[j].name if sizes is None else columns[j].fine_name
+        raise ValueError(f"column {name!r}: code {by_column[j, row]} at row {row} is "
+                         f"outside 0..{n_codes[j] - 1} ({int(bad[j].sum())} such codes); "
                          f"codes must come from Schema.encode or respect Schema.domain()")
     return by_column
 
 
 def decode_frame(columns: tuple[Column, ...], rules: tuple[Rule, ...], codes: np.ndarray,
-                 rng: np.random.Generator) -> pd.DataFrame:
-    """Typed table for codes (rows x columns): bins become values, the missing code NA."""
+                 rng: np.random.Generator, fine: np.ndarray | None = None) -> pd.DataFrame:
+    """Typed table for codes (rows x columns): bins become values, the missing code NA.
+
+    ``fine`` (rows x the columns with a fine grid, in schema order), when given: each such
+    column's fine codes, which place its values within their bins.
+    """
     by_column = checked_codes(columns, codes)
+    with_fine = [column for column in columns if column.fine is not None]
+    by_fine = {} if fine is None else dict(zip(
+        [c.name for c in with_fine], checked_codes(tuple(with_fine), fine, [c.n_fine_codes for c in with_fine])))
     parents = _hierarchy_parents(columns, rules)
     data = {}
     for column, column_codes in zip(columns, by_column):
         missing = column_codes == column.n_values if column.missing else None
-        if column.name in parents:
+        if column.name in by_fine:
+            values = _decode_fine(column, column_codes, by_fine[column.name], rng)
+        elif column.name in parents:
             rule, parent = parents[column.name]
             parent_codes = by_column[[c.name for c in columns].index(parent.name)]
             values = _decode_listed(column, column_codes, rng, rule, parent, parent_codes)
@@ -114,13 +131,34 @@ def _decode_values(column: Column, codes: np.ndarray, rng: np.random.Generator) 
     return _decode_numbers(column, present, rng)
 
 
+def _decode_fine(column: Column, codes: np.ndarray, fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Values inside each row's fine cell where it lies in the row's coarse bin, else inside the bin."""
+    bins = np.minimum(codes, column.n_values - 1)
+    cells = np.minimum(fine, column.n_fine_values - 1)
+    inside = (fine < column.n_fine_values) & (column.fine_bins[cells] == bins)
+    if column.kind == "numeric":
+        left = np.where(inside, column.fine_edges[cells], column.edges[bins])
+        right = np.where(inside, column.fine_edges[cells + 1], column.edges[bins + 1])
+        return _uniform_numbers(column, left, right, rng)
+    fine_first, fine_last = column.fine_integers
+    first, last = column.bin_integers
+    low, high = np.where(inside, fine_first[cells], first[bins]), np.where(inside, fine_last[cells], last[bins])
+    if column.decode == "midpoint":
+        return np.floor((low + high) / 2 + 0.5).astype(np.int64)
+    return rng.integers(low, high, endpoint=True)
+
+
 def _decode_numbers(column: Column, bins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    left, right = column.edges[bins], column.edges[bins + 1]
+    return _uniform_numbers(column, column.edges[bins], column.edges[bins + 1], rng)
+
+
+def _uniform_numbers(column: Column, left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Values in [left, right) (closed at the column's upper bound), by the column's decode rule."""
     if column.decode == "midpoint":
         return (left + right) / 2
-    values = left + rng.random(len(bins)) * (right - left)
-    # Rounding may land on the right edge, which belongs to the next bin (except the last).
-    is_open = bins < len(column.edges) - 2
+    values = left + rng.random(len(left)) * (right - left)
+    # Rounding may land on the right edge, which belongs to the next bin (except at the upper bound).
+    is_open = right < column.edges[-1]
     return np.where(is_open & (values >= right), np.nextafter(right, left), values)
 
 

@@ -25,15 +25,18 @@ CATEGORY_KINDS = ("categorical", "ordinal")
 NUMBER_KINDS = ("numeric", "integer")
 OUT_OF_RANGE_RULES = ("error", "clip")
 DECODE_RULES = ("uniform", "midpoint")
+#: Suffix of a column's fine grid in the generator's measured domain (``Schema.fine_domain``).
+FINE_SUFFIX = ":fine"
+MAX_FINE_CELLS = 1000  # cells of one fine grid (its 1-way marginal is one count vector)
 
 COMMON_COLUMN_KEYS = ("name", "kind", "missing")
 KIND_KEYS = {
     "categorical": ("categories",),
     "ordinal": ("categories",),
     "boolean": (),
-    "numeric": ("lower", "upper", "bins", "out_of_range", "decode"),
-    "integer": ("lower", "upper", "bins", "codes", "out_of_range", "decode"),
-    "datetime": ("lower", "upper", "bins", "out_of_range", "decode"),
+    "numeric": ("lower", "upper", "bins", "fine", "out_of_range", "decode"),
+    "integer": ("lower", "upper", "bins", "fine", "codes", "out_of_range", "decode"),
+    "datetime": ("lower", "upper", "bins", "fine", "out_of_range", "decode"),
 }
 _KIND_ALIASES = {
     "float": "numeric", "double": "numeric", "real": "numeric", "continuous": "numeric",
@@ -42,7 +45,7 @@ _KIND_ALIASES = {
     "nominal": "categorical", "ordered": "ordinal",
     "date": "datetime", "timestamp": "datetime", "time": "datetime",
 }
-_TUPLE_KEYS = ("categories", "bins", "codes")
+_TUPLE_KEYS = ("categories", "bins", "codes", "fine")
 
 
 class SchemaError(ValueError):
@@ -93,6 +96,13 @@ class Column:
     ``codes`` (integer columns only) is the public list of valid values, e.g. the industry
     codes of a code book: data outside it is flagged, and decoding a bin picks only among
     the listed codes inside it.
+
+    ``fine`` (numeric, integer and datetime columns) is a public fine grid: a width (``1`` for
+    single years of age; a width such as ``1D`` for a datetime) or a list of edges (a log grid for
+    incomes). Its cells are the grid cut at every coarse edge too, so each lies inside one coarse
+    bin (:attr:`fine_bins`): the model's higher-order marginals use the coarse bins, the generator
+    also measures the fine grid's 1-way marginal, and values decode from the fine distribution
+    within their coarse bin (``codec``).
     """
 
     name: str
@@ -105,6 +115,7 @@ class Column:
     out_of_range: str = "error"
     decode: str = "uniform"
     codes: tuple[int, ...] | None = None
+    fine: int | float | str | tuple[int | float, ...] | None = None
 
     def __post_init__(self) -> None:
         for key in _TUPLE_KEYS:
@@ -156,6 +167,50 @@ class Column:
         edges.flags.writeable = False
         return edges
 
+    @property
+    def fine_name(self) -> str:
+        """The fine grid's name in the generator's measured domain."""
+        return self.name + FINE_SUFFIX
+
+    @cached_property
+    def fine_edges(self) -> np.ndarray:
+        """Edges of the fine grid's cells: the grid's points and every coarse edge; for integer and
+        datetime columns each rounded up to a whole unit, which keeps every integer in its coarse
+        bin and leaves no cell without an integer. Only for a column with ``fine``."""
+        low, high = self.bounds
+        if isinstance(self.fine, tuple):
+            points = np.asarray(self.fine, dtype=np.float64)
+        else:
+            width = width_units(self.fine, self.unit) if isinstance(self.fine, str) else float(self.fine)
+            points = np.arange(low, high, width)
+        points = np.concatenate([points[(points > low) & (points < high)], self.edges])
+        if self.kind != "numeric":
+            points = np.ceil(points)
+        edges = np.unique(points)
+        edges.flags.writeable = False
+        return edges
+
+    @property
+    def n_fine_values(self) -> int:
+        return len(self.fine_edges) - 1
+
+    @property
+    def n_fine_codes(self) -> int:
+        """Codes of the fine grid, with the extra last code for "missing" when allowed."""
+        return self.n_fine_values + int(self.missing)
+
+    @cached_property
+    def fine_bins(self) -> np.ndarray:
+        """The coarse bin of each fine cell (the hierarchy that ties the grid to the bins)."""
+        bins = bin_of(self.edges, self.fine_edges[:-1])
+        bins.flags.writeable = False
+        return bins
+
+    @cached_property
+    def fine_integers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first, last) integer inside each fine cell, inclusive; the last cell is closed."""
+        return integers_in_bins(self.fine_edges)
+
     @cached_property
     def bin_integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, last) integer inside each bin, inclusive; the last bin is closed."""
@@ -189,6 +244,8 @@ class Column:
             out["out_of_range"] = self.out_of_range
         if self.decode != "uniform":
             out["decode"] = self.decode
+        if self.fine is not None:
+            out["fine"] = list(self.fine) if isinstance(self.fine, tuple) else self.fine
         return out
 
 
@@ -256,13 +313,17 @@ def _column_problems(column: Column) -> list[str]:
             problems += _bin_problems(label, column)
         if not problems and column.codes is not None:
             problems += _code_problems(label, column)
+        if not problems and column.fine is not None:
+            problems += _fine_problems(label, column)
         problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
         problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
     elif column.kind == "datetime":
         problems += _datetime_problems(label, column)
+        if not problems and column.fine is not None:
+            problems += _fine_problems(label, column)
         problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
         problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
-    for key in ("categories", "lower", "upper", "bins", "codes"):
+    for key in ("categories", "lower", "upper", "bins", "codes", "fine"):
         if getattr(column, key) is not None and key not in KIND_KEYS[column.kind]:
             problems.append(f"{label}: {key!r} does not apply to a {column.kind} column; "
                             f"remove it or change the kind")
@@ -389,6 +450,38 @@ def _bin_problems(label: str, column: Column) -> list[str]:
             return problems
     if column.kind == "integer":
         return _empty_integer_bin_problems(label, column)
+    return []
+
+
+def _fine_problems(label: str, column: Column) -> list[str]:
+    fine = column.fine
+    if column.codes is not None:
+        return [f"{label}: 'fine' does not apply to a column with listed 'codes' (decoding picks among the "
+                f"codes); remove one of the two"]
+    if column.kind == "datetime":
+        width = width_units(fine, column.unit) if isinstance(fine, str) else None
+        if width is None or width <= 0 or width != int(width):
+            return [f"{label}: fine must be a width such as 1D (or 1h when the bounds have times), got {fine!r}"]
+    elif isinstance(fine, tuple):
+        if len(fine) < 1 or not all(map(is_number, fine)) or any(a >= b for a, b in zip(fine, fine[1:])):
+            return [f"{label}: fine must be a width (e.g. 1) or a strictly increasing list of edges, got {list(fine)}"]
+        low, high = column.bounds
+        if fine[0] < low or fine[-1] > high:
+            return [f"{label}: fine edges must lie within [{column.lower}, {column.upper}]; they run from "
+                    f"{fine[0]} to {fine[-1]}"]
+    elif not is_number(fine) or fine <= 0:
+        return [f"{label}: fine must be a positive width (e.g. 1 for whole units) or a list of edges, got {fine!r}"]
+    elif column.kind == "integer" and fine != math.floor(fine):
+        return [f"{label}: an integer column's fine width must be a whole number, got {fine}"]
+    if not isinstance(fine, tuple):  # before the grid is built: a tiny width would make millions of points
+        width = width_units(fine, column.unit) if isinstance(fine, str) else fine
+        low, high = column.bounds
+        if (high - low) / width > MAX_FINE_CELLS:
+            return [f"{label}: fine {fine!r} makes {math.ceil((high - low) / width)} cells between {column.lower} "
+                    f"and {column.upper}; use at most {MAX_FINE_CELLS} (a wider width or a list of edges)"]
+    if column.n_fine_values > MAX_FINE_CELLS:
+        return [f"{label}: fine {fine!r} makes {column.n_fine_values} cells between {column.lower} and "
+                f"{column.upper}; use at most {MAX_FINE_CELLS} (a wider width or fewer edges)"]
     return []
 
 

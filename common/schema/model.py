@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .codec import codes_of, decode_frame, typed_values
+from .codec import codes_of, decode_frame, fine_codes_of, typed_values
 from .columns import Column, SchemaError, as_tuple, bullets, column_from_dict, unknown_key_problems
 from .io import dump_text, read_mapping, read_text_table, writable_format
 from .rules import Rule, rule_from_dict, rule_problems, rule_violations
@@ -61,6 +61,19 @@ class Schema:
     def domain(self) -> dict[str, int]:
         """Column name -> number of codes (one extra code for "missing" where allowed)."""
         return {column.name: column.n_codes for column in self.columns}
+
+    @property
+    def fine_columns(self) -> tuple[Column, ...]:
+        """The columns with a public fine grid (``fine``), in schema order."""
+        return tuple(column for column in self.columns if column.fine is not None)
+
+    def fine_domain(self) -> dict[str, int]:
+        """Each fine grid's name (``AGEP:fine``) -> its number of codes (missing included)."""
+        return {column.fine_name: column.n_fine_codes for column in self.fine_columns}
+
+    def measured_domain(self) -> dict[str, int]:
+        """What the generator can count: the columns' codes, then each fine grid's."""
+        return {**self.domain(), **self.fine_domain()}
 
     # ---- dict / file IO
     @classmethod
@@ -126,14 +139,17 @@ class Schema:
         data = {c.name: typed_values(c, *clipped(c, parsed[c.name])) for c in self.columns}
         return pd.DataFrame(data, index=df.index)
 
-    def encode(self, df: pd.DataFrame) -> np.ndarray:
+    def encode(self, df: pd.DataFrame, fine: bool = False) -> np.ndarray:
         """Validate strictly, then map each cell to its code: an int64 array (rows x columns).
 
-        Codes: category index, bool 0/1, bin index; the missing code is the last one.
+        Codes: category index, bool 0/1, bin index; the missing code is the last one. With
+        ``fine``, each fine grid's codes follow (the columns of :meth:`measured_domain`).
         """
         report, parsed = inspect(self, df)
         raise_if_errors(report)
         codes = [codes_of(c, *clipped(c, parsed[c.name])) for c in self.columns]
+        if fine:
+            codes += [fine_codes_of(c, *clipped(c, parsed[c.name])) for c in self.fine_columns]
         return np.column_stack(codes) if codes else np.empty((len(df), 0), np.int64)
 
     def decode(self, codes: np.ndarray, rng: np.random.Generator | int) -> pd.DataFrame:
@@ -141,10 +157,16 @@ class Schema:
 
         Bins become values by the column's ``decode`` rule (among the listed ``codes`` of a
         code column, consistent with a hierarchy parent where possible); the missing code
-        becomes NaN/NA. ``rng`` is a numpy Generator or a seed. Rules are not enforced here:
-        see :meth:`sample_valid`.
+        becomes NaN/NA. ``codes`` has the schema's columns, or those of :meth:`measured_domain`
+        (then each fine grid's code places its value inside the bin). ``rng`` is a numpy
+        Generator or a seed. Rules are not enforced here: see :meth:`sample_valid`.
         """
-        return decode_frame(self.columns, self.rules, codes, np.random.default_rng(rng))
+        codes = np.asarray(codes)
+        n = len(self.columns)
+        with_fine = codes.ndim == 2 and codes.shape[1] == n + len(self.fine_columns) > n
+        fine = codes[:, n:] if with_fine else None
+        return decode_frame(self.columns, self.rules, codes[:, :n] if with_fine else codes,
+                            np.random.default_rng(rng), fine)
 
     def rule_violations(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Booleans, rows x rule names, on a decoded frame: True = the row breaks the rule."""
@@ -217,6 +239,10 @@ def _schema_problems(schema: Schema) -> list[str]:
         positions = [i + 1 for i, n in enumerate(names) if n == name]
         problems.append(f"column {name!r} is defined {len(positions)} times (columns "
                         f"#{', #'.join(map(str, positions))}); column names must be unique")
+    for column in schema.columns:
+        if column.fine is not None and column.fine_name in names:
+            problems.append(f"column {column.fine_name!r} has the name of column {column.name!r}'s fine grid; "
+                            f"rename it")
     if schema.label is not None and schema.label not in names:
         problems.append(f"label {schema.label!r} is not a column; set label to one of "
                         f"{names} or to null")

@@ -10,8 +10,11 @@ release keeps the model's distribution.
 Which values a cell can decode to: its category, or NA for the missing code; for a bin, its
 ends and every rule threshold inside it (listed codes, where the column has them and the bin
 holds few). Rule conditions are intervals, sets and comparisons, whose truth can only change at
-those points, so testing them decides the whole bin. Everything here reads the schema alone:
-public, no privacy cost.
+those points, so testing them decides the whole bin.
+
+A column's fine grid (``fine``) is tied to its coarse bins the same way (:func:`fine_zeros`): a
+(bin, fine cell) pair is impossible unless the cell lies inside the bin, and missing goes with
+missing. Everything here reads the schema alone: public, no privacy cost.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ def structural_zeros(schema: Schema, max_cells: int = 5000) -> list[tuple[tuple[
         np.logical_and.at(always, np.asarray(owner), broken)
         if always.any():
             out.append((names, np.asarray([cells[k] for k in np.flatnonzero(always)], dtype=np.int64)))
+    return out
+
+
+def fine_zeros(schema: Schema) -> list[tuple[tuple[str, ...], np.ndarray]]:
+    """Per column with a fine grid: ``(column, column:fine)`` and the (bin, fine cell) code pairs
+    that cannot occur together (the cell lies in another bin; missing with present)."""
+    out = []
+    for column in schema.fine_columns:
+        parent = np.append(column.fine_bins, column.n_values)[: column.n_fine_codes]  # missing -> missing
+        bins, cells = np.meshgrid(np.arange(column.n_codes), np.arange(column.n_fine_codes), indexing="ij")
+        forbidden = bins != parent[cells]
+        out.append(((column.name, column.fine_name), np.column_stack([bins[forbidden], cells[forbidden]])))
     return out
 
 

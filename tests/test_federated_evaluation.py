@@ -72,7 +72,7 @@ def test_every_guard_judges_the_evaluation_phase(tmp_path):
     plan = plan_job(config(tmp_path / "unused"))
     event, t, multipliers = read_plan({"schema": "", **plan.guard_request()})
     z = multipliers["evaluation"]
-    assert z == pytest.approx(plan.evaluation.sigma) and t == 2
+    assert z == pytest.approx(plan.evaluation.sigma) and t == 3
     assert evaluation_event(plan.evaluation.sigma, plan.evaluation.cliques, None) in event.events
     strict = GuardPolicy(ledger=tmp_path / "org.jsonl", epsilon_cap=8.0, delta=1e-6,
                          min_noise_multiplier=z * 1.01, min_survivors=2)

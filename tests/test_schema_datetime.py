@@ -92,7 +92,7 @@ def test_a_draft_proposes_datetime_for_date_like_columns():
     assert (columns["d"].kind, columns["d"].lower, columns["d"].upper, columns["d"].missing) == (
         "datetime", "2021-03-01", "2021-05-09", True)
     assert columns["t"].kind == "datetime" and columns["t"].unit == "s"
-    assert columns["n"].kind == "categorical"
+    assert columns["n"].kind == "ordinal"  # a run 1..k of few values reads as a rating
 
 
 def test_parsed_timestamps_from_parquet_are_datetimes_too():

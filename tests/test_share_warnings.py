@@ -30,10 +30,10 @@ SCHEMA = load_schema(bundled("adult.schema.yaml"))
 def release(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shares") / "release"
     settings = GeneratorSettings(rounds=1, per_round=2, fit_iters=50, final_iters=100, score_sample=5_000)
-    config = JobConfig(schema=SCHEMA, parties=3, epsilon=20.0, delta=1e-6, out=out, min_survivors=2,
+    config = JobConfig(schema=SCHEMA, parties=3, epsilon=20.0, delta=1e-6, out=out, min_survivors=3,
                        generator=settings, labels="generator")
     parties = split_table(SCHEMA.read_csv(bundled("adult.csv")), 3, "iid", SCHEMA.label, seed=0)
-    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t) for i, t in enumerate(parties)]
+    orgs = [Organisation(f"org-{i}", lambda _s, t=t: t, accepts=SCHEMA) for i, t in enumerate(parties)]
     run_job_with(lambda ledger: CentralAggregator(orgs, ledger, seed=0), config, lambda _m: None)
     return out
 

@@ -215,7 +215,7 @@ def test_operators_run_a_job_through_the_coordinator_which_survives_a_crash(tmp_
         # The first secure round decoded to exactly the sum of what the organisations sent.
         first = entries[0].metadata
         measurements = json.loads((release / "measurements.json").read_text(encoding="utf-8"))
-        columns = load_schema(DATA / "adult.schema.yaml").column_names
+        columns = load_schema(DATA / "adult.schema.yaml").measured_domain()  # every column, then each fine grid
         decoded = np.concatenate([np.asarray(m["counts"], dtype=np.int64) for m in measurements[: len(columns)]])
         np.testing.assert_array_equal(decoded, expected_first_round(tables, float(first["planned_mu"])))
 

@@ -60,7 +60,8 @@ def fit(tmp_path: Path):
     config = JobConfig(SCHEMA, 3, 1.0, 1e-6, tmp_path / "out", 2, generator=SMALL, labels="generator")
     plan = plan_job(config)
     parts = np.array_split(np.arange(len(TABLE)), 3)
-    orgs = [Organisation(f"org-{i}", lambda _s, p=p: TABLE.iloc[p].reset_index(drop=True)) for i, p in enumerate(parts)]
+    orgs = [Organisation(f"org-{i}", lambda _s, p=p: TABLE.iloc[p].reset_index(drop=True), accepts=SCHEMA)
+            for i, p in enumerate(parts)]
     ledger = Ledger(Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)
     model = fit_generator(CentralAggregator(orgs, ledger, seed=0), SCHEMA, plan.generator, np.random.default_rng(0), lambda _m: None)
     return model, plan, ledger

@@ -60,7 +60,7 @@ def test_load_reads_the_release_and_summarises_its_privacy(release):
     assert privacy["epsilon"] == release.statement["epsilon"] <= 1.0 and privacy["organisations"] == 3
     assert set(privacy["per_phase"]) == {"generator", "teacher"} and privacy["accountant"] in ("rdp", "pld")
     assert set(loaded.labeller) == {"teacher", "student"} and loaded.labels == "sample"
-    assert loaded.model().domain == SCHEMA.domain()  # the schema's columns, nothing per organisation
+    assert loaded.model().domain == SCHEMA.measured_domain()  # the schema's columns and fine grids, nothing per organisation
 
 
 def test_sample_gives_any_number_of_rows_that_keep_the_rules(release):
@@ -101,7 +101,7 @@ def test_no_release_file_holds_anything_per_organisation(release):
     for file in release.path.iterdir():  # the organisation column's name, in any file, text or binary
         assert ORGANISATION.encode() not in file.read_bytes(), file.name
     measured = json.loads((release.path / "measurements.json").read_text())
-    domain = SCHEMA.domain()
+    domain = SCHEMA.measured_domain()
     assert all(set(m["clique"]) <= set(domain) and len(m["counts"]) == cells(domain, tuple(m["clique"])) for m in measured)
 
     def per_organisation(value) -> list:
@@ -317,14 +317,17 @@ def test_conditional_sampling_keeps_the_rules_gives_only_the_condition_and_chang
 
 
 def test_conditional_sampling_is_the_model_conditioned_not_a_filter_of_its_rows(release):
-    """Rows given sex=Female have the relationship shares of the unconditioned rows that are female."""
+    """Rows given relationship=Husband have the marital-status shares of the unconditioned rows
+    that are husbands (the schema's rule ties them, so every model links the two columns)."""
     loaded = Release.load(release.path)
     everyone = loaded.sample(30_000, seed=7)
-    women = everyone[everyone["sex"] == "Female"]["relationship"].value_counts(normalize=True)
-    given = loaded.sample(10_000, seed=8, where={"sex": "Female"})["relationship"].value_counts(normalize=True)
-    assert np.abs(women - given.reindex(women.index, fill_value=0.0)).max() < 0.03
-    overall = everyone["relationship"].value_counts(normalize=True)
-    assert overall["Husband"] - given.get("Husband", 0.0) > 0.2  # and not the unconditioned shares
+    husbands = everyone[everyone["relationship"] == "Husband"]["marital-status"].value_counts(normalize=True)
+    given = loaded.sample(10_000, seed=8, where={"relationship": "Husband"})["marital-status"]
+    shares = given.value_counts(normalize=True)
+    assert np.abs(husbands - shares.reindex(husbands.index, fill_value=0.0)).max() < 0.03
+    overall = everyone["marital-status"].value_counts(normalize=True)
+    married = ["Married-civ-spouse", "Married-AF-spouse"]  # the rule's married values
+    assert shares.reindex(married, fill_value=0.0).sum() - overall.reindex(married, fill_value=0.0).sum() > 0.2
 
 
 @pytest.mark.parametrize(

@@ -46,16 +46,16 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsynth.client.daemon import LOG_LEVEL_ENV, DaemonConfig
-from fedsynth.client.guard import Guard, GuardPolicy, verify_setup
-from fedsynth.client.organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
-from fedsynth.client.secagg import secagg_guard
-from fedsynth.common.accounting import CombinedAccountant
-from fedsynth.common.identity import Identity
-from fedsynth.common.schema import Schema, SchemaError, load_schema
-from fedsynth.common.secagg_graph import graph_from_request
-from fedsynth.common.secure_prg import harden
-from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
+from .daemon import LOG_LEVEL_ENV, DaemonConfig
+from .guard import Guard, GuardPolicy, verify_setup
+from .organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
+from .secagg import secagg_guard
+from ..common.accounting import CombinedAccountant
+from ..common.identity import Identity
+from ..common.schema import Schema, SchemaError, load_schema
+from ..common.secagg_graph import graph_from_request
+from ..common.secure_prg import harden
+from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
 
 log = logging.getLogger(__name__)
 

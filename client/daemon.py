@@ -56,11 +56,11 @@ from typing import Any
 import pandas as pd
 import sqlalchemy
 
-from fedsynth.client.guard import Guard, GuardPolicy
-from fedsynth.client.organisation import Organisation, TableUnreadable
-from fedsynth.common.schema import Schema, TableFileError, load_schema
-from fedsynth.common.schema.io import as_text_frame
-from fedsynth.common.identity import Identity, IdentityError
+from .guard import Guard, GuardPolicy
+from .organisation import Organisation, TableUnreadable
+from ..common.schema import Schema, TableFileError, load_schema
+from ..common.schema.io import as_text_frame
+from ..common.identity import Identity, IdentityError
 
 log = logging.getLogger(__name__)
 

@@ -70,12 +70,12 @@ import pandas as pd
 from scipy.stats import ks_2samp
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from fedsynth.client.evaluate_report import render_page
-from fedsynth.common.marginals import marginal
-from fedsynth.common.metrics import all_cliques, classifier, mean_tvd, random_cliques, total_variation
-from fedsynth.common.schema import Schema, SchemaError, load_schema
-from fedsynth.common.schema.columns import NUMBER_KINDS, Column
-from fedsynth.common.shares import vanishing_groups
+from .evaluate_report import render_page
+from ..common.marginals import marginal
+from ..common.metrics import all_cliques, classifier, mean_tvd, random_cliques, total_variation
+from ..common.schema import Schema, SchemaError, load_schema
+from ..common.schema.columns import NUMBER_KINDS, Column
+from ..common.shares import vanishing_groups
 
 #: 3-way marginals drawn for the mean 3-way TVD.
 TRIPLES = 100

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedsynth.common import html
+from ..common import html
 
 #: Columns per row of the 1-way distribution plots.
 GRID = 3

@@ -61,14 +61,14 @@ from typing import Any
 import numpy as np
 from dp_accounting import DpEvent
 
-from fedsynth.client.organisation import RequestRefused, refusal
-from fedsynth.common.accounting import BudgetExceeded, Ledger
-from fedsynth.common.marginals import MAX_VIEW_VALUE, cells, cliques_from_json
-from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
-from fedsynth.common.schema import Schema
-from fedsynth.common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
-from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
-from fedsynth.common.vote import MAX_PENALTY_STD, MAX_VOTE_EPSILON, MAX_VOTE_K
+from .organisation import RequestRefused, refusal
+from ..common.accounting import BudgetExceeded, Ledger
+from ..common.marginals import MAX_VIEW_VALUE, cells, cliques_from_json
+from ..common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
+from ..common.schema import Schema
+from ..common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
+from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
+from ..common.vote import MAX_PENALTY_STD, MAX_VOTE_EPSILON, MAX_VOTE_K
 
 NOISE_ACCOUNTING = ("planned", "own-share")
 

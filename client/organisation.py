@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.common.marginals import (
+from ..common.marginals import (
     cliques_from_json,
     in_slot,
     local_errors,
@@ -47,13 +47,13 @@ from fedsynth.common.marginals import (
     marginals,
     split_blocks,
 )
-from fedsynth.common.rounds import row_cap
-from fedsynth.common.schema import Schema, TableFileError
-from fedsynth.common.vote import VOTE_SENSITIVITY, exponential_top_k, vote_penalties
+from ..common.rounds import row_cap
+from ..common.schema import Schema, TableFileError
+from ..common.vote import VOTE_SENSITIVITY, exponential_top_k, vote_penalties
 
 if TYPE_CHECKING:
-    from fedsynth.client.guard import Guard
-    from fedsynth.common.identity import Identity
+    from .guard import Guard
+    from ..common.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class Organisation:
         """Clipped, integer-rounded per-example gradient sum of a Poisson batch (``common.teacher``)."""
         # Imported here: a deployed SuperNode starts a fresh ClientApp process per message, and
         # torch + Opacus take seconds to import that the other rounds do not need.
-        from fedsynth.common.teacher import Features, TeacherSettings, integer_gradient_sum, weights_for
+        from ..common.teacher import Features, TeacherSettings, integer_gradient_sum, weights_for
 
         if table.schema.label is None:
             raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))

@@ -40,9 +40,9 @@ from flwr.common import MessageType
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsynth.client.guard import GuardRefused, verify_unmask
-from fedsynth.client.organisation import refusal
-from fedsynth.common.identity import (
+from .guard import GuardRefused, verify_unmask
+from .organisation import refusal
+from ..common.identity import (
     Identity,
     SignedKeys,
     key_statement,
@@ -51,8 +51,8 @@ from fedsynth.common.identity import (
     request_digest,
     survivors_statement,
 )
-from fedsynth.common.secagg_graph import flower_neighbourhoods
-from fedsynth.common.secagg_wire import (
+from ..common.secagg_graph import flower_neighbourhoods
+from ..common.secagg_wire import (
     CONSISTENCY,
     DIGEST,
     JOB,

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 from dp_accounting import DpEvent
 
-from fedsynth.common.marginals import Clique, cliques_to_json, marginal
-from fedsynth.common.metrics import random_cliques, total_variation
-from fedsynth.common.rounds import round_event
-from fedsynth.common.secure_sum import NoisySumSpec
+from .marginals import Clique, cliques_to_json, marginal
+from .metrics import random_cliques, total_variation
+from .rounds import round_event
+from .secure_sum import NoisySumSpec
 
 PHASE = "evaluation"
 #: Standard deviations of ``||z||_1`` (Gaussian approximation) that the noise band covers.

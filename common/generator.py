@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from dp_accounting import ComposedDpEvent, DpEvent
 
-from fedsynth.common.accounting import exponential_event, skellam_event
-from fedsynth.common.marginals import Clique, cells, count_sensitivity, grid_score_sensitivity
-from fedsynth.common.vote import MAX_VOTE_EPSILON, MAX_VOTE_K
+from .accounting import exponential_event, skellam_event
+from .marginals import Clique, cells, count_sensitivity, grid_score_sensitivity
+from .vote import MAX_VOTE_EPSILON, MAX_VOTE_K
 
 import jax
 

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from fedsynth.common.marginals import Clique, marginal
+from .marginals import Clique, marginal
 
 
 def total_variation(real: np.ndarray, synthetic: np.ndarray) -> float:

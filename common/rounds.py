@@ -51,15 +51,15 @@ from typing import Any
 
 from dp_accounting import DpEvent
 
-from fedsynth.common.accounting import (
+from .accounting import (
     event_from_dict,
     event_to_dict,
     exponential_event,
     skellam_dpsgd_event,
     skellam_event,
 )
-from fedsynth.common.marginals import cliques_from_json, count_sensitivity, grid_score_sensitivity
-from fedsynth.common.secure_sum import NoisySumSpec
+from .marginals import cliques_from_json, count_sensitivity, grid_score_sensitivity
+from .secure_sum import NoisySumSpec
 
 TASKS = ("marginals", "select", "scores", "gradients")
 #: Keys of a job's pre-flight ``check`` request that carry its privacy plan.
@@ -87,7 +87,7 @@ def sensitivity(request: Mapping[str, Any], spec: NoisySumSpec) -> tuple[float, 
     if task == "scores":
         return grid_score_sensitivity(len(cliques_from_json(str(request["cliques"]))))
     if task == "gradients":
-        from fedsynth.common.teacher import TeacherSettings, grid_sensitivity  # torch: only here
+        from .teacher import TeacherSettings, grid_sensitivity  # torch: only here
 
         return grid_sensitivity(TeacherSettings.from_config(request), spec.dim)
     return spec.l1_sensitivity, spec.l2_sensitivity
@@ -112,7 +112,7 @@ def round_event(request: Mapping[str, Any], spec: NoisySumSpec, mu: float | None
     if task == "marginals":
         return skellam_event(mu, l1, l2, count=len(cliques_from_json(str(request["cliques"]))))
     if task == "gradients":
-        from fedsynth.common.teacher import TeacherSettings
+        from .teacher import TeacherSettings
 
         return skellam_dpsgd_event(mu, l1, l2, TeacherSettings.from_config(request).sampling_rate, steps=1)
     return skellam_event(mu, l1, l2)

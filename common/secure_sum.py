@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from fedsynth.common.noise import sample_skellam, share_of_mu, skellam_tail_bound
+from .noise import sample_skellam, share_of_mu, skellam_tail_bound
 
 #: Flower casts quantized values to int32 before masking: ``2c`` must stay below 2**31.
 MAX_CLIPPING_RANGE = 2**30 - 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsynth.common.marginals import marginal
+from .marginals import marginal
 
 SIGMAS = 3.0
 RATIO = 2.0

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsynth.common.teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
+from .teacher import Features, TeacherSettings, build_model, predict_proba, predict_proba_codes
 
 LABEL_MODES = ("sample", "argmax", "generator")
 #: Rows one-hot encoded and labelled at a time (bounds the memory of labelling millions of rows).

@@ -35,7 +35,7 @@ from dp_accounting import DpEvent
 from opacus import GradSampleModule
 from torch import nn
 
-from fedsynth.common.accounting import skellam_dpsgd_event
+from .accounting import skellam_dpsgd_event
 
 #: Public bound on every coordinate of an organisation's integer gradient sum.
 MAX_ABS = 2**29

@@ -51,7 +51,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedsynth.common.marginals import MAX_ERROR_ROWS, VIEW_BITS, Clique, penalties
+from .marginals import MAX_ERROR_ROWS, VIEW_BITS, Clique, penalties
 
 #: The vote's epsilon is used rounded down to a multiple of ``2**-EPSILON_BITS`` (never more).
 EPSILON_BITS = 32

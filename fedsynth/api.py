@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from fedsynth.common.schema import Schema, load_schema
-from fedsynth.server.job import JobConfig
-from fedsynth.server.jobspec import JOB_OPTIONS, defaults, job_config
-from fedsynth.server.release import Release
+from .common.schema import Schema, load_schema
+from .server.job import JobConfig
+from .server.jobspec import JOB_OPTIONS, defaults, job_config
+from .server.release import Release
 
 #: The job options a synthesizer is configured with (``parties`` comes from the federation).
 SYNTHESIZER_OPTIONS = tuple(o for o in JOB_OPTIONS if o.name != "parties")
@@ -125,7 +125,7 @@ class FederatedSynthesizer:
         each step's message (default: the ``fedsynth`` logger at INFO). Returns the release
         written to ``out``, also kept as ``release_``.
         """
-        from fedsynth.simulations.main import simulate
+        from .simulations.main import simulate
 
         config = self.job(len(frames), out, ledger, cap)
         for frame in frames:
@@ -153,9 +153,9 @@ class FederatedSynthesizer:
         """
         import grpc
 
-        from fedsynth.protos import coordinator_pb2 as pb
-        from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
-        from fedsynth.server.operator import channel, fetch, follow, job_spec, submit
+        from .protos import coordinator_pb2 as pb
+        from .protos import coordinator_pb2_grpc as pb_grpc
+        from .server.operator import channel, fetch, follow, job_spec, submit
 
         if (root_certificates is None) == (not insecure):
             raise ValueError("fit_remote needs either root_certificates=CA_FILE (TLS) or insecure=True (loopback trials)")

@@ -14,8 +14,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from fedsynth import __version__
-from fedsynth.server.jobspec import JOB_OPTIONS, JobFileError, Option, add_arguments, defaults, given, read_job_file
+from . import __version__
+from .server.jobspec import JOB_OPTIONS, JobFileError, Option, add_arguments, defaults, given, read_job_file
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -26,19 +26,19 @@ def bundled(name: str) -> Path:
 
 
 def _schema_draft(args: argparse.Namespace) -> int:
-    from fedsynth.common.schema import run_draft
+    from .common.schema import run_draft
 
     return run_draft(args.data, args.out, args.na_values)
 
 
 def _schema_validate(args: argparse.Namespace) -> int:
-    from fedsynth.common.schema import run_validate
+    from .common.schema import run_validate
 
     return run_validate(args.data, args.schema)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedsynth.simulations.main import run_simulate
+    from .simulations.main import run_simulate
 
     try:
         resolved = resolve_simulate_options(args)
@@ -50,9 +50,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _deploy_local(args: argparse.Namespace) -> int:
     """Split the table as ``simulate`` does, then run the job on a loopback deployment."""
-    from fedsynth.common.schema import SchemaError, load_schema
-    from fedsynth.server.deploy_local import DeployError, Ports, deploy_local
-    from fedsynth.simulations.split import SplitError, split_table
+    from .common.schema import SchemaError, load_schema
+    from .server.deploy_local import DeployError, Ports, deploy_local
+    from .simulations.split import SplitError, split_table
 
     own = {**defaults(deploy_options()), **given(args, deploy_options())}
     options = {**defaults(JOB_OPTIONS), **given(args, JOB_OPTIONS)}
@@ -75,37 +75,37 @@ def _deploy_local(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from fedsynth.server.release import run_sample
+    from .server.release import run_sample
 
     return run_sample(args.release, args.rows, args.out, args.seed, args.where)
 
 
 def _client(args: argparse.Namespace) -> int:
-    from fedsynth.client.daemon import run_daemon
+    from .client.daemon import run_daemon
 
     return run_daemon(args.config, args.check)
 
 
 def _coordinator(args: argparse.Namespace) -> int:
-    from fedsynth.server.coordinator import serve
+    from .server.coordinator import serve
 
     return serve(args.config)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fedsynth.client.evaluate import run_evaluate
+    from .client.evaluate import run_evaluate
 
     return run_evaluate(args)
 
 
 def _job(args: argparse.Namespace) -> int:
-    from fedsynth.server.operator import run_job_command
+    from .server.operator import run_job_command
 
     return run_job_command(args)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from fedsynth.server.report import run_report
+    from .server.report import run_report
 
     return run_report(args)
 
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=_deploy_local)
 
     job = sub.add_parser("job", help="submit and follow jobs on a coordinator service")
-    from fedsynth.server.operator import add_job_commands
+    from .server.operator import add_job_commands
 
     add_job_commands(job)
     job.set_defaults(func=_job)
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "statement in plain words with the budget per round, the synthetic rows against the noisy "
         "measurements, and the job's definition, schema and versions (post-processing: no privacy cost).",
     )
-    from fedsynth.server.report import add_report_options
+    from .server.report import add_report_options
 
     add_report_options(report)
     report.set_defaults(func=_report)

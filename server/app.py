@@ -21,11 +21,11 @@ from flwr.app import Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedsynth.common.schema import load_schema
-from fedsynth.server.job import JobConfig, run_job
-from fedsynth.server.jobspec import from_run_config, job_config
-from fedsynth.server.jobstore import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
-from fedsynth.server.release import Release
+from ..common.schema import load_schema
+from .job import JobConfig, run_job
+from .jobspec import from_run_config, job_config
+from .jobstore import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
+from .release import Release
 
 
 #: Run-config keys that are not job options: where the job reads and writes, and the service's own.

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from fedsynth.client.organisation import Organisation, RequestRefused
-from fedsynth.common.accounting import Ledger
-from fedsynth.common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
-from fedsynth.common.rounds import round_event
-from fedsynth.server.secure_sum import JobRefused, SumResult
+from ..client.organisation import Organisation, RequestRefused
+from ..common.accounting import Ledger
+from ..common.secure_sum import NoisySumSpec, noisy_share, secure_ranges
+from ..common.rounds import round_event
+from .secure_sum import JobRefused, SumResult
 
 
 class CentralAggregator:

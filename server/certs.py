@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedsynth.common.identity import new_federation, private_key_pem
+from ..common.identity import new_federation, private_key_pem
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

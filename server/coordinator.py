@@ -73,14 +73,14 @@ from typing import Any
 import grpc
 from dp_accounting import ComposedDpEvent
 
-from fedsynth.common.accounting import BudgetError, BudgetExceeded, CombinedAccountant, Ledger, LedgerCorrupt, event_from_dict, event_to_dict
-from fedsynth.common.schema import SchemaError
-from fedsynth.protos import coordinator_pb2 as pb
-from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
-from fedsynth.server.app import config_from_run_config
-from fedsynth.server.job import preflight
-from fedsynth.server.jobspec import JOB_OPTIONS
-from fedsynth.server.jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, TERMINAL, UNFINISHED, JobRow, JobStore, new_job_id
+from ..common.accounting import BudgetError, BudgetExceeded, CombinedAccountant, Ledger, LedgerCorrupt, event_from_dict, event_to_dict
+from ..common.schema import SchemaError
+from ..protos import coordinator_pb2 as pb
+from ..protos import coordinator_pb2_grpc as pb_grpc
+from .app import config_from_run_config
+from .job import preflight
+from .jobspec import JOB_OPTIONS
+from .jobstore import FAILED, QUEUED, RUNNING, SUBMITTED, SUCCEEDED, TERMINAL, UNFINISHED, JobRow, JobStore, new_job_id
 
 log = logging.getLogger(__name__)
 

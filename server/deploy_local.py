@@ -40,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from fedsynth.server.certs import DEFAULT_HOSTS, issue
+from .certs import DEFAULT_HOSTS, issue
 
 BIN = Path(sys.executable).parent  # fedsynth's and Flower's console scripts
 READY_S = 120  # a service accepting connections
@@ -324,9 +324,9 @@ def start_coordinator(procs: Processes, layout: Layout, ports: Ports, cap: float
 def run_job(layout: Layout, ports: Ports, schema: Path, options: Mapping[str, Any],
             say: Callable[[str], None]) -> Path:
     """Submit the job over TLS, print its events until it ends, fetch its release."""
-    from fedsynth.protos import coordinator_pb2 as pb
-    from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
-    from fedsynth.server.operator import channel, fetch, follow, job_spec, submit
+    from ..protos import coordinator_pb2 as pb
+    from ..protos import coordinator_pb2_grpc as pb_grpc
+    from .operator import channel, fetch, follow, job_spec, submit
 
     with channel(f"127.0.0.1:{ports.coordinator}", layout.certs / "ca.crt") as chan:
         stub = pb_grpc.CoordinatorStub(chan)

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedsynth.common.evaluation import (
+from ..common.evaluation import (
     PHASE,
     evaluation_request,
     summarise,
     synthetic_marginals,
 )
-from fedsynth.common.marginals import Clique, split_blocks, total_cells
-from fedsynth.common.schema import Schema
-from fedsynth.common.secure_sum import NoisySumSpec
-from fedsynth.server.secure_sum import Federation
+from ..common.marginals import Clique, split_blocks, total_cells
+from ..common.schema import Schema
+from ..common.secure_sum import NoisySumSpec
+from .secure_sum import Federation
 
 
 @dataclass(frozen=True)

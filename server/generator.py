@@ -78,8 +78,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from fedsynth.common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement
-from fedsynth.common.marginals import (
+from ..common.generator import ORGANISATION, GeneratorSettings, MarginalModel, Measurement
+from ..common.marginals import (
     Clique,
     candidate_cliques,
     cells,
@@ -92,10 +92,10 @@ from fedsynth.common.marginals import (
     split_blocks,
     total_cells,
 )
-from fedsynth.common.schema import Schema, fine_zeros, structural_zeros
-from fedsynth.common.vote import MAX_PENALTY_STD
-from fedsynth.common.secure_sum import NoisySumSpec
-from fedsynth.server.secure_sum import Federation
+from ..common.schema import Schema, fine_zeros, structural_zeros
+from ..common.vote import MAX_PENALTY_STD
+from ..common.secure_sum import NoisySumSpec
+from .secure_sum import Federation
 
 log = logging.getLogger(__name__)
 

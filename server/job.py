@@ -24,20 +24,20 @@ from flwr.serverapp import Grid
 
 from dp_accounting import ComposedDpEvent, DpEvent
 
-from fedsynth.common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
-from fedsynth.common.evaluation import DEFAULT_PAIRS, PHASE as EVALUATION, evaluation_cliques, evaluation_event
-from fedsynth.common.generator import GeneratorSettings, generator_event
-from fedsynth.common.marginals import count_sensitivity
-from fedsynth.common.rounds import plan_request
-from fedsynth.common.schema import Schema
-from fedsynth.common.secagg_graph import SecAggGraph, choose_graph, default_min_survivors
-from fedsynth.common.secure_sum import NoisySumSpec, secure_ranges
-from fedsynth.common.student import LABEL_MODES, StudentSettings, distil
-from fedsynth.common.student import relabel as relabel_codes
-from fedsynth.common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
-from fedsynth import __version__
-from fedsynth.server.evaluation import EvaluationPlan, evaluate_release, headline, measure_union
-from fedsynth.server.generator import (
+from ..common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
+from ..common.evaluation import DEFAULT_PAIRS, PHASE as EVALUATION, evaluation_cliques, evaluation_event
+from ..common.generator import GeneratorSettings, generator_event
+from ..common.marginals import count_sensitivity
+from ..common.rounds import plan_request
+from ..common.schema import Schema
+from ..common.secagg_graph import SecAggGraph, choose_graph, default_min_survivors
+from ..common.secure_sum import NoisySumSpec, secure_ranges
+from ..common.student import LABEL_MODES, StudentSettings, distil
+from ..common.student import relabel as relabel_codes
+from ..common.teacher import Features, TeacherSettings, build_model, dimension, teacher_event
+from .. import __version__
+from .evaluation import EvaluationPlan, evaluate_release, headline, measure_union
+from .generator import (
     PHASE as GENERATOR,
     GeneratorPlan,
     Progress,
@@ -46,10 +46,10 @@ from fedsynth.server.generator import (
     sample_rows,
     synthetic_codes,
 )
-from fedsynth.server.jobspec import job_toml, option_values
-from fedsynth.server.release import Release, write_release
-from fedsynth.server.secure_sum import Federation
-from fedsynth.server.teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
+from .jobspec import job_toml, option_values
+from .release import Release, write_release
+from .secure_sum import Federation
+from .teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
 
 DEFAULT_SPLIT = {GENERATOR: 0.7, TEACHER: 0.3}
 #: Public bound on any one organisation's count when the job caps no rows (vectors are projected

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the definition itself stays light: building a parser imports no torch or Flower
-    from fedsynth.common.schema import Schema
-    from fedsynth.server.job import JobConfig
+    from ..common.schema import Schema
+    from .job import JobConfig
 
 #: Where an option lands: a field of the JobConfig, of its GeneratorSettings or its TeacherSettings.
 JOB, GENERATOR, TEACHER = "job", "generator", "teacher"
@@ -212,10 +212,10 @@ def default_labels(schema: Schema) -> str:
 def job_config(values: Mapping[str, Any], *, schema: Schema, out: Path, ledger: Path | None = None,
                cap: float | None = None) -> JobConfig:
     """The job that option ``values`` (names as in :data:`JOB_OPTIONS`; missing = default) describe."""
-    from fedsynth.common.generator import GeneratorSettings
-    from fedsynth.common.secagg_graph import default_min_survivors
-    from fedsynth.common.teacher import TeacherSettings
-    from fedsynth.server.job import JobConfig, parse_budget_split
+    from ..common.generator import GeneratorSettings
+    from ..common.secagg_graph import default_min_survivors
+    from ..common.teacher import TeacherSettings
+    from .job import JobConfig, parse_budget_split
 
     values = {**defaults(), **values}
     landed: dict[str, dict[str, Any]] = {JOB: {}, GENERATOR: {}, TEACHER: {}}

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from fedsynth.protos import coordinator_pb2 as pb
-from fedsynth.protos import coordinator_pb2_grpc as pb_grpc
-from fedsynth.server.jobspec import JOB_OPTIONS, add_arguments, given
+from ..protos import coordinator_pb2 as pb
+from ..protos import coordinator_pb2_grpc as pb_grpc
+from .jobspec import JOB_OPTIONS, add_arguments, given
 
 TERMINAL = (pb.SUCCEEDED, pb.FAILED)
 

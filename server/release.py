@@ -35,15 +35,15 @@ import torch
 from dp_accounting import ComposedDpEvent
 from torch import nn
 
-from fedsynth.common.accounting import CombinedAccountant, Ledger
-from fedsynth.common.generator import MarginalModel, Measurement
-from fedsynth.common.marginals import cells
-from fedsynth.common.noise import TAIL_PROBABILITY
-from fedsynth.common.schema import Column, Schema, SchemaError, load_schema
-from fedsynth.common.secure_prg import is_hardened
-from fedsynth.common.student import relabel
-from fedsynth.common.teacher import Features, TeacherSettings, build_model
-from fedsynth.server.generator import Relabel, refit, refit_iters, sample_rows
+from ..common.accounting import CombinedAccountant, Ledger
+from ..common.generator import MarginalModel, Measurement
+from ..common.marginals import cells
+from ..common.noise import TAIL_PROBABILITY
+from ..common.schema import Column, Schema, SchemaError, load_schema
+from ..common.secure_prg import is_hardened
+from ..common.student import relabel
+from ..common.teacher import Features, TeacherSettings, build_model
+from .generator import Relabel, refit, refit_iters, sample_rows
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedsynth.common import html
-from fedsynth.common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
-from fedsynth.common.generator import Measurement
-from fedsynth.common.marginals import cells, expected_noise_l1, marginal
-from fedsynth.common.schema import Column, Schema, SchemaError, load_schema
-from fedsynth.common.shares import ShareGap, vanishing_groups
+from ..common import html
+from ..common.accounting import CombinedAccountant, Entry, Ledger, LedgerCorrupt
+from ..common.generator import Measurement
+from ..common.marginals import cells, expected_noise_l1, marginal
+from ..common.schema import Column, Schema, SchemaError, load_schema
+from ..common.shares import ShareGap, vanishing_groups
 
 REQUIRED = ("privacy.json", "ledger.jsonl", "measurements.json", "synthetic.csv")
 SCHEMA_FILES = ("schema.yaml", "schema.yml", "schema.json", "schema.toml")

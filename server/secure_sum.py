@@ -37,7 +37,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from fedsynth.common.secagg_wire import (
+from ..common.secagg_wire import (
     CONSISTENCY,
     DIGEST,
     JOB,
@@ -54,12 +54,12 @@ from fedsynth.common.secagg_wire import (
     SURVIVORS,
     T,
 )
-from fedsynth.common.accounting import Ledger
-from fedsynth.common.identity import SignedKeys, public_order, request_digest
-from fedsynth.common.rounds import round_event
-from fedsynth.common.secagg_graph import choose_graph, flower_neighbourhoods
-from fedsynth.common.secure_prg import harden
-from fedsynth.common.secure_sum import (
+from ..common.accounting import Ledger
+from ..common.identity import SignedKeys, public_order, request_digest
+from ..common.rounds import round_event
+from ..common.secagg_graph import choose_graph, flower_neighbourhoods
+from ..common.secure_prg import harden
+from ..common.secure_sum import (
     MAX_WEIGHT,
     NoisySumSpec,
     decode_sum,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsynth.common.schema import Schema
-from fedsynth.common.secure_sum import NoisySumSpec
-from fedsynth.common.teacher import (
+from ..common.schema import Schema
+from ..common.secure_sum import NoisySumSpec
+from ..common.teacher import (
     MAX_ABS,
     Features,
     TeacherSettings,
@@ -28,7 +28,7 @@ from fedsynth.common.teacher import (
     get_flat,
     grid_sensitivity,
 )
-from fedsynth.server.secure_sum import Federation
+from .secure_sum import Federation
 
 PHASE = "teacher"
 

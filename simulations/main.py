@@ -10,22 +10,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedsynth.client.app import build_client_app, org_name
-from fedsynth.client.guard import Guard, GuardPolicy
-from fedsynth.client.organisation import Organisation
-from fedsynth.common.accounting import BudgetError, BudgetExceeded
-from fedsynth.common.identity import simulated_federation
-from fedsynth.common.progress import ProgressReporter
-from fedsynth.common.schema import Schema, SchemaError, load_schema
-from fedsynth.common.secagg_graph import SecAggGraph
-from fedsynth.common.secure_sum import SecureRangeError
-from fedsynth.server.job import JobConfig, preflight, run_job
-from fedsynth.server.jobspec import JOB_OPTIONS, default_labels, job_config
-from fedsynth.server.evaluation import headline
-from fedsynth.server.release import Release
-from fedsynth.server.secure_sum import JobRefused, RoundAborted
-from fedsynth.simulations.engine import run_in_simulation
-from fedsynth.simulations.split import SplitError, split_table
+from ..client.app import build_client_app, org_name
+from ..client.guard import Guard, GuardPolicy
+from ..client.organisation import Organisation
+from ..common.accounting import BudgetError, BudgetExceeded
+from ..common.identity import simulated_federation
+from ..common.progress import ProgressReporter
+from ..common.schema import Schema, SchemaError, load_schema
+from ..common.secagg_graph import SecAggGraph
+from ..common.secure_sum import SecureRangeError
+from ..server.job import JobConfig, preflight, run_job
+from ..server.jobspec import JOB_OPTIONS, default_labels, job_config
+from ..server.evaluation import headline
+from ..server.release import Release
+from ..server.secure_sum import JobRefused, RoundAborted
+from .engine import run_in_simulation
+from .split import SplitError, split_table
 
 
 def say(message: str) -> None:

@@ -29,12 +29,20 @@ Clique = tuple[str, ...]
 CHUNK_ROWS = 1 << 18
 
 
+#: Largest marginal an organisation counts (128 MiB of int64): far above any the generator asks for.
+MAX_MARGINAL_CELLS = 2**24
+
+
 def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], clique: Clique) -> np.ndarray:
     """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes), counted
-    ``CHUNK_ROWS`` rows at a time."""
+    ``CHUNK_ROWS`` rows at a time. A clique of more than :data:`MAX_MARGINAL_CELLS` cells (the
+    coordinator chooses cliques) fails before any row is read, so the failure is the same for
+    every table and says nothing about the rows."""
     idx = [list(columns).index(c) for c in clique]
     shape = tuple(domain[c] for c in clique)
-    counts = np.zeros(int(np.prod(shape)), dtype=np.int64)
+    if cells(domain, clique) > MAX_MARGINAL_CELLS:
+        raise ValueError(f"a marginal of {len(clique)} columns has more than {MAX_MARGINAL_CELLS} cells")
+    counts = np.zeros(cells(domain, clique), dtype=np.int64)
     for start in range(0, len(codes), CHUNK_ROWS):
         part = codes[start : start + CHUNK_ROWS]
         counts += np.bincount(np.ravel_multi_index(tuple(part[:, i] for i in idx), shape), minlength=counts.size)
@@ -57,7 +65,8 @@ def marginals(
 
 
 def cells(domain: Mapping[str, int], clique: Clique) -> int:
-    return int(np.prod([domain[c] for c in clique]))
+    """Cells of ``clique``'s marginal, exactly (Python integers: no int64 wrap-around)."""
+    return math.prod(int(domain[c]) for c in clique)
 
 
 def total_cells(domain: Mapping[str, int], cliques: Sequence[Clique]) -> int:

@@ -102,3 +102,16 @@ def test_model_recovers_a_dependency_and_samples_a_million_rows():
     assert all(synthetic[:, i].max() < k for i, k in enumerate(DOMAIN.values()))
     agree = np.mean((synthetic[:, 0] == synthetic[:, 1]))
     assert agree > 0.85  # the a-b dependency was learned, not sampled independently (0.25)
+
+
+def test_a_marginal_beyond_the_public_cell_cap_fails_the_same_for_an_empty_and_a_full_table():
+    """A coordinator's clique of 16 copies of a 16-value column (16^16 = 2^64 cells) once wrapped
+    int64 to 0 cells: an empty table answered, a table with a row failed. Now both fail alike."""
+    from fedsynth.common.marginals import cells, marginal
+
+    domain = {"a": 16}
+    clique = ("a",) * 16
+    assert cells(domain, clique) == 2**64
+    for codes in (np.zeros((0, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64)):
+        with pytest.raises(ValueError, match="more than 16777216 cells"):
+            marginal(codes, ["a"], domain, clique)

@@ -25,8 +25,10 @@ Four parts (``--parts``), each printing its figures next to a baseline from the 
   marginals (exact, no noise: what a model without the dependencies would reach).
 * ``jobs``: ``fedsynth simulate --labels generator --epsilon 1`` (Flower simulation engine, real
   SecAgg+, t = n - 1) at each of ``--parties``, each in a child process with ``--job-timeout``;
-  wall time and 2-way TVD of the release against the table, and both as ratios of the first
-  party count. Adult: the bundled sample, or the private-pgm Adult under ``--data-root``.
+  wall time, CPU time of the job's whole process tree (its Ray workers included) and the share of
+  the machine's cores it kept busy (CPU / (wall x cores): how much of the wall time computes
+  rather than waits), and 2-way TVD of the release against the table, with wall time and TVD as
+  ratios of the first party count. Adult: the bundled sample, or the private-pgm Adult under ``--data-root``.
   SecAgg+ with a complete graph costs O(n^2) per round: 100 organisations need the sparse
   graph of issue 16's item 1.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -279,12 +282,12 @@ def job_data(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
 def one_job(parties: int, data: Path, schema_path: Path, out: Path, timeout: float) -> dict[str, Any] | None:
     command = [sys.executable, "-m", "fedsynth.cli", "simulate", "--parties", str(parties), "--labels", "generator",
                "--epsilon", "1", "--seed", "0", "--data", str(data), "--schema", str(schema_path), "--out", str(out)]
-    started = time.time()
+    started, cpu_before = time.time(), children_cpu_s()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
-    wall = time.time() - started
+    wall, cpu = time.time() - started, children_cpu_s() - cpu_before
     if done.returncode != 0:
         print(done.stderr[-2000:])
         return {"wall_s": wall, "failed": done.returncode}
@@ -292,14 +295,23 @@ def one_job(parties: int, data: Path, schema_path: Path, out: Path, timeout: flo
     real = schema.encode(schema.read_csv(data))
     synthetic = schema.encode(schema.conform(schema.read_csv(out / "synthetic.csv")))
     domain = schema.domain()
-    return {"wall_s": wall, "tvd2": mean_tvd(real, synthetic, domain, all_cliques(domain, 2))}
+    tvd2 = mean_tvd(real, synthetic, domain, all_cliques(domain, 2))
+    return {"wall_s": wall, "cpu_s": cpu, "busy": cpu / (wall * (os.cpu_count() or 1)), "tvd2": tvd2}
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process tree of this one (the job's
+    CLI, its Ray workers and daemons, reaped through it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def part_jobs(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, schema_path = job_data(args, Path(tmp))
         print(f"\n== jobs: fedsynth simulate --labels generator --epsilon 1 on {data.name}, IID, t = n - 1")
-        print(f"{'organisations':>14} {'wall s':>8} {'TVD2':>7} {'wall / first':>13} {'TVD2 / first':>13}")
+        print(f"{'organisations':>14} {'wall s':>8} {'CPU s':>8} {'CPU busy':>9} {'TVD2':>7} {'wall / first':>13} "
+              f"{'TVD2 / first':>13}")
         first: dict[str, Any] | None = None
         for n in args.parties:
             r = one_job(n, data, schema_path, Path(tmp) / f"release-{n}", args.job_timeout)
@@ -310,8 +322,8 @@ def part_jobs(args: argparse.Namespace) -> None:
                 print(f"{n:>14} {r['wall_s']:>8.0f} failed (exit code {r['failed']})")
                 continue
             first = first or r
-            print(f"{n:>14} {r['wall_s']:>8.0f} {r['tvd2']:>7.4f} {r['wall_s'] / first['wall_s']:>13.2f} "
-                  f"{r['tvd2'] / first['tvd2']:>13.3f}")
+            print(f"{n:>14} {r['wall_s']:>8.0f} {r['cpu_s']:>8.0f} {r['busy']:>9.0%} {r['tvd2']:>7.4f} "
+                  f"{r['wall_s'] / first['wall_s']:>13.2f} {r['tvd2'] / first['tvd2']:>13.3f}")
 
 
 def part_rounds(args: argparse.Namespace) -> None:

@@ -55,6 +55,7 @@ from ..common.identity import Identity
 from ..common.schema import Schema, SchemaError, load_schema
 from ..common.secagg_graph import graph_from_request
 from ..common.secure_prg import harden
+from ..common.shamir_inline import run_inline
 from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 # Masks from a ChaCha20 stream keyed by the whole shared secret, not Flower's 32-bit-seeded
 # RandomState (upstream #7522); the coordinator does the same in ``server.secure_sum``.
 harden(import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
+# Shamir sharing in the calling thread, not a fresh thread pool per secret (``common.shamir_inline``).
+run_inline(import_module("flwr.common.secure_aggregation.crypto.shamir"))
 
 
 class Contributor(Protocol):

@@ -51,6 +51,7 @@ parameters only (``client.organisation.refusal``); nothing is sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -106,7 +107,12 @@ class Guard:
         self.org = org
         self.policy = policy
         policy.ledger.parent.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(policy.ledger, cap_epsilon=policy.epsilon_cap, delta=policy.delta)
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        """The guard's ledger, read and verified when a decision first needs it (a SecAgg+ stage
+        that only relays keys or shares does not: loading composes every entry's accounting)."""
+        return Ledger(self.policy.ledger, cap_epsilon=self.policy.epsilon_cap, delta=self.policy.delta)
 
     def admit_job(self, request: Mapping[str, Any]) -> None:
         """Pre-flight: refuse a job whose plan breaks the policy (nothing is spent here).

@@ -59,6 +59,7 @@ from ..common.identity import SignedKeys, public_order, request_digest
 from ..common.rounds import round_event
 from ..common.secagg_graph import choose_graph, flower_neighbourhoods
 from ..common.secure_prg import harden
+from ..common.shamir_inline import run_inline
 from ..common.secure_sum import (
     MAX_WEIGHT,
     NoisySumSpec,
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 # Unmasking regenerates the clients' masks: it must use the same secure PRG as
 # ``client.app`` (ChaCha20 keyed by the whole shared secret; see ``common.secure_prg``).
 harden(import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
+# Shamir sharing in the calling thread, not a fresh thread pool per secret (``common.shamir_inline``).
+run_inline(import_module("flwr.common.secure_aggregation.crypto.shamir"))
 
 HELLO = "hello"
 

@@ -8,11 +8,13 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
+import functools  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from typing import TypeVar  # noqa: E402
+from typing import Any, Generic, TypeVar  # noqa: E402
 
+import ray  # noqa: E402
 from flwr.app import Context  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
@@ -20,6 +22,44 @@ from flwr.simulation import run_simulation  # noqa: E402
 from flwr.supercore.logger import update_console_handler  # noqa: E402
 
 T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """An object the simulated organisations' ClientApp holds, sent to each Ray actor once.
+
+    Flower's Ray backend pickles the whole ClientApp into every message's task, so a table
+    the app holds directly travels (and is pickled and unpickled) with every message: at 100
+    organisations holding the bundled Adult that was most of the coordinator's CPU. A
+    ``Shared`` pickles as a reference into Ray's object store (put there the first time it is
+    pickled, inside the running simulation); an actor fetches the object on first :meth:`get`
+    and keeps it for the rest of the run.
+    """
+
+    def __init__(self, value: T) -> None:
+        self._value: T | None = value
+        self._ref: ray.ObjectRef | None = None
+
+    def get(self) -> T:
+        """The object (fetched from the object store once per process)."""
+        if self._value is None:
+            self._value = _fetched(self._ref)
+        return self._value
+
+    def __reduce__(self) -> tuple[Callable[..., "Shared[T]"], tuple[Any, ...]]:
+        if self._ref is None:
+            self._ref = ray.put(self._value)
+        return _shared_ref, (self._ref,)
+
+
+def _shared_ref(ref: ray.ObjectRef) -> Shared[Any]:
+    shared: Shared[Any] = Shared(None)
+    shared._ref = ref
+    return shared
+
+
+@functools.lru_cache(maxsize=None)
+def _fetched(ref: ray.ObjectRef) -> Any:
+    return ray.get(ref)
 
 
 class _RunSimulationDeprecation(logging.Filter):
@@ -71,8 +111,8 @@ def run_in_simulation(
     ``address``, e.g. ``HOST:6379``); Flower's Ray backend passes its ``init_args`` to
     ``ray.init``, and its actor pool then has one actor per ``cpus_per_party`` of the cluster's
     CPUs. None: a fresh Ray instance on this machine. Every node of the cluster needs the same
-    Python environment (fedsynth installed); the organisations' tables travel to the actors
-    with the ClientApp.
+    Python environment (fedsynth installed); what the ClientApp holds travels to the actors with
+    every message, except objects wrapped in :class:`Shared` (sent once).
 
     Returns the job's return value; an exception inside the job is re-raised here
     (Flower's engine would otherwise only log it and return normally).

@@ -24,7 +24,7 @@ from ..server.jobspec import JOB_OPTIONS, default_labels, job_config
 from ..server.evaluation import headline
 from ..server.release import Release
 from ..server.secure_sum import JobRefused, RoundAborted
-from .engine import run_in_simulation
+from .engine import Shared, run_in_simulation
 from .split import SplitError, split_table
 
 
@@ -50,8 +50,10 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
             min_noise_multiplier=0.0,
             min_survivors=max(2, config.min_survivors),
         )
-        table = parties[int(context.node_config["partition-id"])]
-        return Organisation(name, lambda _schema: table, accepts=config.schema, guard=Guard(name, policy))
+        table = tables[int(context.node_config["partition-id"])]
+        return Organisation(name, lambda _schema: table.get(), accepts=config.schema, guard=Guard(name, policy))
+
+    tables = [Shared(party) for party in parties]
 
     return build_client_app(make_org, identities=simulated_federation(config.parties))
 

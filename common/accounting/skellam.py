@@ -19,6 +19,7 @@ google-research/federated, distributed_dp/accounting_utils.py, ``_skellam_rdp``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -41,6 +42,7 @@ def skellam_rdp(mu: float, l1_sensitivity: float, l2_sensitivity: float, orders:
     return alpha * d2sq / (4 * mu) + surcharge
 
 
+@functools.lru_cache(maxsize=256)
 def skellam_pld(
     mu: float, value_discretization_interval: float, tail_mass: float = DEFAULT_TAIL_MASS
 ) -> pld_lib.PrivacyLossDistribution:
@@ -55,6 +57,10 @@ def skellam_pld(
     Chernoff bound on the mass outside, 2 exp(2 mu (cosh t - 1) - t (K + 1)) with
     sinh t = (K + 1) / (2 mu), is at most ``tail_mass``; that bound is put at privacy
     loss +infinity (pessimistic: it adds at most ``tail_mass`` to delta).
+
+    Remembered per process (a pure function of its arguments; the accountants only compose the
+    distribution into new ones): every guard of a simulation and every ledger read composes the
+    same few rounds.
     """
     k_max = _tail_cut(mu, tail_mass)
     support = np.arange(-k_max - 1, k_max + 1)

@@ -14,8 +14,9 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 ``supernode``
     Flower's ``flower-supernode`` (``--isolation process``), its fixed 3 s and 0.5 s waits
     (``flwr.supernode.start_client_internal``; Flower has no setting for them) replaced by a
-    :class:`Backoff`: 0.1 s after activity, doubling to 1 s while idle, so that a round does
-    not wait and an idle node costs the SuperLink little (each poll is a request it serves).
+    ``common.backoff.Backoff`` (0.1 s between polls for 3 s after activity, then doubling to
+    1 s), so that a round does not wait and an idle node costs the SuperLink little (each poll
+    is a request it serves).
 ``superexec``
     Flower's SuperExec loop (``run_superexec``, polling its SuperNode's local Runtime API for
     tasks every :data:`FIRST_POLL_S` via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) in a process
@@ -52,34 +53,17 @@ from flwr.supernode import start_client_internal
 from flwr.supernode.cli.flower_supernode import flower_supernode
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-#: The first wait between two polls after activity; each further empty poll doubles it ...
+from ..common.backoff import Backoff
+
+#: The wait between two polls after activity (``common.backoff``) ...
 FIRST_POLL_S = 0.1
-#: ... up to this (an idle node then polls once a second; Flower's own SuperNode every 3 s).
+#: ... up to this (an idle node then polls once a second; Flower's own SuperNode every 3 s) ...
 MAX_POLL_S = 1.0
+#: ... once this long has passed since the last activity (a round's next stage comes sooner).
+HOT_S = 3.0
 
 #: Imported once by the warm SuperExec: the ClientApp and what its tasks import lazily.
 WARM_MODULES = ("fedsynth.client.app", "fedsynth.common.teacher", "fedsynth.common.student")
-
-
-class Backoff:
-    """Polling waits that start short after activity and double while nothing happens.
-
-    Within a round the next message follows a reply within seconds, so a node polls at
-    :data:`FIRST_POLL_S` then; an idle node backs off to :data:`MAX_POLL_S`, so that polling
-    costs the SuperLink little when nothing runs (every poll is a request it serves).
-    """
-
-    def __init__(self) -> None:
-        self.wait_s = FIRST_POLL_S
-
-    def active(self) -> None:
-        """Something happened (a message, a task): poll promptly again."""
-        self.wait_s = FIRST_POLL_S
-
-    def idle(self) -> None:
-        """Wait before the next poll, then lengthen the next wait."""
-        time.sleep(self.wait_s)
-        self.wait_s = min(2 * self.wait_s, MAX_POLL_S)
 
 
 class SuperNodeClock:
@@ -102,7 +86,7 @@ class SuperNodeClock:
 
 def run_supernode(argv: list[str]) -> None:
     """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`."""
-    start_client_internal.time = SuperNodeClock(Backoff())  # type: ignore[attr-defined]
+    start_client_internal.time = SuperNodeClock(Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S))  # type: ignore[attr-defined]
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 

@@ -21,6 +21,7 @@ from flwr.app import Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from ..common.backoff import Backoff
 from ..common.schema import load_schema
 from .job import JobConfig, run_job
 from .jobspec import from_run_config, job_config
@@ -81,12 +82,14 @@ class PromptGrid(Grid):
     """The SuperLink's grid, collecting replies promptly instead of every 3 s.
 
     Flower 1.41's deployment grid sleeps a fixed 3 s between pulls while it waits for replies;
-    a secure round has four such waits. Here the first wait is :attr:`first_poll_s`, and each
-    empty pull doubles it up to :attr:`max_poll_s`. Everything else is the SuperLink's grid.
+    a secure round has five such waits. Here ``common.backoff.Backoff`` sets them: 0.05 s for
+    3 s after the messages left or a reply came, then doubling up to 1 s. Everything else is
+    the SuperLink's grid.
     """
 
     first_poll_s = 0.05
     max_poll_s = 1.0
+    hot_s = 3.0
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
@@ -118,14 +121,15 @@ class PromptGrid(Grid):
         waiting = set(self.push_messages(messages))
         end = time.monotonic() + (timeout or 0.0)
         replies: list[Message] = []
-        wait_s = self.first_poll_s
+        backoff = Backoff(self.first_poll_s, self.max_poll_s, self.hot_s)
         while waiting and (timeout is None or time.monotonic() < end):
             pulled = list(self.pull_messages(waiting))
             replies += pulled
             waiting -= {m.metadata.reply_to_message_id for m in pulled}
+            if pulled:
+                backoff.active()
             if waiting:
-                time.sleep(wait_s)
-                wait_s = min(2 * wait_s, self.max_poll_s)
+                backoff.idle()
         return replies
 
 

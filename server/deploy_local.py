@@ -5,7 +5,9 @@ Everything a deployment runs, as separate processes (``deploy/README.md`` and
 
 1. credentials (``server.certs.issue``): a CA, the server certificate for ``localhost`` and
    ``127.0.0.1``, and one SuperNode key pair per organisation;
-2. a Flower SuperLink with TLS and SuperNode authentication (``--enable-supernode-auth``);
+2. a Flower SuperLink with TLS and SuperNode authentication (``--enable-supernode-auth``), its
+   state in memory (a database serves every poll of every node, and nothing it holds needs to
+   outlive this one run; a real deployment keeps ``--database``, ``docs/deployment.md``);
 3. every organisation's public key registered with ``flwr supernode register``;
 4. one daemon per organisation (``fedsynth client``: its own table, schema, node key and
    privacy guard with its own ledger, checked before it joins; ``client.node``: a warm
@@ -272,8 +274,8 @@ def start_superlink(procs: Processes, layout: Layout, ports: Ports) -> None:
         str(BIN / "flower-superlink"), "--disable-runtime-dependency-installation",
         "--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"),
         "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth",
-        "--database", str(layout.root / "superlink.db"), "--host", "127.0.0.1", "--port", str(ports.superlink),
-    ], layout.root / "superlink-flwr")
+        "--host", "127.0.0.1", "--port", str(ports.superlink),
+    ], layout.root / "superlink-flwr")  # state in memory: nothing here outlives this one run
     wait_until_listening(ports.superlink, link, "the SuperLink", procs, "superlink")
 
 

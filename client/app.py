@@ -22,6 +22,7 @@ it) or, bare, its table from node config ``data-path`` with a default guard
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import zlib
@@ -187,6 +188,8 @@ def build_client_app(
                 org.check(config)
             except RequestRefused as exc:
                 answer.update(ok=False, reason=str(exc))
+        elif config["action"] == "columns":  # names and kinds from local configuration: no data
+            answer["columns"] = json.dumps(org.columns) if getattr(org, "columns", None) is not None else ""
         elif config["action"] != "hello":
             answer.update(ok=False, reason=refusal(org.name, "query-action", f"unknown action {config['action']!r}"))
         return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)

@@ -58,7 +58,7 @@ from dp_accounting import DpEvent
 from fedsynth.client.organisation import RequestRefused, refusal
 from fedsynth.common.accounting import BudgetExceeded, Ledger
 from fedsynth.common.marginals import cells, cliques_from_json
-from fedsynth.common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
+from fedsynth.common.rounds import TASKS, ScaleRefused, ledger_phase, read_plan, round_event, sensitivity
 from fedsynth.common.schema import Schema
 from fedsynth.common.secagg_graph import PRIVACY_FAILURE, GraphError, SecAggGraph, graph_from_request
 from fedsynth.common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
@@ -146,7 +146,7 @@ class Guard:
         """Write the admitted round to the guard's ledger (fsynced) before anything is computed."""
         try:
             self.ledger.append(
-                "contribution",
+                ledger_phase(request),
                 str(request.get("task")),
                 event,
                 metadata={

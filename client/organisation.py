@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.common.discovery import TASK as DISCOVERY
+from fedsynth.common.discovery import DiscoveryError, local_vector
+from fedsynth.common.discovery.protocol import read_request
 from fedsynth.common.marginals import (
     SCORE_SENSITIVITY,
     cliques_from_json,
@@ -120,6 +123,9 @@ class Organisation:
     ClientApp before every contribution and at the job's pre-flight check. ``cap_seed``: the
     secret seed of the row-cap subsample (default: drawn from OS entropy once per instance; the
     daemon keeps one on disk so that every process of the organisation draws the same rows).
+    ``columns``: the organisation's local configuration of its columns' names and kinds, and
+    ``raw``: its table as text, both for schema discovery (``common.discovery``), before any
+    schema exists; None: it takes no part in discovery.
     """
 
     def __init__(
@@ -130,8 +136,12 @@ class Organisation:
         accepts: Schema | None = None,
         guard: Guard | None = None,
         cap_seed: int | None = None,
+        columns: Mapping[str, str] | None = None,
+        raw: Callable[[], pd.DataFrame] | None = None,
     ) -> None:
         self.name = name
+        self.columns = dict(columns) if columns is not None else None
+        self._raw = raw
         self._load = load
         self.accepts = accepts
         self.guard = guard
@@ -169,6 +179,8 @@ class Organisation:
 
         The table is capped at the request's public row cap (``common.rounds.row_cap``) first.
         """
+        if request["task"] == DISCOVERY:
+            return self._discovery(request)
         table = self.table(str(request["schema"])).capped(row_cap(request), self.cap_seed)
         task = request["task"]
         if task == "marginals":
@@ -180,6 +192,21 @@ class Organisation:
         if task == "gradients":
             return self._gradients(table, request, arrays, rng)
         raise RequestRefused(refusal(self.name, "task", f"unknown task {task!r}"))
+
+    def _discovery(self, request: Mapping[str, Any]) -> np.ndarray:
+        """Counts of a schema discovery round over the raw table, for columns whose name and kind
+        match the local configuration (``common.discovery.protocol.local_vector``)."""
+        if self.columns is None or self._raw is None:
+            raise RequestRefused(refusal(self.name, "discovery", "it has no local column configuration"))
+        columns, _, _ = read_request(request)
+        differ = [name for name, kind in columns if self.columns.get(name) != kind]
+        if differ:
+            raise RequestRefused(refusal(self.name, "discovery-columns", f"its configuration differs on {', '.join(differ)}"))
+        try:
+            return local_vector(self._raw(), request)
+        except DiscoveryError:
+            log.exception("%s: discovery round failed on the local table", self.name)
+            raise RequestRefused(refusal(self.name, TABLE_DOES_NOT_CONFORM, "discovery")) from None
 
     def _marginals(self, table: LocalTable, request: Mapping[str, Any]) -> np.ndarray:
         """Counts of the requested cliques; in this organisation's own block when the request

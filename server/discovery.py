@@ -1,0 +1,144 @@
+"""The coordinator's side of schema discovery: rounds through the secure noisy sum, a DP schema out.
+
+Every round is ``Federation.noisy_sum`` of a ``discovery`` request (``common.discovery``):
+SecAgg+ with Skellam shares, checked against the federation's cap before it runs and recorded in
+the federation's ledger (phase ``schema``) with the survivors' noise before its sum is used,
+while every organisation's guard judges and records it in its own ledger. The coordinator
+first asks every organisation for its local column configuration (names and kinds: a
+``columns`` query, no data) and refuses, before any round, when they disagree. The schema is
+post-processing of the noisy sums; its ``provenance`` says what was spent and how.
+
+Privacy argument: the plan (:func:`plan_discovery`) sets one noise std ``sigma`` for every
+round so that the whole discovery (``common.discovery.discovery_event``, every round run)
+costs at most its epsilon; the rounds actually run are what the ledgers hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dp_accounting import ComposedDpEvent
+
+from fedsynth.common.accounting import CombinedAccountant, noise_for_epsilon
+from fedsynth.common.discovery import PHASE, ColumnFindings, DiscoveryError, DiscoverySettings, discovery_event
+from fedsynth.common.discovery import heavy_hitters as hh
+from fedsynth.common.discovery import protocol
+from fedsynth.common.rounds import round_event
+from fedsynth.common.secure_sum import NoisySumSpec
+from fedsynth.server.secure_sum import Federation
+
+#: Public bound on one organisation's count in one cell (vectors are projected onto it).
+MAX_COUNT = 1_000_000
+#: Largest noise std a discovery plan may ask for.
+MAX_SIGMA = 1e8
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DiscoveryPlan:
+    """Public parameters of one discovery."""
+
+    epsilon: float
+    delta: float
+    min_survivors: int
+    name: str = "discovered"
+    na_values: tuple[str, ...] = ()
+    settings: DiscoverySettings = field(default_factory=DiscoverySettings)
+    max_abs: int = MAX_COUNT
+
+
+def plan_sigma(plan: DiscoveryPlan, kinds: Mapping[str, str]) -> float:
+    """The smallest noise std whose whole discovery over ``kinds`` costs ``plan.epsilon``."""
+    return noise_for_epsilon(
+        lambda sigma: discovery_event(sigma, kinds, plan.settings), plan.epsilon, plan.delta, max_noise=MAX_SIGMA
+    )
+
+
+def column_configs(fed: Federation) -> dict[str, dict[str, str]]:
+    """Every organisation's local column configuration (names and kinds), by organisation."""
+    configs = {}
+    for nid, reply in fed.query("columns").items():
+        answer = dict(reply.content["config"]) if not reply.has_error() else {}
+        if not answer.get("columns"):
+            raise DiscoveryError(f"{fed.name(nid)} has no column configuration for discovery")
+        configs[fed.name(nid)] = json.loads(str(answer["columns"]))
+    return configs
+
+
+#: ``noisy_sum(spec, request, what) -> (total, mu)``: one secure round and the noise it carried.
+NoisySum = Callable[[NoisySumSpec, dict[str, Any], str], tuple[np.ndarray, float]]
+
+
+def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _m: None) -> dict[str, Any]:
+    """Run the discovery rounds on the federation and return the schema mapping (with provenance)."""
+    kinds = protocol.agreed_columns(column_configs(fed))
+
+    def noisy_sum(spec: NoisySumSpec, request: dict[str, Any], what: str) -> tuple[np.ndarray, float]:
+        result = fed.noisy_sum(spec, request, phase=PHASE, mechanism=what)
+        return result.total, result.mu
+
+    found = run_rounds(kinds, plan, noisy_sum, progress)
+    spent = fed.ledger.epsilon().epsilon if fed.ledger is not None else None
+    found["provenance"].update(organisations=list(fed.organisations), ledger_epsilon=spent)
+    return found
+
+
+def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySum,
+               progress: Progress = lambda _m: None) -> dict[str, Any]:
+    """The discovery rounds over the agreed columns ``kinds``, each one ``noisy_sum``; the schema mapping."""
+    if not kinds:
+        raise DiscoveryError("the organisations configured no column")
+    sigma = plan_sigma(plan, kinds)
+    progress(f"schema discovery: {len(kinds)} columns, noise std {protocol.round_sigma(sigma, 0):.1f} counts in round 0, "
+             f"{sigma:.1f} in the text rounds")
+    texts = [name for name, kind in kinds.items() if kind == "categorical"]
+    prefixes = {name: [b""] for name in texts}
+    findings = {name: ColumnFindings(kind) for name, kind in kinds.items()}
+    thresholds: dict[str, float] = {}
+    events = []
+    for level in range(plan.settings.max_bytes + 1):
+        columns = list(kinds.items()) if level == 0 else [(n, "categorical") for n in texts if prefixes[n]]
+        if not columns:
+            break
+        request = protocol.request(columns, {n: prefixes[n] for n, k in columns if k == "categorical"}, plan.na_values)
+        spec = NoisySumSpec(dim=protocol.dimension(request), mu=protocol.round_sigma(sigma, level) ** 2 / 2.0,
+                            min_survivors=plan.min_survivors,
+                            max_abs=plan.max_abs)
+        what = "missing cells, grids and first bytes" if level == 0 else f"byte {level + 1} of {len(columns)} text columns"
+        total, mu = noisy_sum(spec, request, f"schema discovery round {level}: {what}")
+        events.append(round_event(request, spec, mu))
+        for name, block in protocol.split(total, request).items():
+            if level == 0:
+                findings[name].missing = float(block[0])
+                block = block[1:]
+            threshold = hh.release_threshold(mu, len(block), plan.settings.false_positive)
+            thresholds[name] = max(thresholds.get(name, 0.0), threshold)
+            if findings[name].kind in protocol.GRID_KINDS:
+                findings[name].grid, findings[name].mu = np.asarray(block, dtype=np.float64), mu
+            elif findings[name].kind == "categorical":
+                prefixes[name], released = hh.extend(
+                    prefixes[name], block, threshold, plan.settings.max_bytes, plan.settings.max_candidates
+                )
+                findings[name].categories = {**(findings[name].categories or {}), **released}
+    spent = CombinedAccountant().compose(ComposedDpEvent(events)).epsilon(plan.delta)
+    provenance = {
+        "phase": PHASE,
+        "epsilon_planned": plan.epsilon,
+        "epsilon_spent": round(spent.epsilon, 6),
+        "delta": plan.delta,
+        "noise_std": {"round 0": round(protocol.round_sigma(sigma, 0), 3), "text rounds": round(sigma, 3)},
+        "rounds": len(events),
+        "thresholds": {name: round(t, 1) for name, t in thresholds.items()},
+        "missing_threshold": round(protocol.round_sigma(sigma, 0), 1),
+        "settings": asdict(plan.settings),
+    }
+    progress(f"schema discovery: {len(events)} rounds, epsilon {spent.epsilon:.4f}; " + ", ".join(
+        f"{name}: {len(f.categories or {})} categories" for name, f in findings.items() if f.kind == "categorical"))
+    return protocol.schema_dict(plan.name, findings, plan.na_values, protocol.round_sigma(sigma, 0), plan.settings,
+                                provenance)

@@ -29,6 +29,7 @@ from fedsynth.common.discovery import PHASE, ColumnFindings, DiscoveryError, Dis
 from fedsynth.common.discovery import heavy_hitters as hh
 from fedsynth.common.discovery import protocol
 from fedsynth.common.rounds import round_event
+from fedsynth.common.schema import Schema
 from fedsynth.common.secure_sum import NoisySumSpec
 from fedsynth.server.secure_sum import Federation
 
@@ -87,6 +88,20 @@ def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _
     spent = fed.ledger.epsilon().epsilon if fed.ledger is not None else None
     found["provenance"].update(organisations=list(fed.organisations), ledger_epsilon=spent)
     return found
+
+
+def discover_for(fed: Federation, base: Schema, plan: DiscoveryPlan, progress: Progress) -> Schema:
+    """A job's discovery phase: the schema ``base`` names the columns, their kinds and the label;
+    the discovered schema has its categories, bounds, bins and missing flags from the noisy
+    rounds (``base``'s rules are dropped: they name values the discovery may not list)."""
+    found = discover(fed, plan, progress)
+    label = base.label if base.label is not None and base.label in found_text_columns(found) else None
+    return Schema.from_dict({**found, "name": f"{base.name}-discovered", "label": label,
+                             "na_values": list(base.na_values)}, source="the discovered schema")
+
+
+def found_text_columns(found: Mapping[str, Any]) -> list[str]:
+    return [c["name"] for c in found["columns"] if c["kind"] == "categorical"]
 
 
 def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySum,

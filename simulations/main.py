@@ -14,6 +14,8 @@ from fedsynth.client.app import build_client_app, org_name
 from fedsynth.client.guard import Guard, GuardPolicy
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import BudgetError, BudgetExceeded
+from fedsynth.common.discovery import DiscoveryError
+from fedsynth.common.discovery.protocol import schema_kinds
 from fedsynth.common.progress import ProgressReporter
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.secagg_graph import SecAggGraph
@@ -49,7 +51,8 @@ def simulation_app(parties: list, config: JobConfig, guards: Path):
             min_survivors=max(2, config.min_survivors),
         )
         table = parties[int(context.node_config["partition-id"])]
-        return Organisation(name, lambda _schema: table, guard=Guard(name, policy))
+        return Organisation(name, lambda _schema: table, guard=Guard(name, policy),
+                            columns=schema_kinds(config.schema.columns), raw=lambda: table)
 
     return build_client_app(make_org)
 
@@ -107,6 +110,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             f"t={config.min_survivors}, SecAgg+ {graph_words(plan.graph)}; every marginal measured with noise std "
             f"{plan.generator.sigma:.1f} counts"
             + (f"; teacher DP-SGD noise multiplier {plan.teacher.noise_multiplier:.2f}" if plan.teacher else "")
+            + (f"; first, schema discovery with epsilon {plan.discovery.epsilon:g} (the marginals' noise is "
+               "re-planned on the discovered schema)" if plan.discovery else "")
         )
         table = schema.read_csv(args.data)
         schema.validate(table, strict=True)
@@ -114,7 +119,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         with ProgressReporter() as progress:  # a bar on a terminal, plain lines otherwise
             release = simulate(config, parties, progress, ray_address=args.ray_address)
-    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
+    except (BudgetError, BudgetExceeded, DiscoveryError, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
             ValueError, OSError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")

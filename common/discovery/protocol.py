@@ -197,6 +197,11 @@ def local_vector(frame: pd.DataFrame, req: Mapping[str, Any]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def schema_kinds(columns: Sequence[Any]) -> dict[str, str]:
+    """The discovery kinds of a schema's columns (``common.schema.Column``): ordinal reads as text."""
+    return {c.name: "categorical" if c.kind in ("categorical", "ordinal") else c.kind for c in columns}
+
+
 def local_kinds(frame: pd.DataFrame, na_values: Sequence[str]) -> dict[str, str]:
     """A column configuration drafted from local rows (names and kinds only; a data steward's
     local configuration stands in for it in a deployment). What is sent is the kind alone."""

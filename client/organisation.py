@@ -92,11 +92,13 @@ class LocalTable:
     @classmethod
     def from_frame(cls, schema: Schema, frame: pd.DataFrame, org: str) -> "LocalTable":
         try:
-            schema.validate(frame, strict=True)
+            report = schema.validate(frame, strict=True)
         except SchemaError as exc:
             log.error("%s: local table does not conform to the job's schema:\n%s", org, exc)
             problems = sorted({f"{v.column} ({v.problem})" for v in exc.report.errors})
             raise TableDoesNotConform(org, schema.name, "; ".join(problems)) from None
+        for note in report.infos:  # values mapped to ``other`` or clipped, as the schema states: said here only
+            log.warning("%s: %s", org, note)
         return cls(schema, schema.encode(frame))
 
     def capped(self, cap: int | None, seed: int) -> "LocalTable":

@@ -15,6 +15,7 @@ from scipy import stats
 from fedsynth.client.app import guarded_share
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused
 from fedsynth.client.organisation import Organisation, RequestRefused
+from fedsynth.common.accounting import skellam_event
 from fedsynth.common.discovery import DiscoveryError, DiscoverySettings, agreed_columns, local_kinds, local_vector
 from fedsynth.common.discovery import heavy_hitters as hh
 from fedsynth.common.discovery import protocol
@@ -157,6 +158,19 @@ def test_the_guard_judges_a_discovery_round_like_every_other(tmp_path, change, r
     with pytest.raises(GuardRefused, match=f"rule {rule}"):
         guarded_share(organisation(g), request, [], np.random.default_rng(0))
     assert len(g.ledger) == 0
+
+
+def test_a_coordinator_that_lists_a_column_twice_or_mixes_prefixes_is_accounted_for_what_is_sent(tmp_path):
+    g = guard(tmp_path, min_noise_multiplier=0.0)
+    twice = protocol.request([("town", "categorical"), ("town", "categorical")], {"town": [b"A", b"", b"Oban"]}, [])
+    spec = NoisySumSpec(dim=protocol.dimension(twice), mu=450.0, min_survivors=2, max_abs=1_000_000)
+    request = {**twice, "round": 1, "num_clients": 3, **spec.to_config()}
+    frame = pd.DataFrame({"town": ["Ayr", "Oban", "Ayr"]})
+    per_block = protocol.split(local_vector(frame, request), request)
+    assert all(block.sum() <= len(frame) for block in per_block.values())  # one cell per row and listed column
+    guarded_share(organisation(g), request, [], np.random.default_rng(0))
+    (entry,) = g.ledger.entries
+    assert entry.dp_event() == skellam_event(450.0, 2.0, 2.0**0.5)
 
 
 def test_an_organisation_refuses_a_round_on_columns_it_did_not_configure(tmp_path):

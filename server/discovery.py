@@ -76,15 +76,17 @@ def column_configs(fed: Federation) -> dict[str, dict[str, str]]:
 NoisySum = Callable[[NoisySumSpec, dict[str, Any], str], tuple[np.ndarray, float]]
 
 
-def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _m: None) -> dict[str, Any]:
-    """Run the discovery rounds on the federation and return the schema mapping (with provenance)."""
+def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _m: None,
+             given: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the discovery rounds on the federation and return the schema mapping (with provenance);
+    ``given``: a job's public columns (``common.discovery.protocol.schema_dict``)."""
     kinds = protocol.agreed_columns(column_configs(fed))
 
     def noisy_sum(spec: NoisySumSpec, request: dict[str, Any], what: str) -> tuple[np.ndarray, float]:
         result = fed.noisy_sum(spec, request, phase=PHASE, mechanism=what)
         return result.total, result.mu
 
-    found = run_rounds(kinds, plan, noisy_sum, progress)
+    found = run_rounds(kinds, plan, noisy_sum, progress, given)
     spent = fed.ledger.epsilon().epsilon if fed.ledger is not None else None
     found["provenance"].update(organisations=list(fed.organisations), ledger_epsilon=spent)
     return found
@@ -94,7 +96,7 @@ def discover_for(fed: Federation, base: Schema, plan: DiscoveryPlan, progress: P
     """A job's discovery phase: the schema ``base`` names the columns, their kinds and the label;
     the discovered schema has its categories, bounds, bins and missing flags from the noisy
     rounds (``base``'s rules are dropped: they name values the discovery may not list)."""
-    found = discover(fed, plan, progress)
+    found = discover(fed, plan, progress, given={c.name: c.to_dict() for c in base.columns})
     label = base.label if base.label is not None and base.label in found_text_columns(found) else None
     return Schema.from_dict({**found, "name": f"{base.name}-discovered", "label": label,
                              "na_values": list(base.na_values)}, source="the discovered schema")
@@ -105,7 +107,7 @@ def found_text_columns(found: Mapping[str, Any]) -> list[str]:
 
 
 def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySum,
-               progress: Progress = lambda _m: None) -> dict[str, Any]:
+               progress: Progress = lambda _m: None, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The discovery rounds over the agreed columns ``kinds``, each one ``noisy_sum``; the schema mapping."""
     if not kinds:
         raise DiscoveryError("the organisations configured no column")
@@ -156,4 +158,4 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     progress(f"schema discovery: {len(events)} rounds, epsilon {spent.epsilon:.4f}; " + ", ".join(
         f"{name}: {len(f.categories or {})} categories" for name, f in findings.items() if f.kind == "categorical"))
     return protocol.schema_dict(plan.name, findings, plan.na_values, protocol.round_sigma(sigma, 0), plan.settings,
-                                provenance)
+                                provenance, given)

@@ -201,3 +201,16 @@ def test_a_discovered_schema_loads_with_its_provenance():
     assert not schema.draft
     age = schema["age"]  # ages 18..90, found through coarse blocks of the public grid at this budget
     assert age.out_of_range == "clip" and 0 <= age.lower <= 18 and 90 <= age.upper <= 150
+
+
+def test_a_job_keeps_the_given_public_bounds_and_missing_flag_where_discovery_sees_too_little():
+    rng = np.random.default_rng(4)
+    parties = [pd.DataFrame({"age": rng.integers(18, 91, 50).astype(str)}) for _ in range(3)]
+    plan = DiscoveryPlan(epsilon=0.05, delta=1e-6, min_survivors=2)
+    given = {"age": {"name": "age", "kind": "integer", "lower": 0, "upper": 120, "bins": [0, 30, 60, 120], "missing": True}}
+    found = run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)
+    (age,) = found["columns"]
+    assert (age["lower"], age["upper"], age["bins"], age["missing"]) == (0, 120, [0, 30, 60, 120], True)
+    assert found["provenance"]["kept_from_given_schema"] == ["age"]
+    with pytest.raises(DiscoveryError, match="column 'age' \\(integer\\): no block of the public grid"):
+        run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))

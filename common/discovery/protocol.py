@@ -264,15 +264,23 @@ class ColumnFindings:
 
 
 def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Sequence[str], sigma: float,
-                settings: DiscoverySettings, provenance: Mapping[str, Any]) -> dict[str, Any]:
+                settings: DiscoverySettings, provenance: Mapping[str, Any],
+                given: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The discovered schema as a schema-file mapping.
+
+    ``given``: a job's public schema columns (schema-file mappings, by name). A column the given
+    schema allows missing values in keeps ``missing: true``; a number or date column whose noisy
+    grid has no block clearing its floor keeps the given bounds and bins (both public; listed in
+    the provenance's ``kept_from_given_schema``). Without ``given``, such a column is an error
+    that names it.
 
     A column is ``missing: true`` when its noisy missing count exceeds ``sigma`` (a spare
     code costs little; refusing an organisation's rows costs a lot). Text columns list their
     released values by noisy count and then ``other``, which takes every unlisted value.
     Numbers and dates are clipped to their bounds (``out_of_range: clip``).
     """
-    columns = []
+    columns, kept = [], []
+    given = given or {}
     for column, found in findings.items():
         entry: dict[str, Any] = {"name": column, "kind": found.kind}
         if found.kind == "categorical":
@@ -280,15 +288,23 @@ def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Se
             entry["categories"] = [v for v in listed if v != OTHER] + [OTHER]
             entry["other"] = OTHER
         elif found.kind in GRID_KINDS:
-            entry.update(_bounds_entry(column, found, settings))
-        if found.missing > sigma:
+            bounds = _bounds_entry(column, found, settings, column in given)
+            if bounds is None:
+                kept.append(column)
+                bounds = {k: given[column][k] for k in ("lower", "upper", "bins") if k in given[column]}
+                bounds["out_of_range"] = "clip"
+            entry.update(bounds)
+        if found.missing > sigma or given.get(column, {}).get("missing", False):
             entry["missing"] = True
         columns.append(entry)
-    return {"name": name, "label": None, "na_values": list(na_values), "columns": columns, "provenance": dict(provenance)}
+    provenance = {**provenance, **({"kept_from_given_schema": kept} if kept else {})}
+    return {"name": name, "label": None, "na_values": list(na_values), "columns": columns, "provenance": provenance}
 
 
-def _bounds_entry(column: str, found: ColumnFindings, settings: DiscoverySettings) -> dict[str, Any]:
+def _bounds_entry(column: str, found: ColumnFindings, settings: DiscoverySettings, may_fail: bool) -> dict[str, Any] | None:
     cut = qu.bounds_and_edges(found.grid, found.kind, settings.bins, found.mu, settings.false_positive, settings.tail)
+    if cut is None and may_fail:
+        return None
     if cut is None:
         raise DiscoveryError(
             f"column {column!r} ({found.kind}): no block of the public grid holds enough rows to clear the noise at this epsilon; "

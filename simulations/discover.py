@@ -84,7 +84,9 @@ def run_discover(args: argparse.Namespace) -> int:
             found = discover_in_simulation(parties, configs, plan, ledger, Path(tmp) / "guards")
             schema = Schema.from_dict(found, source="the discovered schema")
             schema.save(args.out)
-            shutil.copyfile(ledger, args.out.with_name(args.out.name + ".ledger.jsonl"))
+            kept = args.out.with_name(args.out.name + ".ledger.jsonl")
+            shutil.copyfile(ledger, kept)
+            shutil.copyfile(ledger.with_name(ledger.name + ".head"), kept.with_name(kept.name + ".head"))
     except (DiscoveryError, BudgetError, BudgetExceeded, SchemaError, SplitError, JobRefused, RoundAborted,
             ValueError, OSError) as exc:
         say(f"fedsynth schema discover: {exc}")

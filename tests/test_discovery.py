@@ -214,3 +214,14 @@ def test_a_job_keeps_the_given_public_bounds_and_missing_flag_where_discovery_se
     assert found["provenance"]["kept_from_given_schema"] == ["age"]
     with pytest.raises(DiscoveryError, match="column 'age' \\(integer\\): no block of the public grid"):
         run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))
+
+
+def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():
+    for mu in (0.5, 20.0, 5_000.0, 2e5):
+        b = hh.release_threshold(mu, 100, 1e-3) + 1  # the least count that is released
+        assert stats.skellam(mu, mu).sf(b - 1) <= 1e-3 / 100
+    rng = np.random.default_rng(5)
+    gains = np.where(rng.random(20_000) < 0.9, 0, rng.integers(100, 20_000, 20_000))
+    noisy = qu.grid_counts(gains, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
+    lower, upper, _ = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
+    assert lower == 0 and upper > 1_000

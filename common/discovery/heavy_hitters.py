@@ -40,6 +40,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from fedsynth.common.noise import skellam_upper_bound
+
 #: The symbol that ends a value; bytes are 0..255.
 END = 256
 SYMBOLS = 257
@@ -77,8 +79,9 @@ def prefix_counts(values: Sequence[bytes | None], prefixes: Sequence[bytes]) -> 
 
 def release_threshold(mu: float, cells: int, false_positive: float = FALSE_POSITIVE) -> float:
     """The noisy count a cell must exceed: the Skellam(``mu``) noise alone exceeds it in any of
-    ``cells`` empty cells with probability at most ``false_positive`` (union bound)."""
-    return float(stats.skellam(mu, mu).isf(false_positive / max(cells, 1)))
+    ``cells`` empty cells with probability at most ``false_positive`` (union and Chernoff bounds:
+    ``common.noise.skellam_upper_bound``)."""
+    return float(skellam_upper_bound(mu, false_positive / max(cells, 1)) - 1)
 
 
 def release_probability(count: int, mu: float, threshold: float) -> float:

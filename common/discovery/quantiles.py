@@ -11,7 +11,10 @@ public block sizes :data:`SCALES` it sums adjacent cells into blocks and keeps t
 noisy count clears a floor (the heavy hitters' release threshold for the block's summed noise,
 so that noise alone clears it in any empty block with small public probability; the noise of
 hundreds of empty cells then cannot swamp the rows nor a spurious far cell move a bound); it
-uses the block size that keeps the most mass, and interpolates the cumulative sum linearly
+uses the finest block size that keeps nearly the most mass (:data:`KEEP`), with blocks growing
+outward from zero, spreads each kept block's mass over its cells that pass :data:`REFINE_Z` noise
+stds (a block is known to hold rows, so a low per-cell bar inside it admits few false cells), and
+interpolates the cumulative sum linearly
 inside a block. The bounds are the quantiles at ``tail`` and
 ``1 - tail`` (default 0.5% and 99.5%) and quantile bins between them, so that the model's
 cells carry similar mass.
@@ -45,6 +48,10 @@ _EPOCH = dt.date(1970, 1, 1)
 DAY_EDGES = np.arange((dt.date(1900, 1, 1) - _EPOCH).days, (dt.date(2100, 1, 1) - _EPOCH).days + 28, 28, dtype=np.float64)
 #: Block sizes (in grid cells) at which the coordinator looks for the column's mass.
 SCALES = (1, 2, 4, 8, 16, 32, 64, 128)
+#: The finest block size that keeps this share of the most mass any size keeps is used.
+KEEP = 0.9
+#: Inside a kept block, cells above this many noise stds carry its mass (post-processing).
+REFINE_Z = 2.0
 #: Default share of the rows left below the lower bound, and above the upper bound.
 TAIL = 0.005
 for _edges in (NUMBER_EDGES, DAY_EDGES):
@@ -79,18 +86,92 @@ def noisy_quantiles(noisy: np.ndarray, edges: np.ndarray, qs: np.ndarray) -> np.
 
 
 def supported_blocks(noisy: np.ndarray, edges: np.ndarray, mu: float, false_positive: float) -> tuple[np.ndarray, np.ndarray]:
-    """(block counts, block edges) at the block size of :data:`SCALES` that keeps the most noisy
-    mass in blocks clearing their floor; blocks below it are zero (post-processing)."""
+    """(mass per cell, the grid's edges): the kept blocks of the finest block size of
+    :data:`SCALES` that keeps at least :data:`KEEP` of the most noisy mass any size keeps in blocks
+    clearing their floor, spread over their cells (:func:`_refined`; post-processing). Blocks grow
+    outward from zero, which is always a block edge."""
     noisy = np.asarray(noisy, dtype=np.float64)
-    best = (-1.0, np.zeros(1), edges[[0, -1]])
+    zero = int(np.searchsorted(edges, 0.0)) if edges[0] < 0 < edges[-1] else 0
+    candidates = []
     for scale in SCALES:
-        pad = -len(noisy) % scale
-        blocks = np.concatenate([noisy, np.zeros(pad)]).reshape(-1, scale).sum(axis=1)
-        cut = np.append(edges[::scale][: len(blocks)], edges[-1])
-        kept = np.where(blocks > release_threshold(mu * scale, len(blocks), false_positive), blocks, 0.0)
-        if kept.sum() > best[0]:
-            best = (kept.sum(), kept, cut)
-    return best[1], best[2]
+        below, above = -(-zero // scale), -(-(len(noisy) - zero) // scale)  # blocks on each side of zero
+        index = np.arange(len(noisy))
+        block_of = np.where(index < zero, below - 1 - (zero - 1 - index) // scale, below + (index - zero) // scale)
+        counts = np.bincount(block_of, weights=noisy, minlength=below + above)
+        floor = release_threshold(mu * scale, len(counts), false_positive)
+        kept = np.where(counts > floor, counts, 0.0)
+        candidates.append((kept.sum(), kept, block_of))
+    most = max(mass for mass, _, _ in candidates)
+    _, kept, block_of = next(c for c in candidates if c[0] >= KEEP * most)
+    return _refined(noisy, kept, block_of, mu), edges
+
+
+def _refined(noisy: np.ndarray, kept: np.ndarray, block_of: np.ndarray, mu: float) -> np.ndarray:
+    """Each kept block's mass over its cells, in proportion to the cells whose noisy count passes
+    :data:`REFINE_Z` noise stds (evenly when none does); cells of dropped blocks get nothing."""
+    mass = np.zeros(len(noisy))
+    strong = np.where(noisy > REFINE_Z * np.sqrt(2.0 * mu), noisy, 0.0)
+    for block in np.flatnonzero(kept):
+        cells = block_of == block
+        weights = strong[cells] if strong[cells].sum() > 0 else np.ones(int(cells.sum()))
+        mass[cells] = kept[block] * weights / weights.sum()
+    return mass
+
+
+def noisy_quantiles(noisy: np.ndarray, edges: np.ndarray, qs: np.ndarray) -> np.ndarray | None:
+    """The ``qs`` quantiles of a noisy histogram (negative cells as zero; post-processing), or
+    None if it holds no mass."""
+    mass = np.clip(np.asarray(noisy, dtype=np.float64), 0.0, None)
+    total = mass.sum()
+    if total <= 0:
+        return None
+    cdf = np.concatenate([[0.0], np.cumsum(mass) / total])
+    qs = np.clip(np.asarray(qs, dtype=np.float64), 1e-12, 1.0)
+    cell = np.minimum(np.searchsorted(cdf[1:], qs, side="left"), len(mass) - 1)  # first cell reaching q
+    inside = (qs - cdf[cell]) / np.where(mass[cell] > 0, mass[cell] / total, 1.0)
+    return edges[cell] + np.clip(inside, 0.0, 1.0) * (edges[cell + 1] - edges[cell])
+
+
+def supported_blocks(noisy: np.ndarray, edges: np.ndarray, mu: float, false_positive: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mass per cell, the grid's edges): the kept blocks of the finest block size of
+    :data:`SCALES` that keeps at least :data:`KEEP` of the most noisy mass any size keeps in blocks
+    clearing their floor, spread over their cells (:func:`_refined`; post-processing). Blocks grow
+    outward from zero, which is always a block edge."""
+    noisy = np.asarray(noisy, dtype=np.float64)
+    zero = int(np.searchsorted(edges, 0.0)) if edges[0] < 0 < edges[-1] else 0
+    candidates = []
+    for scale in SCALES:
+        below, above = -(-zero // scale), -(-(len(noisy) - zero) // scale)  # blocks on each side of zero
+        index = np.arange(len(noisy))
+        block_of = np.where(index < zero, below - 1 - (zero - 1 - index) // scale, below + (index - zero) // scale)
+        counts = np.bincount(block_of, weights=noisy, minlength=below + above)
+        floor = release_threshold(mu * scale, len(counts), false_positive)
+        kept = np.where(counts > floor, counts, 0.0)
+        candidates.append((kept.sum(), kept, block_of))
+    most = max(mass for mass, _, _ in candidates)
+    _, kept, block_of = next(c for c in candidates if c[0] >= KEEP * most)
+    return _refined(noisy, kept, block_of, mu), edges
+
+
+def _refined(noisy: np.ndarray, kept: np.ndarray, block_of: np.ndarray, mu: float) -> np.ndarray:
+    """Each kept block's mass over its cells, in proportion to the cells whose noisy count passes
+    :data:`REFINE_Z` noise stds (evenly when none does); cells of dropped blocks get nothing."""
+    mass = np.zeros(len(noisy))
+    strong = np.where(noisy > REFINE_Z * np.sqrt(2.0 * mu), noisy, 0.0)
+    for block in np.flatnonzero(kept):
+        cells = block_of == block
+        weights = strong[cells] if strong[cells].sum() > 0 else np.ones(int(cells.sum()))
+        mass[cells] = kept[block] * weights / weights.sum()
+    return mass
+
+
+def _blocks(values: np.ndarray, edges: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``scale`` adjacent cells from the first one on, and the blocks' edges."""
+    if not len(values):
+        return np.zeros(0), edges[:1]
+    pad = -len(values) % scale
+    sums = np.concatenate([values, np.zeros(pad)]).reshape(-1, scale).sum(axis=1)
+    return sums, np.append(edges[::scale][: len(sums)], edges[-1])
 
 
 def bounds_and_edges(

@@ -111,8 +111,10 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     """The discovery rounds over the agreed columns ``kinds``, each one ``noisy_sum``; the schema mapping.
 
     Round 0 (every column at ``FIRST_ROUND_NOISE`` of the planned ``sigma``) gives the missing
-    counts, the grids and each text column's longest heavy length; the text rounds' noise is
-    then set so that round 0 and the text rounds those lengths need spend the plan's epsilon.
+    counts, the grids and each text column's longest heavy length. Before each text round, its
+    noise is set so that the rounds run so far and the rounds the remaining columns may still
+    need (up to their lengths) spend the plan's epsilon: a column that runs out of candidates
+    leaves its share to the others.
     """
     if not kinds:
         raise DiscoveryError("the organisations configured no column")
@@ -131,17 +133,19 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
             findings[name].grid, findings[name].mu = block, mu0
         elif findings[name].kind == "categorical":
             findings[name].categories = {}
-            longest = hh.longest_heavy_length(block, thresholds[name])
+            longest = hh.longest_heavy_length(block, hh.release_threshold(mu0, len(block), hh.LENGTH_FALSE_POSITIVE))
             if longest:
                 lengths[name] = longest
-    sigma = text_sigma(plan, events[0], lengths)
     progress(f"schema discovery: {len(kinds)} columns, noise std {sigma0:.1f} counts in round 0; text rounds "
-             + (f"up to {max(lengths.values())} bytes at noise std {sigma:.1f}" if lengths else "none (no length clears the noise)"))
+             + (f"up to {max(lengths.values())} bytes" if lengths else "none (no length clears the noise)"))
     prefixes = {name: [b""] for name in lengths}
+    sigmas = []
     for level in range(max(lengths.values(), default=-1) + 1):
         columns = [(n, "categorical") for n in lengths if level <= lengths[n] and prefixes[n]]
         if not columns:
             break
+        sigma = text_sigma(plan, ComposedDpEvent(events), {n: lengths[n] - level for n, _ in columns})
+        sigmas.append(sigma)
         request = protocol.request(columns, {n: prefixes[n] for n, _ in columns}, plan.na_values)
         spec = _spec(request, sigma, plan)
         total, mu = noisy_sum(spec, request, f"schema discovery round {level + 1}: byte {level + 1} of {len(columns)} text columns")
@@ -158,11 +162,10 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
         "epsilon_planned": plan.epsilon,
         "epsilon_spent": round(spent.epsilon, 6),
         "delta": plan.delta,
-        "noise_std": {"round 0": round(sigma0, 3), "text rounds": round(sigma, 3) if lengths else None},
+        "noise_std": {"round 0": round(sigma0, 3), "text rounds": [round(x, 1) for x in sigmas]},
         "rounds": len(events),
         "text_lengths": lengths,
         "thresholds": {name: round(t, 1) for name, t in thresholds.items()},
-        "value_threshold": round(hh.value_threshold(sigma**2 / 2.0, plan.delta), 1) if lengths else None,
         "missing_threshold": round(sigma0, 1),
         "settings": asdict(settings),
     }
@@ -171,14 +174,14 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     return protocol.schema_dict(plan.name, findings, plan.na_values, sigma0, settings, provenance, given)
 
 
-def text_sigma(plan: DiscoveryPlan, first: DpEvent, lengths: Mapping[str, int]) -> float:
-    """The text rounds' noise std: the smallest whose rounds (``lengths``) and round 0's ``first``
-    event spend at most the plan's epsilon (a privacy filter: the total is fixed before round 0,
-    the split is chosen from round 0's noisy output)."""
-    if not lengths:
-        return 0.0
+def text_sigma(plan: DiscoveryPlan, spent: DpEvent, lengths: Mapping[str, int]) -> float:
+    """The next text round's noise std: the smallest at which the rounds still to come (column
+    ``c`` in ``lengths[c] + 1`` more rounds) and the ``spent`` events cost at most the plan's
+    epsilon. A privacy filter: the total is fixed before any round and each round's noise is
+    chosen from earlier noisy outputs only, which adaptive RDP composition allows (Feldman and
+    Zrnic 2021; the ledgers compose exactly what ran)."""
     return noise_for_epsilon(
-        lambda sigma: ComposedDpEvent([first, protocol.text_rounds_event(sigma, lengths)]), plan.epsilon, plan.delta,
+        lambda sigma: ComposedDpEvent([spent, protocol.text_rounds_event(sigma, lengths)]), plan.epsilon, plan.delta,
         max_noise=MAX_SIGMA,
     )
 

@@ -54,6 +54,9 @@ MAX_CANDIDATES = 64
 #: Default bound on the probability that noise alone lifts some empty cell of a round over the
 #: extension threshold (a utility choice: a spurious prefix is pruned in the next round).
 FALSE_POSITIVE = 0.05
+#: Bound on the probability that noise alone makes some length of round 0 look heavy (each
+#: heavy length costs its column text rounds, so this one is strict).
+LENGTH_FALSE_POSITIVE = 1e-3
 #: A value held by this many rows is released with probability at most delta (:func:`value_threshold`).
 RARE_ROWS = 3
 

@@ -37,13 +37,19 @@ def plain_noisy_sum(parties, rng):
     return noisy_sum
 
 
+#: Canaries, each held by 3 rows of the first organisation: one shares no prefix with a common
+#: value, one extends a common value's prefix, one is a prefix of a common value (its END cell
+#: is the only cell that tells it apart).
+CANARIES = ("Canary-7f3a", "Married-AF", "Divorce")
+
+
 def canary_parties(rng) -> list[pd.DataFrame]:
-    """Five organisations; the first holds 3 rows of a canary category."""
+    """Five organisations; the first holds 3 rows of each canary."""
     parties = []
     for i in range(5):
         values = rng.choice(["Married", "Never-married", "Divorced"], 2000, p=[0.5, 0.3, 0.2]).astype(object)
         if i == 0:
-            values[:3] = "Canary-7f3a"
+            values[: 3 * len(CANARIES)] = np.repeat(CANARIES, 3)
         parties.append(pd.DataFrame({"status": values, "age": rng.integers(18, 91, 2000).astype(str)}))
     return parties
 
@@ -51,14 +57,35 @@ def canary_parties(rng) -> list[pd.DataFrame]:
 def test_a_canary_held_by_three_rows_never_appears_and_common_categories_always_do():
     plan = DiscoveryPlan(epsilon=0.1, delta=1e-6, min_survivors=4, settings=DiscoverySettings(max_bytes=16))
     kinds = {"status": "categorical", "age": "integer"}
-    for seed in range(20):
+    for seed in range(40):
         rng = np.random.default_rng(seed)
         found = run_rounds(kinds, plan, plain_noisy_sum(canary_parties(rng), rng))
         categories = found["columns"][0]["categories"]
-        assert "Canary-7f3a" not in categories
-        assert not any(c.startswith("Canary") for c in categories)
+        assert not set(CANARIES) & set(categories)
         assert {"Married", "Never-married", "Divorced"} <= set(categories)
         assert categories[-1] == protocol.OTHER
+        assert found["provenance"]["epsilon_spent"] <= 0.1
+
+
+def test_the_value_threshold_releases_a_value_of_three_rows_with_probability_at_most_delta():
+    for mu in (0.5, 20.0, 5_000.0, 2e5):
+        for delta in (1e-5, 1e-8):
+            threshold = hh.value_threshold(mu, delta)
+            assert stats.skellam(mu, mu).sf(threshold - hh.RARE_ROWS) <= delta  # P(3 + noise > threshold)
+            assert stats.skellam(mu, mu).sf(threshold - hh.RARE_ROWS - 0.05 * np.sqrt(2 * mu) - 1) > delta / 20
+
+
+def test_round_zero_lengths_cut_the_text_rounds_and_the_rounds_spend_the_plan():
+    rng = np.random.default_rng(6)
+    parties = [pd.DataFrame({"pet": rng.choice(["cat", "dog", "eel"], 3000)}) for _ in range(5)]
+    plan = DiscoveryPlan(epsilon=0.2, delta=1e-6, min_survivors=4)
+    found = run_rounds({"pet": "categorical"}, plan, plain_noisy_sum(parties, rng))
+    assert found["provenance"]["text_lengths"] == {"pet": 3}
+    assert found["provenance"]["rounds"] == 1 + 4  # round 0, then prefixes of 0 .. 3 bytes
+    assert 0.8 * 0.2 < found["provenance"]["epsilon_spent"] <= 0.2  # planned by RDP, spent by the ledger's accountant
+    assert set(found["columns"][0]["categories"]) == {"cat", "dog", "eel", "other"}
+    assert hh.longest_heavy_length(np.array([0, 0, 50, 0, 9, 0]), 10.0) == 2
+    assert hh.longest_heavy_length(np.array([0, 0, 5, 0, 9, 99]), 10.0) == 0  # "longer" never counts
 
 
 def test_the_release_threshold_releases_a_cell_as_often_as_its_skellam_tail_says():
@@ -232,3 +259,42 @@ def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():
     noisy = qu.grid_counts(gains, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
     lower, upper, _ = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
     assert lower == 0 and upper > 1_000
+
+
+def discovered(agreed: Schema, **changes) -> Schema:
+    """A schema as a discovery would write it from ``agreed`` (``changes`` per column)."""
+    columns = []
+    for column in agreed.to_dict()["columns"]:
+        if column["kind"] == "categorical":
+            column = {**column, "categories": ["Tain", "other"], "other": "other"}
+        else:
+            column = {**column, "lower": 1, "upper": 4, "bins": [1, 2, 4], "out_of_range": "clip"}
+        columns.append({**column, **changes.get(column["name"], {})})
+    return Schema.from_dict({**agreed.to_dict(), "name": "towns-discovered", "columns": columns,
+                             "provenance": {"phase": "schema", "epsilon_spent": 0.1}})
+
+
+def test_an_organisation_accepts_a_schema_discovered_from_its_agreed_one_and_no_other():
+    org = organisation(None)
+    found = discovered(AGREED)
+    org.check({"schema": found.dumps("json")})
+    assert org.table(found.dumps("json")).codes[:, 0].tolist() == [1, 1, 1]  # Ayr, Oban, Ayr: all other
+    crafted = {
+        "no other": discovered(AGREED, town={"other": None, "categories": ["Ayr", "Oban"]}),
+        "no clip": discovered(AGREED, n={"out_of_range": "error"}),
+        "another kind": discovered(AGREED, n={"kind": "numeric"}),
+        "no provenance": Schema.from_dict({k: v for k, v in found.to_dict().items() if k != "provenance"}),
+    }
+    for why, schema in crafted.items():
+        with pytest.raises(RequestRefused, match="rule agreed-schema"):
+            org.check({"schema": schema.dumps("json")})
+
+
+def test_a_column_the_table_lacks_counts_as_empty_and_is_said_only_locally(tmp_path, caplog):
+    org = organisation(guard(tmp_path), frame=pd.DataFrame({"town": ["Ayr", "Oban", "Ayr"]}))
+    request, spec = discovery_round()
+    share = guarded_share(org, request, [], np.random.default_rng(0))
+    assert share.shape == (spec.dim,)
+    counts = protocol.split(org.contribute(request, [], np.random.default_rng(0)), request)
+    assert counts["n"].sum() == 0 and counts["town"].sum() == 3
+    assert "column 'n' is not in the local table" in caplog.text

@@ -302,7 +302,7 @@ def _unlisted(column: Column, parsed: _Parsed) -> np.ndarray:
 def _bad_cells(column: Column, parsed: _Parsed) -> np.ndarray:
     """The rows whose cell in ``column`` is an error (what :func:`_value_violations` reports)."""
     bad = parsed.wrong | (parsed.missing if not column.missing else False)
-    if column.out_of_range != "clip":
+    if column.out_of_range != "clip" and column.other is None:  # clipped, or mapped to ``other``: kept
         bad = bad | parsed.outside
     return bad | _unlisted(column, parsed) if column.codes is not None else bad
 

@@ -128,12 +128,12 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     lengths = {}
     for name, block in protocol.split(total, request).items():
         findings[name].missing, block = float(block[0]), np.asarray(block[1:], dtype=np.float64)
-        thresholds[name] = hh.release_threshold(mu0, len(block), settings.false_positive)
+        thresholds[name] = hh.release_threshold(mu0, len(block), hh.STRICT_FALSE_POSITIVE)
         if findings[name].kind in protocol.GRID_KINDS:
             findings[name].grid, findings[name].mu = block, mu0
         elif findings[name].kind == "categorical":
             findings[name].categories = {}
-            longest = hh.longest_heavy_length(block, hh.release_threshold(mu0, len(block), hh.LENGTH_FALSE_POSITIVE))
+            longest = hh.longest_heavy_length(block, thresholds[name])
             if longest:
                 lengths[name] = longest
     progress(f"schema discovery: {len(kinds)} columns, noise std {sigma0:.1f} counts in round 0; text rounds "

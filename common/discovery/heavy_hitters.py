@@ -54,9 +54,10 @@ MAX_CANDIDATES = 64
 #: Default bound on the probability that noise alone lifts some empty cell of a round over the
 #: extension threshold (a utility choice: a spurious prefix is pruned in the next round).
 FALSE_POSITIVE = 0.05
-#: Bound on the probability that noise alone makes some length of round 0 look heavy (each
-#: heavy length costs its column text rounds, so this one is strict).
-LENGTH_FALSE_POSITIVE = 1e-3
+#: Bound on the probability that noise alone lifts some empty cell over a strict floor: round 0's
+#: lengths (a spurious heavy length costs its column text rounds) and the grids' blocks (a
+#: spurious far block would move a bound).
+STRICT_FALSE_POSITIVE = 1e-3
 #: A value held by this many rows is released with probability at most delta (:func:`value_threshold`).
 RARE_ROWS = 3
 

@@ -58,7 +58,7 @@ KINDS = ("categorical", "boolean", "integer", "numeric", "datetime")
 GRID_KINDS = ("integer", "numeric", "datetime")
 #: Round 0's noise std as a share of the text rounds' (public): the grids, missing counts and
 #: first bytes of every column are measured once, so they get more of the budget.
-FIRST_ROUND_NOISE = 0.6
+FIRST_ROUND_NOISE = 0.5
 #: Text rounds per column the plan counts before round 0 has measured the values' lengths.
 PLANNED_BYTES = 16
 #: The category every unlisted value of a discovered text column maps to.
@@ -381,7 +381,7 @@ def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Se
 
 
 def _bounds_entry(column: str, found: ColumnFindings, settings: DiscoverySettings, may_fail: bool) -> dict[str, Any] | None:
-    cut = qu.bounds_and_edges(found.grid, found.kind, settings.bins, found.mu, settings.false_positive, settings.tail)
+    cut = qu.bounds_and_edges(found.grid, found.kind, settings.bins, found.mu, hh.STRICT_FALSE_POSITIVE, settings.tail)
     if cut is None and may_fail:
         return None
     if cut is None:

@@ -118,53 +118,6 @@ def _refined(noisy: np.ndarray, kept: np.ndarray, block_of: np.ndarray, mu: floa
     return mass
 
 
-def noisy_quantiles(noisy: np.ndarray, edges: np.ndarray, qs: np.ndarray) -> np.ndarray | None:
-    """The ``qs`` quantiles of a noisy histogram (negative cells as zero; post-processing), or
-    None if it holds no mass."""
-    mass = np.clip(np.asarray(noisy, dtype=np.float64), 0.0, None)
-    total = mass.sum()
-    if total <= 0:
-        return None
-    cdf = np.concatenate([[0.0], np.cumsum(mass) / total])
-    qs = np.clip(np.asarray(qs, dtype=np.float64), 1e-12, 1.0)
-    cell = np.minimum(np.searchsorted(cdf[1:], qs, side="left"), len(mass) - 1)  # first cell reaching q
-    inside = (qs - cdf[cell]) / np.where(mass[cell] > 0, mass[cell] / total, 1.0)
-    return edges[cell] + np.clip(inside, 0.0, 1.0) * (edges[cell + 1] - edges[cell])
-
-
-def supported_blocks(noisy: np.ndarray, edges: np.ndarray, mu: float, false_positive: float) -> tuple[np.ndarray, np.ndarray]:
-    """(mass per cell, the grid's edges): the kept blocks of the finest block size of
-    :data:`SCALES` that keeps at least :data:`KEEP` of the most noisy mass any size keeps in blocks
-    clearing their floor, spread over their cells (:func:`_refined`; post-processing). Blocks grow
-    outward from zero, which is always a block edge."""
-    noisy = np.asarray(noisy, dtype=np.float64)
-    zero = int(np.searchsorted(edges, 0.0)) if edges[0] < 0 < edges[-1] else 0
-    candidates = []
-    for scale in SCALES:
-        below, above = -(-zero // scale), -(-(len(noisy) - zero) // scale)  # blocks on each side of zero
-        index = np.arange(len(noisy))
-        block_of = np.where(index < zero, below - 1 - (zero - 1 - index) // scale, below + (index - zero) // scale)
-        counts = np.bincount(block_of, weights=noisy, minlength=below + above)
-        floor = release_threshold(mu * scale, len(counts), false_positive)
-        kept = np.where(counts > floor, counts, 0.0)
-        candidates.append((kept.sum(), kept, block_of))
-    most = max(mass for mass, _, _ in candidates)
-    _, kept, block_of = next(c for c in candidates if c[0] >= KEEP * most)
-    return _refined(noisy, kept, block_of, mu), edges
-
-
-def _refined(noisy: np.ndarray, kept: np.ndarray, block_of: np.ndarray, mu: float) -> np.ndarray:
-    """Each kept block's mass over its cells, in proportion to the cells whose noisy count passes
-    :data:`REFINE_Z` noise stds (evenly when none does); cells of dropped blocks get nothing."""
-    mass = np.zeros(len(noisy))
-    strong = np.where(noisy > REFINE_Z * np.sqrt(2.0 * mu), noisy, 0.0)
-    for block in np.flatnonzero(kept):
-        cells = block_of == block
-        weights = strong[cells] if strong[cells].sum() > 0 else np.ones(int(cells.sum()))
-        mass[cells] = kept[block] * weights / weights.sum()
-    return mass
-
-
 def _blocks(values: np.ndarray, edges: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """Sums of ``scale`` adjacent cells from the first one on, and the blocks' edges."""
     if not len(values):

@@ -8,9 +8,12 @@ first asks every organisation for its local column configuration (names and kind
 ``columns`` query, no data) and refuses, before any round, when they disagree. The schema is
 post-processing of the noisy sums; its ``provenance`` says what was spent and how.
 
-Privacy argument: the plan (:func:`plan_discovery`) sets one noise std ``sigma`` for every
-round so that the whole discovery (``common.discovery.discovery_event``, every round run)
-costs at most its epsilon; the rounds actually run are what the ledgers hold.
+Privacy argument: the plan (:func:`plan_sigma`, ``common.discovery.discovery_event``) fixes
+round 0's noise and the discovery's epsilon before anything runs; before each text round
+:func:`text_sigma` chooses its noise, from earlier noisy sums only, so that the rounds run and
+those the remaining columns may still need cost at most that epsilon (a privacy filter; adaptive
+RDP composition allows it). The ledgers compose exactly the rounds that ran, each at the noise
+the survivors carried.
 """
 
 from __future__ import annotations

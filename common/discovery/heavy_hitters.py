@@ -1,36 +1,46 @@
-"""Federated heavy hitters of a text column: prefix-tree rounds over the values' bytes.
+"""Federated heavy hitters of a text column: a length round, then prefix-tree rounds over bytes.
 
 Mechanism
 ---------
-A text value is its UTF-8 bytes. Round ``L`` (``L = 0, 1, ..., max_bytes``) asks every
-organisation, for each candidate prefix ``p`` of length ``L`` that the coordinator has already
-found, how many of its rows hold a value that starts with ``p``, split by the value's next
-symbol: one of the 256 bytes, or ``END`` when the value is exactly ``p``. The counts of all
-organisations are summed through the secure noisy sum (SecAgg+ with Skellam shares,
-``common.secure_sum``). The coordinator keeps every extension ``p + symbol`` whose noisy count
-clears the public threshold (:func:`release_threshold`); an ``END`` that clears it releases
-the value ``p``; the other extensions are candidates of the next round. The candidates of the
-first round are the empty prefix alone; a value longer than ``max_bytes`` bytes never ends
-within the rounds and is never released. Everything the rounds do not release falls into the
-schema's ``other`` category.
+A text value is its UTF-8 bytes. Round 0 (``common.discovery.protocol``) counts each column's
+values by length (:func:`length_counts`: ``0 .. max_bytes`` and one cell for longer values); the
+longest length whose noisy count clears a strict floor (:func:`longest_heavy_length`) is the
+column's public, DP-derived depth ``D``: a value held by more rows than the floor makes its
+length's cell clear it too, so rounds deeper than ``D`` could release nothing and are not run.
+Text round ``L`` (``L = 0 .. D``) asks every organisation, for each candidate prefix ``p`` of
+length ``L`` that the coordinator has already found, how many of its rows hold a value that
+starts with ``p``, split by the value's next symbol: one of the 256 bytes, or ``END`` when the
+value is exactly ``p``. The counts of all organisations are summed through the secure noisy sum
+(SecAgg+ with Skellam shares, ``common.secure_sum``). The coordinator keeps every extension
+``p + byte`` whose noisy count clears the extension threshold (:func:`release_threshold`: noise
+alone lifts some empty cell of the round over it with probability at most ``false_positive``,
+a utility choice: a spurious prefix is pruned in the next round) as a candidate of the next
+round, at most ``max_candidates`` of them; an ``END`` cell releases the value ``p`` when it also
+clears the value threshold (:func:`value_threshold`). The first round's candidates are the empty
+prefix alone; a value longer than ``D`` bytes is never released. Everything the rounds do not
+release falls into the schema's ``other`` category.
 
 Sensitivity
 -----------
-In one round a row adds 1 to at most one cell of its column's block: the cell of its value's
-prefix of length ``L`` and next symbol, if that prefix is a candidate (prefixes of one length
-are disjoint events). Adding or removing one row therefore moves the column's block by
-L1 = L2 = 1 per round; over ``k`` columns counted in the same round, L1 = k and L2 = sqrt(k)
-(``common.discovery.protocol``). Candidates depend only on earlier noisy sums, so the rounds
-are an adaptive composition of Skellam mechanisms, each accounted as such.
+In one round a row adds 1 to at most one cell of its column's block: its missing cell or its
+length's cell in round 0; in a text round, the cell of its value's prefix of length ``L`` and
+next symbol, if that prefix is a candidate (prefixes of one length are disjoint events; a
+request mixing lengths counts only those of the first one's). Adding or removing one row
+moves the column's block by L1 = L2 = 1 per round; over ``k`` columns counted in the same round,
+L1 = k and L2 = sqrt(k) (``common.discovery.protocol``). Candidates, depths and each round's
+noise depend only on earlier noisy sums, so the rounds are an adaptive composition of Skellam
+mechanisms, each accounted as such, under a total fixed before round 0 (``server.discovery``).
 
 Privacy argument
 ----------------
-Every count the coordinator sees carries the Skellam noise of the round; choosing candidates,
-thresholding and decoding are post-processing, so the values released are as private as the
-noisy counts: a value held by a handful of rows is released only if noise of standard
-deviation ``sigma`` lifts its count above a threshold of several ``sigma``
-(:func:`release_probability`), which the canary test checks. The threshold is set from the
-noise (itself set from epsilon and delta) and a public false-positive bound, never from data.
+Every count the coordinator sees carries the Skellam noise of its round; choosing depths and
+candidates, thresholding and decoding are post-processing, so the values released are as private
+as the noisy counts. On top of DP, the value threshold is ``RARE_ROWS`` (3) plus the Chernoff
+bound of the Skellam tail at the job's delta: a value held by at most 3 rows (of one organisation
+or several) is released with probability at most delta, even when its prefix is shared with
+common values and only its own ``END`` cell tells it apart (the canary test checks three such
+canaries over many seeds). Thresholds are set from the noise (itself set from epsilon and delta)
+and public constants, never from data.
 """
 
 from __future__ import annotations

@@ -2,36 +2,44 @@
 
 Mechanism
 ---------
-A discovery is a bounded number of secure noisy sums (phase ``schema``) at public noise: std
-``sigma`` (Skellam ``mu = sigma^2 / 2`` at ``t`` survivors) in the text rounds, and
-``FIRST_ROUND_NOISE * sigma`` in round 0, which every column takes part in once:
+A discovery is a bounded number of secure noisy sums (phase ``schema``) at public noise
+(Skellam ``mu = sigma^2 / 2`` at ``t`` survivors), under one epsilon fixed before any round:
 
-* round 0 counts, for every agreed column, its missing cells and (numeric, integer, datetime)
-  its present values on the public grid (``common.discovery.quantiles``) or (text) the first
-  symbol of its values (``common.discovery.heavy_hitters``, the empty prefix);
-* rounds 1 .. ``max_bytes`` count the next symbol of the text columns' candidate prefixes.
+* round 0 (:func:`first_request`) counts, for every agreed column, its missing cells and
+  (numeric, integer, datetime) its present values on the public grid
+  (``common.discovery.quantiles``) or (text) its values' lengths in bytes
+  (``common.discovery.heavy_hitters``), at noise std ``FIRST_ROUND_NOISE * sigma`` where
+  ``sigma`` is what the plan (:func:`discovery_event`: ``planned_bytes`` text rounds per text
+  column) gives the text rounds;
+* text rounds ``0 .. D`` (:func:`request`) count the next symbol after the text columns'
+  candidate prefixes, where ``D`` is each column's longest heavy length from round 0. Before each
+  round the coordinator sets its noise so that what ran and what the remaining columns may still
+  need spend the epsilon (``server.discovery.text_sigma``).
 
 A request names the columns it counts (``discovery.columns``: ``[name, kind]`` pairs, in block
-order) and each text column's candidate prefixes (``discovery.prefixes``: hex), so the vector's
-layout (:func:`layout`) and its sensitivity (:func:`round_sensitivity`) follow from the request
-alone; the guard and the coordinator both read them from there (``common.rounds``).
+order), each text column's candidate prefixes (``discovery.prefixes``: hex) and, in round 0
+only, the public length limit (``discovery.max_bytes``), so the vector's layout (:func:`layout`)
+and its sensitivity (:func:`round_sensitivity`) follow from the request alone; the guard and the
+coordinator both read them from there (``common.rounds``).
 
 Sensitivity
 -----------
-One row adds 1 to at most one cell of each column's block (its missing cell, its grid cell, or
-its value's next symbol after a candidate prefix): for ``k`` columns in the request,
+One row adds 1 to at most one cell of each column's block (its missing cell, its grid or length
+cell, or its value's next symbol after a candidate prefix): for ``k`` columns in the request,
 L1 = k and L2 = sqrt(k). A column with no candidate prefix left is not in the request.
 
 Privacy argument
 ----------------
 Each round is a Skellam mechanism of that sensitivity, recorded in the federation's ledger and
-in every organisation's guard ledger under phase ``schema``; :func:`discovery_event` is the plan
-(every round run, every text column in every round), which bounds what a discovery can spend
-(a column that runs out of candidates is dropped from later requests and spends less). The
-schema (categories, bounds, bins, missing flags) is post-processing of the noisy sums. Column
-names and kinds come from each organisation's local configuration, not from its rows: a
-disagreement names the column and how many organisations said what (:func:`agreed_columns`),
-never a value.
+in every organisation's guard ledger under phase ``schema`` (each guard judges it: cap, noise
+floor, t). The rounds' number and noise are chosen from earlier noisy sums only, under a total
+fixed before round 0 (a privacy filter over adaptive RDP composition), and the ledgers compose
+exactly the rounds that ran. The schema (categories, bounds, bins, missing flags) is
+post-processing of the noisy sums. Column names and kinds come from each organisation's agreed
+schema (configuration, not its rows): a disagreement names the column and how many
+organisations said what (:func:`agreed_columns`), never a value. A schema discovered from the
+agreed one (:func:`discovered_from`) maps every unlisted value to ``other`` and clips every
+number, so under it no row is refused for what the discovery did not list.
 """
 
 from __future__ import annotations

@@ -170,12 +170,14 @@ def add_discover_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="iid", help="iid | dirichlet:ALPHA | by-column:COL (default iid)")
     parser.add_argument("--epsilon", type=float, required=True, help="what discovery may spend")
     parser.add_argument("--delta", type=float, default=1e-6, help="delta of the discovery (default 1e-6)")
-    parser.add_argument("--min-survivors", type=int, default=None, help="t (default parties - 1, at least 2)")
+    parser.add_argument("--min-survivors", type=int, default=None,
+                        help="t (default: one dropout tolerated, never 3t <= 2n; t = n for 3 organisations)")
     parser.add_argument("--out", type=Path, required=True, help="the schema file to write (.yaml or .json)")
     parser.add_argument("--name", default=None, help="the schema's name (default: the file's stem)")
     parser.add_argument("--na-values", nargs="*", default=[], help="tokens that mean missing (e.g. '?')")
     parser.add_argument("--max-bytes", type=int, default=None,
-                        help="longest discoverable category, in UTF-8 bytes: one round per byte (default 32)")
+                        help="longest discoverable category, in UTF-8 bytes (default 32); round 0 measures the "
+                        "values' lengths and only lengths that clear the noise get rounds, one per byte")
     parser.add_argument("--bins", type=int, default=None, help="quantile bins per numeric column (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
 

@@ -78,6 +78,9 @@ def run_discover(args: argparse.Namespace) -> int:
             name=args.name or args.out.stem, na_values=tuple(args.na_values),
             settings=DiscoverySettings(**{k: v for k, v in (("max_bytes", args.max_bytes), ("bins", args.bins)) if v is not None}),
         )
+        if not 2 * args.parties < 3 * plan.min_survivors <= 3 * args.parties:
+            raise ValueError(f"--min-survivors {plan.min_survivors} of --parties {args.parties}: authenticated SecAgg+ "
+                             f"needs 2n/3 < t <= n (e.g. t = {default_min_survivors(args.parties)})")
         table = read_text_table(args.data, plan.na_values)
         parties = split_table(table, args.parties, args.split, None, args.seed)
         configs = [local_kinds(party, plan.na_values) for party in parties]

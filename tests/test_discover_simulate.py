@@ -86,3 +86,12 @@ def test_the_command_exits_2_and_writes_nothing_when_kinds_disagree(tmp_path, ca
     assert "column 'age': " in err and "at 1 organisation" in err and "nothing was written" in err
     assert "40.5" not in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [data]
+
+
+def test_the_command_refuses_a_threshold_colluders_could_get_round_before_reading_anything(tmp_path, capsys):
+    out = tmp_path / "schema.yaml"
+    code = main(["schema", "discover", "--data", str(tmp_path / "absent.csv"), "--parties", "3", "--min-survivors", "2",
+                 "--epsilon", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--min-survivors 2 of --parties 3" in err and "2n/3 < t <= n" in err
+    assert "nothing was written" in err and not out.exists()

@@ -257,8 +257,13 @@ def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():
     rng = np.random.default_rng(5)
     gains = np.where(rng.random(20_000) < 0.9, 0, rng.integers(100, 20_000, 20_000))
     noisy = qu.grid_counts(gains, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
-    lower, upper, _ = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
+    lower, upper, edges = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
     assert lower == 0 and upper > 1_000
+    assert edges[:2] == [0, 1]  # zero, the atom nine rows in ten hold, is a bin of its own
+    hours = np.where(rng.random(20_000) < 0.5, 40, rng.integers(1, 100, 20_000))
+    noisy = qu.grid_counts(hours, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
+    _, _, edges = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
+    assert 40 in edges and edges[edges.index(40) + 1] == 41
 
 
 def discovered(agreed: Schema, **changes) -> Schema:

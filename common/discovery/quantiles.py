@@ -17,7 +17,8 @@ stds (a block is known to hold rows, so a low per-cell bar inside it admits few 
 interpolates the cumulative sum linearly
 inside a block. The bounds are the quantiles at ``tail`` and
 ``1 - tail`` (default 0.5% and 99.5%) and quantile bins between them, so that the model's
-cells carry similar mass.
+cells carry similar mass; a value that two quantiles share (an atom: zero in a zero-inflated
+column) gets a bin of its own.
 
 Sensitivity
 -----------
@@ -146,8 +147,21 @@ def bounds_and_edges(
     else:
         cuts = [float(math.floor(qs[0]))] + [float(round(q)) for q in qs[1:-1]] + [float(math.ceil(qs[-1]))]
     lower, upper = cuts[0], max(cuts[-1], cuts[0] + 1)
-    inside = sorted({c for c in cuts[1:-1] if lower < c < upper})
+    inside = sorted({c for c in cuts[1:-1] + _atom_ends(cuts, kind) if lower < c < upper})
     return lower, upper, [lower, *inside, upper]
+
+
+def _atom_ends(cuts: list[float], kind: str) -> list[float]:
+    """Where the bin of each atom ends: a value that two or more quantiles share holds at least
+    a bin's share of the rows (zero in a zero-inflated column, 40 hours a week), so it gets a bin
+    of its own, up to the next integer (integers) or the next public grid edge (numbers; dates
+    take a count of bins, not edges, so none)."""
+    if kind == "datetime":
+        return []
+    atoms = sorted({c for c in cuts if cuts.count(c) > 1})
+    if kind == "integer":
+        return [a + 1 for a in atoms]
+    return [float(NUMBER_EDGES[np.searchsorted(NUMBER_EDGES, a, side="right")]) for a in atoms if a < NUMBER_EDGES[-1]]
 
 
 def _significant(x: float, digits: int = 4) -> float:

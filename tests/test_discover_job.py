@@ -25,7 +25,7 @@ GIVEN = Schema.from_dict({"name": "pets", "label": "pet", "na_values": ["?"], "c
 SMALL = GeneratorSettings(rounds=1, per_round=1, fit_iters=50, final_iters=100, score_sample=5_000)
 
 
-def table(rows: int = 1500, seed: int = 0) -> pd.DataFrame:
+def table(rows: int = 6000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"pet": rng.choice(["cat", "dog", "eel"], rows, p=[0.5, 0.3, 0.2]).astype(object),
                           "age": rng.integers(20, 60, rows).astype(str).astype(object)})
@@ -63,4 +63,5 @@ def test_the_release_accounts_the_discovery_phase_and_uses_the_discovered_schema
     assert set(schema["pet"].categories) == {"cat", "dog", "eel", "other"}
     assert schema["age"].lower <= 20 and schema["age"].upper >= 59 and schema["age"].missing
     synthetic = pd.read_csv(release.path / "synthetic.csv", dtype=str, keep_default_na=False)
-    assert set(synthetic["pet"]) <= {"cat", "dog", "eel", "other"}
+    missing = {"?"} if schema["pet"].missing else set()  # the noisy missing count may give pet a spare code
+    assert set(synthetic["pet"]) <= {"cat", "dog", "eel", "other"} | missing

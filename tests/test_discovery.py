@@ -260,6 +260,9 @@ def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():
     lower, upper, edges = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
     assert lower == 0 and upper > 1_000
     assert edges[:2] == [0, 1]  # zero, the atom nine rows in ten hold, is a bin of its own
+    zeros = np.where(rng.random(20_000) < 0.95, 0, rng.integers(1, 10**6, 20_000))  # a tail the noise hides
+    noisy = qu.grid_counts(zeros, qu.NUMBER_EDGES) + sample_skellam(rng, 5_000.0, len(qu.NUMBER_EDGES) - 1)
+    assert qu.bounds_and_edges(noisy, "integer", 10, 5_000.0, 1e-3) == (0, 2, [0, 1, 2])  # the tail clips into [1, 2]
     hours = np.where(rng.random(20_000) < 0.5, 40, rng.integers(1, 100, 20_000))
     noisy = qu.grid_counts(hours, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
     _, _, edges = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)

@@ -18,7 +18,8 @@ interpolates the cumulative sum linearly
 inside a block. The bounds are the quantiles at ``tail`` and
 ``1 - tail`` (default 0.5% and 99.5%) and quantile bins between them, so that the model's
 cells carry similar mass; a value that two quantiles share (an atom: zero in a zero-inflated
-column) gets a bin of its own.
+column) gets a bin of its own, and the upper bound leaves a bin after it (the noise may hide a
+thin tail above an atom: its values are then clipped into that bin, not into the atom's).
 
 Sensitivity
 -----------
@@ -146,9 +147,18 @@ def bounds_and_edges(
         cuts = [_significant(q) for q in qs]
     else:
         cuts = [float(math.floor(qs[0]))] + [float(round(q)) for q in qs[1:-1]] + [float(math.ceil(qs[-1]))]
-    lower, upper = cuts[0], max(cuts[-1], cuts[0] + 1)
-    inside = sorted({c for c in cuts[1:-1] + _atom_ends(cuts, kind) if lower < c < upper})
+    ends = _atom_ends(cuts, kind)
+    lower = cuts[0]
+    upper = max([cuts[-1], cuts[0] + 1] + [_past(end, kind) for end in ends])  # no atom's bin is the last one
+    inside = sorted({c for c in cuts[1:-1] + ends if lower < c < upper})
     return lower, upper, [lower, *inside, upper]
+
+
+def _past(end: float, kind: str) -> float:
+    """The least upper bound that leaves a bin after an atom's bin ending at ``end``."""
+    if kind == "integer":
+        return end + 1
+    return float(NUMBER_EDGES[min(np.searchsorted(NUMBER_EDGES, end, side="right"), len(NUMBER_EDGES) - 1)])
 
 
 def _atom_ends(cuts: list[float], kind: str) -> list[float]:

@@ -26,6 +26,7 @@ configuration only.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -223,6 +224,8 @@ def build_client_app(
                 answer.update(ok=False, reason=str(exc))
             else:
                 log.info("%s: job check passed: schema and privacy plan accepted", org.name)
+        elif config["action"] == "columns":  # names and kinds from local configuration: no data
+            answer["columns"] = json.dumps(org.columns)
         elif config["action"] != "hello":
             answer.update(ok=False, reason=refusal(org.name, "query-action", f"unknown action {config['action']!r}"))
         return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)

@@ -65,7 +65,7 @@ from dp_accounting import DpEvent
 from .organisation import RequestRefused, refusal
 from ..common.accounting import BudgetExceeded, Ledger
 from ..common.marginals import MAX_VIEW_VALUE, cells, cliques_from_json
-from ..common.rounds import TASKS, ScaleRefused, read_plan, round_event, sensitivity
+from ..common.rounds import TASKS, ScaleRefused, ledger_phase, read_plan, round_event, sensitivity
 from ..common.schema import Schema
 from ..common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
 from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges
@@ -161,7 +161,7 @@ class Guard:
         """Write the admitted round to the guard's ledger (fsynced) before anything is computed."""
         try:
             self.ledger.append(
-                "contribution",
+                ledger_phase(request),
                 str(request.get("task")),
                 event,
                 metadata={

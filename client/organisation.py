@@ -7,8 +7,10 @@ a validation report: a refusal that reaches the coordinator is a fixed code nami
 public parameters only (:func:`refusal`).
 
 The agreed schema: every organisation holds the one schema it takes part with (``accepts``,
-configured locally and pinned) and refuses any other; the comparison reads only the request and
-the agreed schema. The table is read under the agreed schema only, and no answer depends on
+configured locally and pinned) and refuses any other, except one discovered from it by a paid
+schema discovery (``common.discovery.discovered_from``: same columns, kinds and label, every
+unlisted value mapped to ``other`` or clipped, so no row's fate depends on anything but the row);
+the comparison reads only the request and the agreed schema. The table is read under the agreed schema only, and no answer depends on
 whether it conforms: rows that break the schema are left out of every count and reported in
 the organisation's own log (:meth:`LocalTable.from_frame`), and a table that cannot be read at all
 counts as a table without rows. Whether a row is left out depends on that row alone, so two
@@ -39,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..common.discovery import TASK as DISCOVERY
+from ..common.discovery import discovered_from, local_vector
+from ..common.discovery.protocol import read_request, schema_kinds
 from ..common.marginals import (
     cliques_from_json,
     in_slot,
@@ -101,12 +106,15 @@ class LocalTable:
         so removing a row from the table removes at most that row here.
         """
         keep = schema.conforming_rows(frame)
+        report = schema.validate(frame)
         if not keep.all():
             log.error(
                 "%s: %d of %d rows of the local table do not conform to schema '%s' and are left out of "
                 "every count (nothing about them is sent):\n%s",
-                org, int((~keep).sum()), len(keep), schema.name, schema.validate(frame),
+                org, int((~keep).sum()), len(keep), schema.name, report,
             )
+        for note in report.infos:  # values mapped to ``other`` or clipped, as the schema states: said here only
+            log.warning("%s: %s", org, note)
         if not keep.any():
             return cls(schema, np.empty((0, len(schema.measured_domain())), dtype=np.int64))
         return cls(schema, schema.encode(frame[keep], fine=True))
@@ -140,6 +148,11 @@ class Organisation:
     ``cap_seed``: the secret seed of the row-cap subsample (default: drawn from OS entropy once
     per instance; the daemon keeps one on disk so that every process of the organisation draws
     the same rows).
+    Schema discovery (``common.discovery``): its rounds count the raw table (every cell as text)
+    under the agreed schema's column names and kinds (:attr:`columns`: configuration, not data),
+    and a schema discovered from the agreed one (``common.discovery.discovered_from``: the same
+    columns, kinds and label, every unlisted value mapped to ``other`` or clipped) is accepted for
+    the job's later phases.
     """
 
     def __init__(
@@ -159,14 +172,22 @@ class Organisation:
         self.guard = guard
         self.identity = identity
         self.cap_seed = secrets.randbits(128) if cap_seed is None else cap_seed
-        self._table: LocalTable | None = None
+        self._tables: dict[str, LocalTable] = {}
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """The local column configuration discovery counts under: the agreed schema's column names
+        and discovery kinds (public, configured locally; never read from the table)."""
+        return schema_kinds(self.accepts.columns)
 
     def table(self, schema_json: str) -> LocalTable:
-        """The local table, for a request under the agreed schema (any other is refused)."""
-        self._refuse_other_schema(schema_json)
-        if self._table is None:
-            self._table = LocalTable.from_frame(self.accepts, self._read(), self.name)
-        return self._table
+        """The local table, for a request under the agreed schema or one discovered from it (any
+        other is refused; ``common.discovery.discovered_from``)."""
+        schema = self._accepted_schema(schema_json)
+        key = schema.dumps("json")
+        if key not in self._tables:
+            self._tables[key] = LocalTable.from_frame(schema, self._read(), self.name)
+        return self._tables[key]
 
     def _read(self) -> pd.DataFrame:
         """The raw table; one that cannot be read counts as one without rows (logged here only)."""
@@ -176,17 +197,23 @@ class Organisation:
             log.error("%s: cannot read the local table (it counts as empty; nothing about it is sent): %s", self.name, exc)
             return pd.DataFrame(columns=self.accepts.column_names, dtype=str)
 
-    def _refuse_other_schema(self, schema_json: str) -> None:
+    def _accepted_schema(self, schema_json: str) -> Schema:
+        """The request's schema when it is the agreed one, or one discovered from it."""
         if schema_json == self._agreed:
-            return
+            return self.accepts
         schema = Schema.from_dict(json.loads(schema_json))
         if schema.dumps("json") == self._agreed:
-            return
+            return self.accepts
+        if discovered_from(self.accepts, schema):
+            return schema
+        raise self._other_schema(schema)
+
+    def _other_schema(self, schema: Schema) -> RequestRefused:
         ours, theirs = self.accepts.to_dict(), schema.to_dict()
         columns = [{c["name"]: c for c in d.pop("columns")} for d in (ours, theirs)]
         differ = [k for k in ours | theirs if ours.get(k) != theirs.get(k)]
         differ += [f"column {c}" for c in columns[0] | columns[1] if columns[0].get(c) != columns[1].get(c)]
-        raise RequestRefused(
+        return RequestRefused(
             refusal(
                 self.name,
                 "agreed-schema",
@@ -202,6 +229,8 @@ class Organisation:
 
         The table is capped at the request's public row cap (``common.rounds.row_cap``) first.
         """
+        if request["task"] == DISCOVERY:
+            return self._discovery(request)
         table = self.table(str(request["schema"])).capped(row_cap(request), self.cap_seed)
         task = request["task"]
         if task == "marginals":
@@ -213,6 +242,16 @@ class Organisation:
         if task == "gradients":
             return self._gradients(table, request, arrays, rng)
         raise RequestRefused(refusal(self.name, "task", f"unknown task {task!r}"))
+
+    def _discovery(self, request: Mapping[str, Any]) -> np.ndarray:
+        """Counts of a schema discovery round over the raw table, for columns whose name and kind
+        match the local configuration (``common.discovery.protocol.local_vector``). The refusal
+        reads only the request and the configuration; a column the table lacks counts as empty."""
+        columns, _, _ = read_request(request)
+        differ = [name for name, kind in columns if self.columns.get(name) != kind]
+        if differ:
+            raise RequestRefused(refusal(self.name, "discovery-columns", f"its configuration differs on {', '.join(differ)}"))
+        return local_vector(self._read(), request, lambda note: log.error("%s: %s", self.name, note))
 
     def _marginals(self, table: LocalTable, request: Mapping[str, Any]) -> np.ndarray:
         """Counts of the requested cliques; in this organisation's own block when the request
@@ -272,6 +311,6 @@ class Organisation:
     def check(self, request: Mapping[str, Any]) -> None:
         """Pre-flight: the job's schema is the agreed one and the guard accepts the plan (raises
         ``RequestRefused``). Reads nothing of the table: the answer is the same whatever it holds."""
-        self._refuse_other_schema(str(request["schema"]))
+        self._accepted_schema(str(request["schema"]))
         if self.guard is not None:
             self.guard.admit_job(request)

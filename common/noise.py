@@ -67,6 +67,20 @@ def skellam_tail_bound(mu: float) -> int:
     return high
 
 
+def skellam_upper_bound(mu: float, probability: float) -> int:
+    """The least integer ``b`` with ``P(Sk(mu) >= b) <= probability`` by the Chernoff bound above."""
+    if mu <= 0:
+        return 1
+    target = math.log(1.0 / probability)
+    low, high = 0, 1
+    while _chernoff_exponent(mu, high) < target:
+        low, high = high, 2 * high
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if _chernoff_exponent(mu, mid) < target else (low, mid)
+    return high
+
+
 def _chernoff_exponent(mu: float, b: float) -> float:
     r = b / (2.0 * mu)
     return b * math.asinh(r) - 2.0 * mu * (math.sqrt(1.0 + r * r) - 1.0)

@@ -34,7 +34,11 @@ organisation will compute, never from a number the coordinator could misstate:
 * ``gradients``: one (Poisson-subsampled) Skellam DP-SGD step, with the sensitivity of the
   clipped, integer-rounded gradient sum derived from the request's teacher settings and the
   vector's length (the organisation clips and rounds with exactly those settings).
-* ``scale``: the four tasks above produce integer vectors and are sent at ``scale == 1``;
+* ``discovery``: one Skellam mechanism over the counts of a schema discovery round
+  (``common.discovery.protocol``): a row adds one count to at most one cell of each column
+  the request names, so L1 = k and L2 = sqrt(k) for its ``k`` columns. Organisations' guards
+  record it under the phase ``schema`` (:func:`ledger_phase`).
+* ``scale``: the five tasks above produce integer vectors and are sent at ``scale == 1``;
   a request with another scale multiplies what is sent, so :func:`sensitivity` refuses it
   (``ScaleRefused``) rather than account it at the unscaled sensitivity.
 * anything else is a generic sum of a test or benchmark vector, one Skellam mechanism with
@@ -58,10 +62,13 @@ from .accounting import (
     skellam_dpsgd_event,
     skellam_event,
 )
+from .discovery import PHASE as DISCOVERY_PHASE
+from .discovery import TASK as DISCOVERY
+from .discovery import round_sensitivity as discovery_sensitivity
 from .marginals import cliques_from_json, count_sensitivity, grid_score_sensitivity
 from .secure_sum import NoisySumSpec
 
-TASKS = ("marginals", "select", "scores", "gradients")
+TASKS = ("marginals", "select", "scores", "gradients", DISCOVERY)
 #: Keys of a job's pre-flight ``check`` request that carry its privacy plan.
 PLAN_EVENT, PLAN_T, PLAN_NOISE = "plan.event", "plan.min_survivors", "plan.noise_multipliers"
 
@@ -90,7 +97,14 @@ def sensitivity(request: Mapping[str, Any], spec: NoisySumSpec) -> tuple[float, 
         from .teacher import TeacherSettings, grid_sensitivity  # torch: only here
 
         return grid_sensitivity(TeacherSettings.from_config(request), spec.dim)
+    if task == DISCOVERY:
+        return discovery_sensitivity(request)
     return spec.l1_sensitivity, spec.l2_sensitivity
+
+
+def ledger_phase(request: Mapping[str, Any]) -> str:
+    """The phase under which an organisation's guard records a round: ``schema`` for discovery."""
+    return DISCOVERY_PHASE if request.get("task") == DISCOVERY else "contribution"
 
 
 def noise_multiplier(request: Mapping[str, Any], spec: NoisySumSpec) -> float:

@@ -51,7 +51,8 @@ class FederatedSynthesizer:
     ``labels`` sample | argmax | generator; ``budget_split`` the phases' shares; ``teacher``
     logreg | mlp, ``teacher_steps`` and ``teacher_rate`` the DP teacher's DP-SGD; ``secagg_neighbours`` the
     SecAgg+ neighbourhood size (None: chosen from parties and t); ``evaluate`` the
-    share of epsilon for a federated evaluation (0: none).
+    share of epsilon for a federated evaluation (0: none); ``discover`` the share of epsilon for
+    a first phase that discovers the schema's categories, bounds and bins (0: none).
     The job is validated and planned when it is fitted, before any data moves.
     """
 
@@ -75,6 +76,7 @@ class FederatedSynthesizer:
         teacher_rate: float = 1.0,
         secagg_neighbours: int | None = None,
         evaluate: float = 0.0,
+        discover: float = 0.0,
     ) -> None:
         self.schema = schema
         self.epsilon, self.delta = epsilon, delta
@@ -82,7 +84,7 @@ class FederatedSynthesizer:
         self.rounds, self.per_round, self.timeout = rounds, per_round, timeout
         self.labels, self.budget_split = labels, budget_split
         self.teacher, self.teacher_steps, self.teacher_rate = teacher, teacher_steps, teacher_rate
-        self.secagg_neighbours, self.evaluate = secagg_neighbours, evaluate
+        self.secagg_neighbours, self.evaluate, self.discover = secagg_neighbours, evaluate, discover
         self.release_: Release | None = None
 
     def get_params(self) -> dict[str, Any]:

@@ -37,6 +37,12 @@ def _schema_validate(args: argparse.Namespace) -> int:
     return run_validate(args.data, args.schema)
 
 
+def _schema_discover(args: argparse.Namespace) -> int:
+    from .simulations.discover import run_discover
+
+    return run_discover(args)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from .simulations.main import run_simulate
 
@@ -155,6 +161,25 @@ def resolve_simulate_options(args: argparse.Namespace) -> argparse.Namespace:
     from_file = read_job_file(args.config, options) if args.config is not None else {}
     values = {**defaults(options), **from_file, **given(args, options)}
     return argparse.Namespace(**{**vars(args), **{o.dest: values[o.name] for o in options}})
+
+
+def add_discover_options(parser: argparse.ArgumentParser) -> None:
+    """``fedsynth schema discover``'s options (defaults of ``common.discovery.DiscoverySettings``)."""
+    parser.add_argument("--data", type=Path, required=True, help="CSV or Parquet table to split into organisations")
+    parser.add_argument("--parties", type=int, default=3, help="number of organisations (default 3)")
+    parser.add_argument("--split", default="iid", help="iid | dirichlet:ALPHA | by-column:COL (default iid)")
+    parser.add_argument("--epsilon", type=float, required=True, help="what discovery may spend")
+    parser.add_argument("--delta", type=float, default=1e-6, help="delta of the discovery (default 1e-6)")
+    parser.add_argument("--min-survivors", type=int, default=None,
+                        help="t (default: one dropout tolerated, never 3t <= 2n; t = n for 3 organisations)")
+    parser.add_argument("--out", type=Path, required=True, help="the schema file to write (.yaml or .json)")
+    parser.add_argument("--name", default=None, help="the schema's name (default: the file's stem)")
+    parser.add_argument("--na-values", nargs="*", default=[], help="tokens that mean missing (e.g. '?')")
+    parser.add_argument("--max-bytes", type=int, default=None,
+                        help="longest discoverable category, in UTF-8 bytes (default 32); round 0 measures the "
+                        "values' lengths and only lengths that clear the noise get rounds, one per byte")
+    parser.add_argument("--bins", type=int, default=None, help="quantile bins per numeric column (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
 
 
 def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("data", type=Path, help="CSV or Parquet (*.parquet) file to check")
     validate.add_argument("--schema", type=Path, required=True)
     validate.set_defaults(func=_schema_validate)
+    discover = schema_sub.add_parser(
+        "discover", help="discover a public schema from the organisations' rows, paid with epsilon (DP; simulation)",
+        description="Split a table into organisations and run federated, differentially private discovery of "
+        "categories, bounds, bins and missing values through SecAgg+ with Skellam noise; every round is in "
+        "every organisation's ledger under phase 'schema'. The schema written needs no review.")
+    add_discover_options(discover)
+    discover.set_defaults(func=_schema_discover)
     return parser
 
 

@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fedsynth/protos/coordinator.proto\x12\x17\x66\x65\x64synth.coordinator.v1\"\xd6\x02\n\x07JobSpec\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0f\n\x07parties\x18\x02 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x15\n\rmin_survivors\x18\x05 \x01(\r\x12\x10\n\x08max_rows\x18\x06 \x01(\x04\x12\x0c\n\x04rows\x18\x07 \x01(\x04\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x0e\n\x06rounds\x18\t \x01(\r\x12\x11\n\tper_round\x18\n \x01(\r\x12\x0e\n\x06labels\x18\x0b \x01(\t\x12\x14\n\x0c\x62udget_split\x18\x0c \x01(\t\x12\x0f\n\x07teacher\x18\r \x01(\t\x12\x15\n\rteacher_steps\x18\x0e \x01(\r\x12\x11\n\ttimeout_s\x18\x0f \x01(\x01\x12\x14\n\x0cteacher_rate\x18\x10 \x01(\x01\x12\x10\n\x08\x65valuate\x18\x11 \x01(\x01\x12\x19\n\x11secagg_neighbours\x18\x12 \x01(\r\"\xcb\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fedsynth.coordinator.v1.JobState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x17\n\x0f\x65psilon_planned\x18\x04 \x01(\x01\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x12\x0f\n\x07updated\x18\x07 \x01(\t\x12\x15\n\rflower_run_id\x18\x08 \x01(\x04\x12\x15\n\rrelease_files\x18\t \x03(\t\x12.\n\x04spec\x18\n \x01(\x0b\x32 .fedsynth.coordinator.v1.JobSpec\x12\r\n\x05phase\x18\x0b \x01(\t\x12\r\n\x05round\x18\x0c \x01(\x04\x12\x11\n\tsurvivors\x18\r \x03(\t\x12\x12\n\nlast_event\x18\x0e \x01(\t\"B\n\x10SubmitJobRequest\x12.\n\x04spec\x18\x01 \x01(\x0b\x32 .fedsynth.coordinator.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\">\n\x10ListJobsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x1c.fedsynth.coordinator.v1.Job\"8\n\x13StreamEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"h\n\x08JobEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.fedsynth.coordinator.v1.JobState\"3\n\x13\x46\x65tchReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"8\n\x0cReleaseChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\"\x12\n\x10GetLedgerRequest\"\x96\x01\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x11\n\tmechanism\x18\x04 \x01(\t\x12\x12\n\nevent_json\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x0c\n\x04hash\x18\x08 \x01(\t\"\x84\x01\n\x0eLedgerResponse\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x01\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x35\n\x07\x65ntries\x18\x05 \x03(\x0b\x32$.fedsynth.coordinator.v1.LedgerEntry*h\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\r\n\tSUBMITTED\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x32\xbf\x04\n\x0b\x43oordinator\x12T\n\tSubmitJob\x12).fedsynth.coordinator.v1.SubmitJobRequest\x1a\x1c.fedsynth.coordinator.v1.Job\x12N\n\x06GetJob\x12&.fedsynth.coordinator.v1.GetJobRequest\x1a\x1c.fedsynth.coordinator.v1.Job\x12_\n\x08ListJobs\x12(.fedsynth.coordinator.v1.ListJobsRequest\x1a).fedsynth.coordinator.v1.ListJobsResponse\x12\x61\n\x0cStreamEvents\x12,.fedsynth.coordinator.v1.StreamEventsRequest\x1a!.fedsynth.coordinator.v1.JobEvent0\x01\x12\x65\n\x0c\x46\x65tchRelease\x12,.fedsynth.coordinator.v1.FetchReleaseRequest\x1a%.fedsynth.coordinator.v1.ReleaseChunk0\x01\x12_\n\tGetLedger\x12).fedsynth.coordinator.v1.GetLedgerRequest\x1a\'.fedsynth.coordinator.v1.LedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fedsynth/protos/coordinator.proto\x12\x17\x66\x65\x64synth.coordinator.v1\"\xe8\x02\n\x07JobSpec\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0f\n\x07parties\x18\x02 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x15\n\rmin_survivors\x18\x05 \x01(\r\x12\x10\n\x08max_rows\x18\x06 \x01(\x04\x12\x0c\n\x04rows\x18\x07 \x01(\x04\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x0e\n\x06rounds\x18\t \x01(\r\x12\x11\n\tper_round\x18\n \x01(\r\x12\x0e\n\x06labels\x18\x0b \x01(\t\x12\x14\n\x0c\x62udget_split\x18\x0c \x01(\t\x12\x0f\n\x07teacher\x18\r \x01(\t\x12\x15\n\rteacher_steps\x18\x0e \x01(\r\x12\x11\n\ttimeout_s\x18\x0f \x01(\x01\x12\x14\n\x0cteacher_rate\x18\x10 \x01(\x01\x12\x10\n\x08\x65valuate\x18\x11 \x01(\x01\x12\x19\n\x11secagg_neighbours\x18\x12 \x01(\r\x12\x10\n\x08\x64iscover\x18\x13 \x01(\x01\"\xcb\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fedsynth.coordinator.v1.JobState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x17\n\x0f\x65psilon_planned\x18\x04 \x01(\x01\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x12\x0f\n\x07updated\x18\x07 \x01(\t\x12\x15\n\rflower_run_id\x18\x08 \x01(\x04\x12\x15\n\rrelease_files\x18\t \x03(\t\x12.\n\x04spec\x18\n \x01(\x0b\x32 .fedsynth.coordinator.v1.JobSpec\x12\r\n\x05phase\x18\x0b \x01(\t\x12\r\n\x05round\x18\x0c \x01(\x04\x12\x11\n\tsurvivors\x18\r \x03(\t\x12\x12\n\nlast_event\x18\x0e \x01(\t\"B\n\x10SubmitJobRequest\x12.\n\x04spec\x18\x01 \x01(\x0b\x32 .fedsynth.coordinator.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\">\n\x10ListJobsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x1c.fedsynth.coordinator.v1.Job\"8\n\x13StreamEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"h\n\x08JobEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.fedsynth.coordinator.v1.JobState\"3\n\x13\x46\x65tchReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"8\n\x0cReleaseChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\"\x12\n\x10GetLedgerRequest\"\x96\x01\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x11\n\tmechanism\x18\x04 \x01(\t\x12\x12\n\nevent_json\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x0c\n\x04hash\x18\x08 \x01(\t\"\x84\x01\n\x0eLedgerResponse\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x01\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x35\n\x07\x65ntries\x18\x05 \x03(\x0b\x32$.fedsynth.coordinator.v1.LedgerEntry*h\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\r\n\tSUBMITTED\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x32\xbf\x04\n\x0b\x43oordinator\x12T\n\tSubmitJob\x12).fedsynth.coordinator.v1.SubmitJobRequest\x1a\x1c.fedsynth.coordinator.v1.Job\x12N\n\x06GetJob\x12&.fedsynth.coordinator.v1.GetJobRequest\x1a\x1c.fedsynth.coordinator.v1.Job\x12_\n\x08ListJobs\x12(.fedsynth.coordinator.v1.ListJobsRequest\x1a).fedsynth.coordinator.v1.ListJobsResponse\x12\x61\n\x0cStreamEvents\x12,.fedsynth.coordinator.v1.StreamEventsRequest\x1a!.fedsynth.coordinator.v1.JobEvent0\x01\x12\x65\n\x0c\x46\x65tchRelease\x12,.fedsynth.coordinator.v1.FetchReleaseRequest\x1a%.fedsynth.coordinator.v1.ReleaseChunk0\x01\x12_\n\tGetLedger\x12).fedsynth.coordinator.v1.GetLedgerRequest\x1a\'.fedsynth.coordinator.v1.LedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsynth.protos.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1508
-  _globals['_JOBSTATE']._serialized_end=1612
+  _globals['_JOBSTATE']._serialized_start=1526
+  _globals['_JOBSTATE']._serialized_end=1630
   _globals['_JOBSPEC']._serialized_start=63
-  _globals['_JOBSPEC']._serialized_end=405
-  _globals['_JOB']._serialized_start=408
-  _globals['_JOB']._serialized_end=739
-  _globals['_SUBMITJOBREQUEST']._serialized_start=741
-  _globals['_SUBMITJOBREQUEST']._serialized_end=807
-  _globals['_GETJOBREQUEST']._serialized_start=809
-  _globals['_GETJOBREQUEST']._serialized_end=840
-  _globals['_LISTJOBSREQUEST']._serialized_start=842
-  _globals['_LISTJOBSREQUEST']._serialized_end=859
-  _globals['_LISTJOBSRESPONSE']._serialized_start=861
-  _globals['_LISTJOBSRESPONSE']._serialized_end=923
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=925
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=981
-  _globals['_JOBEVENT']._serialized_start=983
-  _globals['_JOBEVENT']._serialized_end=1087
-  _globals['_FETCHRELEASEREQUEST']._serialized_start=1089
-  _globals['_FETCHRELEASEREQUEST']._serialized_end=1140
-  _globals['_RELEASECHUNK']._serialized_start=1142
-  _globals['_RELEASECHUNK']._serialized_end=1198
-  _globals['_GETLEDGERREQUEST']._serialized_start=1200
-  _globals['_GETLEDGERREQUEST']._serialized_end=1218
-  _globals['_LEDGERENTRY']._serialized_start=1221
-  _globals['_LEDGERENTRY']._serialized_end=1371
-  _globals['_LEDGERRESPONSE']._serialized_start=1374
-  _globals['_LEDGERRESPONSE']._serialized_end=1506
-  _globals['_COORDINATOR']._serialized_start=1615
-  _globals['_COORDINATOR']._serialized_end=2190
+  _globals['_JOBSPEC']._serialized_end=423
+  _globals['_JOB']._serialized_start=426
+  _globals['_JOB']._serialized_end=757
+  _globals['_SUBMITJOBREQUEST']._serialized_start=759
+  _globals['_SUBMITJOBREQUEST']._serialized_end=825
+  _globals['_GETJOBREQUEST']._serialized_start=827
+  _globals['_GETJOBREQUEST']._serialized_end=858
+  _globals['_LISTJOBSREQUEST']._serialized_start=860
+  _globals['_LISTJOBSREQUEST']._serialized_end=877
+  _globals['_LISTJOBSRESPONSE']._serialized_start=879
+  _globals['_LISTJOBSRESPONSE']._serialized_end=941
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=943
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=999
+  _globals['_JOBEVENT']._serialized_start=1001
+  _globals['_JOBEVENT']._serialized_end=1105
+  _globals['_FETCHRELEASEREQUEST']._serialized_start=1107
+  _globals['_FETCHRELEASEREQUEST']._serialized_end=1158
+  _globals['_RELEASECHUNK']._serialized_start=1160
+  _globals['_RELEASECHUNK']._serialized_end=1216
+  _globals['_GETLEDGERREQUEST']._serialized_start=1218
+  _globals['_GETLEDGERREQUEST']._serialized_end=1236
+  _globals['_LEDGERENTRY']._serialized_start=1239
+  _globals['_LEDGERENTRY']._serialized_end=1389
+  _globals['_LEDGERRESPONSE']._serialized_start=1392
+  _globals['_LEDGERRESPONSE']._serialized_end=1524
+  _globals['_COORDINATOR']._serialized_start=1633
+  _globals['_COORDINATOR']._serialized_end=2208
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ SUCCEEDED: JobState
 FAILED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("schema", "parties", "epsilon", "delta", "min_survivors", "max_rows", "rows", "seed", "rounds", "per_round", "labels", "budget_split", "teacher", "teacher_steps", "timeout_s", "teacher_rate", "evaluate", "secagg_neighbours")
+    __slots__ = ("schema", "parties", "epsilon", "delta", "min_survivors", "max_rows", "rows", "seed", "rounds", "per_round", "labels", "budget_split", "teacher", "teacher_steps", "timeout_s", "teacher_rate", "evaluate", "secagg_neighbours", "discover")
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     PARTIES_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class JobSpec(_message.Message):
     TEACHER_RATE_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    DISCOVER_FIELD_NUMBER: _ClassVar[int]
     schema: str
     parties: int
     epsilon: float
@@ -60,7 +61,8 @@ class JobSpec(_message.Message):
     teacher_rate: float
     evaluate: float
     secagg_neighbours: int
-    def __init__(self, schema: _Optional[str] = ..., parties: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., min_survivors: _Optional[int] = ..., max_rows: _Optional[int] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., per_round: _Optional[int] = ..., labels: _Optional[str] = ..., budget_split: _Optional[str] = ..., teacher: _Optional[str] = ..., teacher_steps: _Optional[int] = ..., timeout_s: _Optional[float] = ..., teacher_rate: _Optional[float] = ..., evaluate: _Optional[float] = ..., secagg_neighbours: _Optional[int] = ...) -> None: ...
+    discover: float
+    def __init__(self, schema: _Optional[str] = ..., parties: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., min_survivors: _Optional[int] = ..., max_rows: _Optional[int] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., per_round: _Optional[int] = ..., labels: _Optional[str] = ..., budget_split: _Optional[str] = ..., teacher: _Optional[str] = ..., teacher_steps: _Optional[int] = ..., timeout_s: _Optional[float] = ..., teacher_rate: _Optional[float] = ..., evaluate: _Optional[float] = ..., secagg_neighbours: _Optional[int] = ..., discover: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "error", "epsilon_planned", "epsilon_spent", "created", "updated", "flower_run_id", "release_files", "spec", "phase", "round", "survivors", "last_event")

@@ -14,7 +14,7 @@ import math
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,10 @@ from flwr.serverapp import Grid
 
 from dp_accounting import ComposedDpEvent, DpEvent
 
-from ..common.accounting import BudgetError, BudgetExceeded, EventFn, Ledger, plan_noise
+from ..common.accounting import BudgetError, BudgetExceeded, CombinedAccountant, EventFn, Ledger, plan_noise
+from ..common.discovery import PHASE as DISCOVERY
+from ..common.discovery import discovery_event
+from ..common.discovery.protocol import round_sigma, schema_kinds
 from ..common.evaluation import DEFAULT_PAIRS, PHASE as EVALUATION, evaluation_cliques, evaluation_event
 from ..common.generator import GeneratorSettings, generator_event
 from ..common.marginals import count_sensitivity
@@ -48,6 +51,7 @@ from .generator import (
 )
 from .jobspec import job_toml, option_values
 from .release import Release, write_release
+from .discovery import DiscoveryPlan, discover_for, plan_sigma
 from .secure_sum import Federation
 from .teacher import PHASE as TEACHER, TeacherPlan, fit_teacher
 
@@ -83,10 +87,13 @@ class JobConfig:
     evaluate: float = 0.0  # share of epsilon for a federated evaluation (common.evaluation); 0: none
     evaluate_pairs: int = DEFAULT_PAIRS  # column pairs it checks, besides every 1-way marginal
     secagg_neighbours: int | None = None  # SecAgg+ neighbourhood size; None: common.secagg_graph chooses
+    discover: float = 0.0  # share of epsilon for a schema discovery first phase (common.discovery); 0: none
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.evaluate < 1.0:
             raise ValueError(f"evaluate (the evaluation's share of epsilon) must be in [0, 1), got {self.evaluate:g}")
+        if not 0.0 <= self.discover < 1.0:
+            raise ValueError(f"discover (the schema discovery's share of epsilon) must be in [0, 1), got {self.discover:g}")
         if self.evaluate_pairs < 0:
             raise ValueError(f"evaluate_pairs must be at least 0, got {self.evaluate_pairs}")
         if self.parties < 1:
@@ -148,6 +155,21 @@ class JobConfig:
         """The phases that spend budget: the teacher only when its labels are used."""
         return (GENERATOR,) if self.labels == "generator" else (GENERATOR, TEACHER)
 
+    @property
+    def main_epsilon(self) -> float:
+        """What the phases after a schema discovery may spend (all of epsilon without one)."""
+        return self.epsilon * (1.0 - self.discover)
+
+    def discovery(self) -> DiscoveryPlan | None:
+        """The schema discovery's plan (``discover`` of epsilon, at the job's delta), or None.
+
+        Planned at the job's delta like the other phases: under RDP composition their epsilons
+        then add up to at most the job's (the ledger's accountant composes them exactly)."""
+        if not self.discover:
+            return None
+        return DiscoveryPlan(epsilon=self.epsilon * self.discover, delta=self.delta, min_survivors=self.min_survivors,
+                             name=self.schema.name, na_values=self.schema.na_values)
+
     def features(self) -> Features:
         return Features(self.schema.domain(), str(self.schema.label))
 
@@ -169,6 +191,9 @@ class JobPlan:
     student: StudentSettings
     graph: SecAggGraph  # every round's SecAgg+ graph (common.secagg_graph)
     evaluation: EvaluationPlan | None = None
+    discovery: DiscoveryPlan | None = None
+    discovery_sigma: float | None = None  # the discovery's text rounds' noise std (round 0: FIRST_ROUND_NOISE of it)
+    discovery_multiplier: float | None = None  # its smallest noise std over L2 sensitivity (round 0, every column)
 
     def noise_multipliers(self) -> dict[str, float]:
         """Each phase's aggregate noise std over its L2 sensitivity, at ``t`` survivors."""
@@ -177,6 +202,8 @@ class JobPlan:
             multipliers[TEACHER] = self.teacher.noise_multiplier
         if self.evaluation is not None:
             multipliers[EVALUATION] = self.evaluation.sigma / count_sensitivity(self.evaluation.row_cap)[1]
+        if self.discovery is not None:
+            multipliers[DISCOVERY] = self.discovery_multiplier
         return multipliers
 
     def guard_request(self) -> dict:
@@ -204,6 +231,10 @@ class JobPlan:
             summary["student"] = {"privacy": "post-processing (no ledger event)", **asdict(self.student)}
         if self.evaluation is not None:
             summary[EVALUATION] = self.evaluation.summary()
+        if self.discovery is not None:
+            summary[DISCOVERY] = {"epsilon": self.discovery.epsilon, "noise_std_text_rounds": self.discovery_sigma,
+                                  "noise_std_round_0": round_sigma(self.discovery_sigma, 0),
+                                  **asdict(self.discovery.settings)}
         return summary
 
 
@@ -266,7 +297,7 @@ def plan_job(config: JobConfig) -> JobPlan:
     (``GraphError`` for a SecAgg+ neighbourhood that cannot tolerate ``n - t`` dropouts)."""
     graph = choose_graph(config.parties, config.min_survivors, config.secagg_neighbours)
     events, split = _phase_events(config), _split(config)
-    plan = plan_noise(events, split, config.epsilon, config.delta)
+    plan = plan_noise(events, split, config.main_epsilon, config.delta)
     sigma = plan.noise_multipliers[GENERATOR]
     max_abs = config.max_rows or MAX_COUNT
     spec = NoisySumSpec(dim=1, mu=sigma**2 / 2, min_survivors=config.min_survivors, max_abs=max_abs)
@@ -285,8 +316,16 @@ def plan_job(config: JobConfig) -> JobPlan:
         evaluation = EvaluationPlan(sigma, cliques, config.min_survivors, max_abs, config.max_rows)
         secure_ranges(evaluation.spec(config.schema.domain()), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
+    discovery, sigma, multiplier, epsilon = config.discovery(), None, None, plan.epsilon.epsilon
+    if discovery is not None:
+        kinds = schema_kinds(config.schema.columns)
+        sigma = plan_sigma(discovery, kinds)
+        multiplier = round_sigma(sigma, 0) / math.sqrt(len(kinds))
+        event = ComposedDpEvent([discovery_event(sigma, kinds, discovery.settings), event])
+        epsilon = CombinedAccountant().compose(event).epsilon(config.delta).epsilon
     return JobPlan(
-        generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, graph, evaluation
+        generator, teacher, epsilon, event, split, config.labels, config.student, graph, evaluation, discovery, sigma,
+        multiplier,
     )
 
 
@@ -336,6 +375,20 @@ def staged(staging: Path) -> Iterator[None]:
         raise
 
 
+def discovered_job(fed: Federation, config: JobConfig, plan: JobPlan, report: Progress) -> tuple[JobConfig, JobPlan]:
+    """Run the schema discovery phase, then plan the rest of the job on the discovered schema
+    with what remains of epsilon (the release's job.toml keeps the job as it was given)."""
+    schema = discover_for(fed, config.schema, plan.discovery, report)
+    report(f"schema discovery: {len(schema.columns)} columns described from the organisations' rows "
+           f"(epsilon {schema.provenance['epsilon_spent']:.3f})")
+    rest = replace(config, schema=schema, epsilon=config.main_epsilon, discover=0.0, cap=config.cap or config.epsilon,
+                   labels=config.labels if schema.label is not None else "generator")
+    main = plan_job(rest)
+    summary_plan = replace(main, discovery=plan.discovery, discovery_sigma=plan.discovery_sigma,
+                           discovery_multiplier=plan.discovery_multiplier, epsilon_planned=plan.epsilon_planned)
+    return replace(rest, epsilon=config.epsilon, discover=config.discover), summary_plan
+
+
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:
     """Run the job on the organisations behind ``grid`` and write its release."""
     def connect(ledger: Ledger) -> Federation:
@@ -368,6 +421,8 @@ def run_job_with(connect: Callable[[Ledger], AbstractContextManager[Any]], confi
 
         rng = np.random.default_rng(config.seed)
         with connect(ledger) as fed:
+            if plan.discovery is not None:
+                config, plan = discovered_job(fed, config, plan, report)
             fed.check({"schema": config.schema.dumps("json"), **plan.guard_request()})
             report(f"all {config.parties} organisations accept schema '{config.schema.name}'")
             model = fit_generator(fed, config.schema, plan.generator, rng, report)

@@ -114,6 +114,9 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("evaluate", float, 0.0, "share of epsilon for a federated evaluation: the union's noisy counts of "
            "every 1-way marginal and some public column pairs, compared with the release in privacy.json "
            "(e.g. 0.05; 0: none, the main job's cost is unchanged)"),
+    Option("discover", float, 0.0, "share of epsilon for a first phase that discovers the schema's categories, "
+           "bounds, bins and missing values from the organisations' rows (DP, phase schema; e.g. 0.1; 0: the schema "
+           "is used as given); the schema then gives only the columns, their kinds and the label"),
 )
 
 

@@ -14,6 +14,7 @@ from ..client.app import build_client_app, org_name
 from ..client.guard import Guard, GuardPolicy
 from ..client.organisation import Organisation
 from ..common.accounting import BudgetError, BudgetExceeded
+from ..common.discovery import DiscoveryError
 from ..common.identity import simulated_federation
 from ..common.progress import ProgressReporter
 from ..common.schema import Schema, SchemaError, load_schema
@@ -111,6 +112,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             f"t={config.min_survivors}, SecAgg+ {graph_words(plan.graph)}; every marginal measured with noise std "
             f"{plan.generator.sigma:.1f} counts"
             + (f"; teacher DP-SGD noise multiplier {plan.teacher.noise_multiplier:.2f}" if plan.teacher else "")
+            + (f"; first, schema discovery with epsilon {plan.discovery.epsilon:g} (the marginals' noise is "
+               "re-planned on the discovered schema)" if plan.discovery else "")
         )
         table = schema.read_csv(args.data)
         schema.validate(table, strict=True)
@@ -118,7 +121,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         say(f"split {args.data.name} into {config.parties} parties ({args.split})")
         with ProgressReporter() as progress:  # a bar on a terminal, plain lines otherwise
             release = simulate(config, parties, progress, ray_address=args.ray_address)
-    except (BudgetError, BudgetExceeded, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
+    except (BudgetError, BudgetExceeded, DiscoveryError, SchemaError, SecureRangeError, SplitError, JobRefused, RoundAborted,
             ValueError, OSError) as exc:
         say(f"fedsynth simulate: {exc}")
         say("nothing was released")

@@ -1,7 +1,8 @@
 """What an organisation checks and what leaves it, without Flower: contribution bounding, fixed
 refusal codes, the SecAgg+ setup and unmask checks, collusion-aware accounting.
 
-The property tests at the end run every refusal and error path of the ClientApp, and the real
+The property tests at the end run every refusal and error path of the ClientApp (schema
+discovery's rounds and the check of a discovered schema among them), and the real
 deployment ClientApp's ``hello`` and ``check`` queries, for pairs of tables that differ in one
 row (one of them a row that breaks the schema) and require byte-identical messages to the
 coordinator.
@@ -25,6 +26,7 @@ from fedsynth.client.daemon import cap_seed
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused, verify_setup, verify_unmask
 from fedsynth.client.organisation import LocalTable, Organisation, TableUnreadable
 from fedsynth.common.accounting import CombinedAccountant, Ledger, skellam_event
+from fedsynth.common.discovery import protocol as discovery
 from fedsynth.common.marginals import cells, cliques_to_json, grid_score_sensitivity, marginals
 from fedsynth.common.rounds import plan_request, round_event
 from fedsynth.common.schema import Schema
@@ -65,6 +67,26 @@ def vote_round(model=None, t=3, n=3):
                "epsilon": 0.1, "k": 1, "penalty_std": 5.0, "round": 1, "num_clients": n, **spec.to_config()}
     size = sum(cells(DOMAIN, c) for c in CANDIDATES)
     return request, spec, [np.full(size, 1.0 / size) if model is None else model]
+
+
+def discovery_round(kinds=None, sigma=20.0, t=3, n=3):
+    """Round 0 of a schema discovery over the agreed schema's columns (or ``kinds``)."""
+    kinds = list(discovery.schema_kinds(SCHEMA.columns).items()) if kinds is None else kinds
+    request = discovery.first_request(kinds, SCHEMA.na_values, 32)
+    spec = NoisySumSpec(dim=discovery.dimension(request), mu=sigma**2 / 2, min_survivors=t, max_abs=10**6)
+    return {**request, "round": 1, "num_clients": n, **spec.to_config()}, spec
+
+
+def discovered_schema() -> Schema:
+    """SCHEMA as a discovery would write it: unlisted values to ``other``, numbers clipped."""
+    columns = []
+    for column in SCHEMA.to_dict()["columns"]:
+        if column["kind"] in ("categorical", "ordinal"):
+            column = {**column, "categories": [*column["categories"], "other"], "other": "other"}
+        elif column["kind"] in ("integer", "numeric", "datetime"):
+            column = {**column, "out_of_range": "clip"}
+        columns.append(column)
+    return Schema.from_dict({**SCHEMA.to_dict(), "columns": columns, "provenance": {"phase": "schema"}})
 
 
 def honest_setup(spec, n=3) -> dict:
@@ -135,7 +157,7 @@ def test_requests_the_guard_cannot_vouch_for_are_refused_before_any_data_is_read
     organisation = org(tmp_path)
     with pytest.raises(GuardRefused, match=rf"^hospital-a: refused \(rule {rule}; "):
         guarded_share(organisation, request, [], np.random.default_rng(0))
-    assert organisation._table is None and len(organisation.guard.ledger) == 0
+    assert not organisation._tables and len(organisation.guard.ledger) == 0
 
 
 @pytest.mark.parametrize(
@@ -411,6 +433,11 @@ def _paths(folder, table):
         "task": lambda: guarded_share(fresh("t"), {**request, "task": "dump"}, [], np.random.default_rng(0)),
         "check": check,
         "internal": leaky,
+        "discovery": lambda: guarded_share(fresh("d"), discovery_round()[0], [], np.random.default_rng(0)),
+        "discovery-columns": lambda: guarded_share(fresh("dc"), discovery_round([("age", "categorical")])[0], [],
+                                                   np.random.default_rng(0)),
+        "discovered-check": lambda: Organisation("hospital-a", lambda _s: table, accepts=SCHEMA).check(
+            {"schema": discovered_schema().dumps("json")}),
     }
 
 
@@ -452,4 +479,7 @@ RULES = {
     "task": "hospital-a: refused (rule task;",
     "check": "",  # answered, whatever the table holds
     "internal": "hospital-a: error (rule internal-error; details in hospital-a's own log)",
+    "discovery": "",  # answered: a discovery round's counts, whatever the table holds
+    "discovery-columns": "hospital-a: refused (rule discovery-columns;",
+    "discovered-check": "",  # answered: a schema discovered from the agreed one
 }

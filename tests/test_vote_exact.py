@@ -402,7 +402,7 @@ def test_inputs_outside_the_public_bounds_are_refused_before_any_data_is_read(tm
         org = organisation(tmp_path / side, table)
         with pytest.raises(GuardRefused, match=rf"^hospital-a: refused \(rule {rule}; ") as refused:
             guarded_share(org, request, arrays, np.random.default_rng(0))
-        assert org._table is None and len(org.guard.ledger) == 0
+        assert not org._tables and len(org.guard.ledger) == 0
         replies.append(str(refused.value))
     assert replies[0] == replies[1]
 

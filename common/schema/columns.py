@@ -31,8 +31,8 @@ MAX_FINE_CELLS = 1000  # cells of one fine grid (its 1-way marginal is one count
 
 COMMON_COLUMN_KEYS = ("name", "kind", "missing")
 KIND_KEYS = {
-    "categorical": ("categories",),
-    "ordinal": ("categories",),
+    "categorical": ("categories", "other"),
+    "ordinal": ("categories", "other"),
     "boolean": (),
     "numeric": ("lower", "upper", "bins", "fine", "out_of_range", "decode"),
     "integer": ("lower", "upper", "bins", "fine", "codes", "out_of_range", "decode"),
@@ -116,6 +116,7 @@ class Column:
     decode: str = "uniform"
     codes: tuple[int, ...] | None = None
     fine: int | float | str | tuple[int | float, ...] | None = None
+    other: str | None = None  # the listed category every unlisted value maps to (None: unlisted is an error)
 
     def __post_init__(self) -> None:
         for key in _TUPLE_KEYS:
@@ -238,6 +239,8 @@ class Column:
             out["bins"] = self.bins if isinstance(self.bins, (int, str)) else list(self.bins)
         if self.codes is not None:
             out["codes"] = list(self.codes)
+        if self.other is not None:
+            out["other"] = self.other
         if self.missing:
             out["missing"] = True
         if self.out_of_range != "error":
@@ -307,6 +310,9 @@ def _column_problems(column: Column) -> list[str]:
     problems = _missing_flag_problems(label, column)
     if column.kind in CATEGORY_KINDS:
         problems += _category_problems(label, column.categories)
+        if column.other is not None and column.other not in (column.categories or ()):
+            problems.append(f"{label}: other {column.other!r} must be one of the listed categories (the one "
+                            f"every unlisted value maps to); add it to categories")
     elif column.kind in NUMBER_KINDS:
         problems += _bound_problems(label, column)
         if not problems:
@@ -323,7 +329,7 @@ def _column_problems(column: Column) -> list[str]:
             problems += _fine_problems(label, column)
         problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
         problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
-    for key in ("categories", "lower", "upper", "bins", "codes", "fine"):
+    for key in ("categories", "lower", "upper", "bins", "codes", "fine", "other"):
         if getattr(column, key) is not None and key not in KIND_KEYS[column.kind]:
             problems.append(f"{label}: {key!r} does not apply to a {column.kind} column; "
                             f"remove it or change the kind")

@@ -23,7 +23,7 @@ from .rules import Rule, rule_from_dict, rule_problems, rule_violations
 from .sampling import sample_valid
 from .validate import ValidationReport, clipped, conforming_rows, inspect, raise_if_errors
 
-SCHEMA_KEYS = ("name", "label", "na_values", "draft", "columns", "rules")
+SCHEMA_KEYS = ("name", "label", "na_values", "draft", "columns", "rules", "provenance")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Schema:
     na_values: tuple[str, ...] = ()
     draft: bool = False
     rules: tuple[Rule, ...] = ()
+    provenance: Mapping[str, Any] | None = None  # how a discovered schema was found (phase, epsilon, ...)
 
     def __post_init__(self) -> None:
         for key in ("columns", "na_values", "rules"):
@@ -89,6 +90,8 @@ class Schema:
         out["columns"] = [column.to_dict() for column in self.columns]
         if self.rules:
             out["rules"] = [rule.to_dict() for rule in self.rules]
+        if self.provenance is not None:
+            out["provenance"] = dict(self.provenance)
         return out
 
     def dumps(self, fmt: str = "yaml") -> str:
@@ -203,7 +206,8 @@ def _schema_from_dict(data: Mapping[str, Any], source: str) -> Schema:
         try:
             schema = Schema(name=name, columns=tuple(columns), label=data.get("label"),
                             na_values=as_tuple(data.get("na_values", ())),
-                            draft=data.get("draft", False), rules=tuple(rules))
+                            draft=data.get("draft", False), rules=tuple(rules),
+                            provenance=data.get("provenance"))
             if not problems:
                 return schema
         except SchemaError as exc:
@@ -246,6 +250,8 @@ def _schema_problems(schema: Schema) -> list[str]:
     if schema.label is not None and schema.label not in names:
         problems.append(f"label {schema.label!r} is not a column; set label to one of "
                         f"{names} or to null")
+    if schema.provenance is not None and not isinstance(schema.provenance, Mapping):
+        problems.append(f"'provenance' must be a mapping (how the schema was discovered), got {schema.provenance!r}")
     if not isinstance(schema.draft, bool):
         problems.append(f"'draft' must be true or false, got {schema.draft!r}")
     for column in schema.columns:

@@ -217,8 +217,11 @@ def _parse_categories(column: Column, series: pd.Series, na_values: tuple[str, .
     cells = _cells(series, na_values, blank_is_missing="" not in column.categories)
     missing = cells.missing[cells.positions]
     codes = cells.expand(pd.Index(column.categories).get_indexer(cells.texts), -1)
-    return _Parsed(codes.astype(np.int64), missing, (codes < 0) & ~missing,
-                   np.zeros(len(codes), bool))
+    unlisted = (codes < 0) & ~missing
+    if column.other is None:
+        return _Parsed(codes.astype(np.int64), missing, unlisted, np.zeros(len(codes), bool))
+    codes = np.where(unlisted, column.categories.index(column.other), codes)
+    return _Parsed(codes.astype(np.int64), missing, np.zeros(len(codes), bool), unlisted)
 
 
 def _parse_booleans(series: pd.Series, na_values: tuple[str, ...]) -> _Parsed:
@@ -299,7 +302,7 @@ def _unlisted(column: Column, parsed: _Parsed) -> np.ndarray:
 def _bad_cells(column: Column, parsed: _Parsed) -> np.ndarray:
     """The rows whose cell in ``column`` is an error (what :func:`_value_violations` reports)."""
     bad = parsed.wrong | (parsed.missing if not column.missing else False)
-    if column.out_of_range != "clip":
+    if column.out_of_range != "clip" and column.other is None:  # clipped, or mapped to ``other``: kept
         bad = bad | parsed.outside
     return bad | _unlisted(column, parsed) if column.codes is not None else bad
 
@@ -321,6 +324,10 @@ def _wrong_value_violation(column: Column, series: pd.Series, mask: np.ndarray) 
 
 
 def _outside_violation(column: Column, series: pd.Series, mask: np.ndarray) -> Violation:
+    if column.kind in CATEGORY_KINDS:  # only with ``other``: unlisted values map to it
+        return _violation(column, "mapped_to_other", mask, series,
+                          f"value(s) not among the schema's categories map to {column.other!r}",
+                          f"nothing to do: the schema declares other: {column.other}", severity="info")
     bounds = f"[{column.lower}, {column.upper}]"
     if column.out_of_range == "clip":
         return _violation(column, "clipped", mask, series,

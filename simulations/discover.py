@@ -32,7 +32,7 @@ from ..common.schema import Schema, SchemaError
 from ..common.schema.io import read_text_table
 from ..server.discovery import DiscoveryPlan, discover
 from ..server.secure_sum import Federation, JobRefused, RoundAborted
-from .engine import run_in_simulation
+from .engine import Shared, run_in_simulation
 from .split import SplitError, split_table
 
 
@@ -49,10 +49,11 @@ def discovery_app(parties: Sequence[pd.DataFrame], configs: Sequence[Mapping[str
         i = int(context.node_config["partition-id"])
         policy = GuardPolicy(ledger=guards / f"{name}.jsonl", epsilon_cap=plan.epsilon, delta=plan.delta,
                              min_noise_multiplier=0.0, min_survivors=max(2, plan.min_survivors))
-        table = parties[i]
+        table = tables[i]
         agreed = Schema.from_dict(skeleton_schema(f"{name}-columns", configs[i], plan.na_values))
-        return Organisation(name, lambda _schema: table, accepts=agreed, guard=Guard(name, policy))
+        return Organisation(name, lambda _schema: table.get(), accepts=agreed, guard=Guard(name, policy))
 
+    tables = [Shared(party) for party in parties]
     return build_client_app(make_org, identities=simulated_federation(len(parties)))
 
 

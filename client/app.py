@@ -159,7 +159,28 @@ def guarded_share(
         raise
     if org.guard is not None:
         log_admitted(org.guard, request, event)
-    return noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
+    return noisy_share(contribution(org, request, arrays, rng, spec), spec, ranges, rng)
+
+
+def contribution(
+    org: Contributor, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator,
+    spec: NoisySumSpec,
+) -> np.ndarray:
+    """The organisation's vector for an admitted, recorded round, whatever its rows hold.
+
+    A refusal (``RequestRefused``: fixed codes from the request and the configuration) still
+    stops the round. Any other failure while computing could depend on a row (a value that no
+    parser expected), so it never leaves as an error: the round, already paid, is answered with
+    a zero vector plus the noise share, and only the organisation's own log says why.
+    """
+    try:
+        return org.contribute(request, arrays, rng)
+    except RequestRefused:
+        raise
+    except Exception:  # noqa: BLE001 (any failure: its kind could depend on the rows)
+        log.exception("%s: computing %s round %s failed; answered with a zero vector and its noise "
+                      "(this log only)", org.name, request.get("task"), request.get("round"))
+        return np.zeros(spec.dim, dtype=np.int64)
 
 
 def log_admitted(guard: Guard, request: Mapping[str, Any], event: DpEvent) -> None:

@@ -242,3 +242,27 @@ def test_the_table_can_come_from_parquet_or_a_database(tmp_path):
     path.write_text(text.replace('data = "table.parquet"', f'data = "{url}"'))
     with pytest.raises(ConfigError, match="a database URL in data needs a query"):
         DaemonConfig.load(path)
+
+
+class FailingOrganisation(Organisation):
+    """The real organisation, whose computation fails on some row (stands in for a parser fault)."""
+
+    def __init__(self, guard, table):
+        super().__init__("hospital-a", lambda _schema: table, accepts=SCHEMA, guard=guard)
+
+    def contribute(self, request, arrays, rng):
+        if len(self.table(str(request["schema"])).codes) > 300:  # fails on its 301st row
+            raise OverflowError("date value out of range")
+        return super().contribute(request, arrays, rng)
+
+
+def test_a_computation_that_fails_on_a_row_answers_like_any_table_after_the_round_is_recorded(tmp_path, caplog):
+    request, spec = marginals_round()
+    shares = {}
+    for name, table in (("without", TABLE.iloc[:300]), ("with", TABLE)):
+        org = FailingOrganisation(Guard("hospital-a", policy(tmp_path / name)), table)
+        share = guarded_share(org, request, [], np.random.default_rng(0))
+        shares[name] = share
+        assert share.shape == (DIM,) and len(Ledger(policy(tmp_path / name).ledger, 2.0, 1e-6)) == 1
+    assert "computing marginals round 1 failed" in caplog.text  # said locally only
+    assert not np.array_equal(shares["with"], shares["without"])  # the zero vector, noised

@@ -292,7 +292,13 @@ def test_an_organisation_accepts_a_schema_discovered_from_its_agreed_one_and_no_
         "no clip": discovered(AGREED, n={"out_of_range": "error"}),
         "another kind": discovered(AGREED, n={"kind": "numeric"}),
         "no provenance": Schema.from_dict({k: v for k, v in found.to_dict().items() if k != "provenance"}),
+        "a rule": Schema.from_dict({**found.to_dict(), "rules": [
+            {"name": "tain-small", "if": {"town": {"in": ["Tain"]}}, "then": {"n": {"max": 1}}}]}),
     }
+    may_miss = Schema.from_dict({**AGREED.to_dict(), "columns": [
+        {**c, "missing": True} for c in AGREED.to_dict()["columns"]]})
+    assert protocol.discovered_from(may_miss, discovered(may_miss))
+    assert not protocol.discovered_from(may_miss, discovered(may_miss, n={"missing": False}))
     for why, schema in crafted.items():
         with pytest.raises(RequestRefused, match="rule agreed-schema"):
             org.check({"schema": schema.dumps("json")})

@@ -100,3 +100,11 @@ def test_parsed_timestamps_from_parquet_are_datetimes_too():
     frame = pd.DataFrame({"day": pd.to_datetime(["2020-03-01", None]),
                           "at": [dt.datetime(2020, 1, 1, 12), dt.datetime(2020, 1, 1, 13)]})
     assert s.validate(frame).ok and s.encode(frame)[:, 0].tolist() == [2, 13]
+
+
+def test_a_datetime_whose_utc_time_leaves_the_calendar_is_no_datetime_not_an_error():
+    from fedsynth.common.schema.datetimes import parse_iso
+
+    assert parse_iso("0001-01-01T00:00:00+01:00") is None  # 31 Dec of year 0 in UTC
+    assert parse_iso("9999-12-31T23:30:00-01:00") is None  # year 10000 in UTC
+    assert parse_iso("2010-01-01T00:00:00+01:00").isoformat() == "2009-12-31T23:00:00"

@@ -253,17 +253,20 @@ def schema_kinds(columns: Sequence[Any]) -> dict[str, str]:
 def discovered_from(agreed: Any, schema: Any) -> bool:
     """Whether ``schema`` (a ``common.schema.Schema``) was discovered from the agreed one: the
     same columns in the same order with the same discovery kinds, the same label and missing-value
-    tokens, its provenance says phase ``schema``, every text column maps unlisted values to
-    ``other`` and every number or date is clipped to its bounds. Under such a schema no row is
-    refused for a value the discovery did not list, so a coordinator that picks the lists learns
-    of them only through the paid, noisy counts of the later rounds."""
+    tokens, its provenance says phase ``schema``, no rules, every column that may be missing in
+    the agreed schema still may, every text column maps unlisted values to ``other`` and every
+    number or date is clipped to its bounds. Under such a schema no row is refused for a value
+    the discovery did not list, nor by a rule or a missing flag the coordinator wrote, so a
+    coordinator that picks the lists learns of them only through the paid, noisy counts of the
+    later rounds."""
     if (schema.provenance or {}).get("phase") != PHASE:
         return False
     if list(schema_kinds(schema.columns).items()) != list(schema_kinds(agreed.columns).items()):
         return False
-    if schema.label != agreed.label or tuple(schema.na_values) != tuple(agreed.na_values):
+    if schema.label != agreed.label or tuple(schema.na_values) != tuple(agreed.na_values) or schema.rules:
         return False
-    return all(_maps_unlisted(c) for c in schema.columns)
+    missing_kept = all(c.missing or not a.missing for c, a in zip(schema.columns, agreed.columns))
+    return missing_kept and all(_maps_unlisted(c) for c in schema.columns)
 
 
 def _maps_unlisted(column: Any) -> bool:

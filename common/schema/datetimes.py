@@ -28,16 +28,15 @@ def iso_text(value: Any) -> Any:
 
 
 def parse_iso(text: Any) -> dt.datetime | None:
-    """An ISO 8601 date or datetime as a naive UTC datetime, or None when it is not one."""
+    """An ISO 8601 date or datetime as a naive UTC datetime, or None when it is not one (also
+    when its UTC time falls outside the years 1-9999: ``0001-01-01T00:00+01:00``)."""
     if not isinstance(text, str):
         return None
     try:
         value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
+    except (ValueError, OverflowError):
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def is_date_text(text: str) -> bool:

@@ -4,7 +4,8 @@ organisations' rows are not alike, against the same code run by one central cura
 Datasets (from ``--data-root``, default the ``shared/data`` folder beside the repository when it exists):
 * Adult (coded): the private-pgm Adult, 80/20 split with seed 0, delta 1e-9 (as
   ``generator_utility.py``), 10 organisations; its label ``income>50K`` drives the Dirichlet skew
-  and TSTR;
+  and TSTR; ``age`` and ``hours-per-week`` declared as binned integers with a fine grid of every
+  code (:data:`ADULT_ORDINAL`), every figure on the 14 columns' own codes;
 * ACS MA2019: the NIST excerpt with ``tests/data/acs_ma2019.schema.yaml``, delta 1e-6,
   5 organisations (one per PUMA in the by-column split); no label, so the Dirichlet skew is on
   PINCP_DECILE (the income rank, Adult's label's counterpart) and there is no TSTR.
@@ -12,8 +13,8 @@ Datasets (from ``--data-root``, default the ``shared/data`` folder beside the re
 At each epsilon, every split is generated with synthetic rows = real rows: ``central`` (the
 generator on the pooled rows, one curator, no secure aggregation), and federated ``iid``,
 ``dirichlet:0.5`` and ``by-column`` runs through ``fedsynth.simulations.main.simulate`` (the
-CLI's entry point: Flower simulation, real SecAgg+, ``labels="generator"``, seed 0,
-t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
+CLI's entry point: Flower simulation, real SecAgg+, ``--labels`` (default the generator's; ``sample``
+is the CLI's default path, teacher and student), seed ``--seed``, t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
 synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
@@ -25,8 +26,8 @@ MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--data-root DIR] [--json OUT] [--quick] \\
-        [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
+        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--seed N] \\
+        [--keep DIR] [--data-root DIR] [--json OUT] [--quick] [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
 """
 
 from __future__ import annotations

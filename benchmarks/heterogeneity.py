@@ -4,7 +4,8 @@ organisations' rows are not alike, against the same code run by one central cura
 Datasets (from ``--data-root``, default the ``shared/data`` folder beside the repository when it exists):
 * Adult (coded): the private-pgm Adult, 80/20 split with seed 0, delta 1e-9 (as
   ``generator_utility.py``), 10 organisations; its label ``income>50K`` drives the Dirichlet skew
-  and TSTR;
+  and TSTR; ``age`` and ``hours-per-week`` declared as binned integers with a fine grid of every
+  code (:data:`ADULT_ORDINAL`), every figure on the 14 columns' own codes;
 * ACS MA2019: the NIST excerpt with ``tests/data/acs_ma2019.schema.yaml``, delta 1e-6,
   5 organisations (one per PUMA in the by-column split); no label, so the Dirichlet skew is on
   PINCP_DECILE (the income rank, Adult's label's counterpart) and there is no TSTR.
@@ -12,8 +13,8 @@ Datasets (from ``--data-root``, default the ``shared/data`` folder beside the re
 At each epsilon, every split is generated with synthetic rows = real rows: ``central`` (the
 generator on the pooled rows, one curator, no secure aggregation), and federated ``iid``,
 ``dirichlet:0.5`` and ``by-column`` runs through ``fedsynth.simulations.main.simulate`` (the
-CLI's entry point: Flower simulation, real SecAgg+, ``labels="generator"``, seed 0,
-t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
+CLI's entry point: Flower simulation, real SecAgg+, ``--labels`` (default the generator's; ``sample``
+is the CLI's default path, teacher and student), seed ``--seed``, t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
 synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
@@ -25,8 +26,8 @@ MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--data-root DIR] [--json OUT] [--quick] \\
-        [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
+        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--seed N] \\
+        [--keep DIR] [--data-root DIR] [--json OUT] [--quick] [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
 """
 
 from __future__ import annotations
@@ -87,6 +88,16 @@ class Dataset:
     other_year: pd.DataFrame | None = None  # real rows of another year, for scale
     group: str | None = None  # k-marginal's group column (PUMA)
     folder: Path | None = None  # where the real rows' files are (SDNist reads ma2019.csv there)
+    resolution: Mapping[str, int] | None = None  # integer codes scored at this resolution (None: schema codes)
+
+    def scored_domain(self) -> dict[str, int]:
+        return dict(self.resolution) if self.resolution is not None else self.schema.domain()
+
+    def scored_codes(self, frame: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+        """The codes that figures compare: each value itself for a table scored at its own resolution."""
+        if self.resolution is None:
+            return codes
+        return frame[list(self.resolution)].astype(np.int64).to_numpy()
 
 
 #: ``judge(frame)``: SDNist's figures of a typed synthetic table, as row keys (see ``sdnist_judge``).
@@ -120,12 +131,14 @@ class Scorer:
     cliques3: list = field(init=False)
 
     def __post_init__(self) -> None:
-        domain = self.dataset.schema.domain()
-        self.real = self.dataset.schema.encode(self.dataset.train)
+        ds = self.dataset
+        domain = ds.scored_domain()
+        self.real = ds.scored_codes(ds.train, ds.schema.encode(ds.train))
         self.cliques2, self.cliques3 = all_cliques(domain, 2), random_cliques(domain, 3, 200, seed=0)
 
     def score(self, codes: np.ndarray, frame: pd.DataFrame) -> dict:
-        ds, domain = self.dataset, self.dataset.schema.domain()
+        ds, domain = self.dataset, self.dataset.scored_domain()
+        codes = ds.scored_codes(frame, codes)
         row = {
             "tvd2": mean_tvd(self.real, codes, domain, self.cliques2),
             "tvd3": mean_tvd(self.real, codes, domain, self.cliques3),
@@ -178,12 +191,36 @@ def subsample(table: pd.DataFrame, rows: int) -> pd.DataFrame:
     return table.iloc[picks].reset_index(drop=True)
 
 
+#: Coded Adult's ordinal columns (codes of ages and of hours per week, in order; public in the
+#: private-pgm domain file's description) as integer columns: coarse public bins of ``width`` codes
+#: for the model's higher-order marginals and each code as a fine cell (``fine: 1``), as a user
+#: declares numbers (``fedsynth/data/adult.schema.yaml``). Widths are public: equal-width, no row read.
+ADULT_ORDINAL = {"age": 5, "hours-per-week": 5}
+
+
+def ordinal_adult(schema: Schema) -> Schema:
+    """Coded Adult's schema with ``ADULT_ORDINAL``'s columns as binned integers with a fine grid."""
+    spec = json.loads(schema.dumps("json"))
+    for column in spec["columns"]:
+        if column["name"] in ADULT_ORDINAL:
+            top, width = len(column.pop("categories")) - 1, ADULT_ORDINAL[column["name"]]
+            edges = list(range(0, top, width)) + [top]
+            column.update(kind="integer", lower=0, upper=top, bins=edges, fine=1)
+    return Schema.from_dict(spec)
+
+
 def load_adult(folder: Path, quick: bool) -> Dataset:
     schema, train, test = adult_discretised(seed=0, folder=folder / "adult")
+    schema = ordinal_adult(schema)
+    train, test = schema.conform(train), schema.conform(test)
     if quick:
         train, test = subsample(train, QUICK_ROWS), subsample(test, QUICK_ROWS // 4)
     notes = (f"by-column: {ADULT_BY_WHY}", f"dirichlet: Dirichlet(0.5) label skew on {LABEL}")
-    return Dataset("adult", "Adult (coded)", schema, train, 10, ADULT_BY, LABEL, 1e-9, notes, test=test)
+    resolution = json.loads((folder / "adult" / "adult-domain.json").read_text())
+    notes += (f"{', '.join(ADULT_ORDINAL)}: integer codes in public bins of {', '.join(map(str, ADULT_ORDINAL.values()))}"
+              " codes with a fine grid of every code; every figure compares the 14 columns' own codes",)
+    return Dataset("adult", "Adult (coded)", schema, train, 10, ADULT_BY, LABEL, 1e-9, notes, test=test,
+                   resolution=resolution)
 
 
 def load_acs(folder: Path, quick: bool) -> Dataset:
@@ -198,9 +235,24 @@ def load_acs(folder: Path, quick: bool) -> Dataset:
 LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {"adult": load_adult, "acs": load_acs}
 
 
-def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings) -> JobConfig:
+@dataclass(frozen=True)
+class Options:
+    """How the federated runs label their rows, their seed, and where their releases are kept."""
+
+    labels: str = "generator"  # the central run always labels with the generator (it has no teacher)
+    seed: int = 0
+    keep: Path | None = None  # a folder for every federated release (None: thrown away)
+
+    def labels_for(self, ds: Dataset, split: str) -> str:
+        """A federated run's labels; the generator's for the central run and a table with no label."""
+        return self.labels if split != "central" and ds.schema.label is not None else "generator"
+
+
+def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings, options: Options,
+        split: str) -> JobConfig:
     return JobConfig(schema=ds.schema, parties=parties, epsilon=epsilon, delta=ds.delta, out=out,
-                     min_survivors=parties - 1, rows=len(ds.train), seed=0, labels="generator", generator=settings)
+                     min_survivors=parties - 1, rows=len(ds.train), seed=options.seed,
+                     labels=options.labels_for(ds, split), generator=settings)
 
 
 def central(config: JobConfig, train: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, float]:
@@ -226,24 +278,27 @@ def split_spec(ds: Dataset, split: str) -> str:
     return f"by-column:{ds.by_column}" if split == "by-column" else split
 
 
-def generate(ds: Dataset, epsilon: float, split: str, settings: GeneratorSettings) -> tuple[np.ndarray, pd.DataFrame, float]:
+def generate(ds: Dataset, epsilon: float, split: str, settings: GeneratorSettings,
+             options: Options) -> tuple[np.ndarray, pd.DataFrame, float]:
     with tempfile.TemporaryDirectory() as tmp:
         if split == "central":  # two nominal parties only to pass JobConfig's t < parties: t = 1
-            config = job(ds, epsilon, 2, Path(tmp), replace(settings, organisation_column=False))
+            config = job(ds, epsilon, 2, Path(tmp), replace(settings, organisation_column=False), options, split)
             return central(config, ds.train)
-        config = job(ds, epsilon, ds.parties, Path(tmp) / "release", settings)
-        return federated(config, ds, split_spec(ds, split))
+        name = f"{ds.key}-eps{epsilon:g}-{split.replace(':', '')}-{options.labels_for(ds, split)}-seed{options.seed}"
+        out = (options.keep if options.keep is not None else Path(tmp)) / name
+        return federated(job(ds, epsilon, ds.parties, out, settings, options, split), ds, split_spec(ds, split))
 
 
-def independent(ds: Dataset, real: np.ndarray) -> np.ndarray:
-    """Each column drawn on its own from its exact real 1-way marginal."""
+def independent(ds: Dataset) -> pd.DataFrame:
+    """Each column drawn on its own from its exact real 1-way marginal (the real rows' values)."""
     rng = np.random.default_rng(0)
-    return np.column_stack([rng.choice(real[:, i], size=len(real)) for i in range(real.shape[1])])
+    table = ds.schema.conform(ds.train)
+    return pd.DataFrame({c: table[c].to_numpy()[rng.integers(0, len(table), len(table))] for c in table.columns})
 
 
 def scale_rows(ds: Dataset, scorer: Scorer) -> list[dict]:
-    codes = independent(ds, scorer.real)
-    rows = [{"run": "independent 1-way (exact)", **scorer.score(codes, ds.schema.decode(codes, 0))}]
+    frame = ds.schema.conform(independent(ds))
+    rows = [{"run": "independent 1-way (exact)", **scorer.score(ds.schema.encode(frame), frame)}]
     if ds.other_year is not None:
         other = ds.schema.conform(ds.other_year)
         rows.append({"run": "real MA2018 vs MA2019", **scorer.score(ds.schema.encode(other), other)})
@@ -277,7 +332,7 @@ def format_row(row: dict, columns: Sequence[tuple[str, str, str, int]]) -> str:
 
 
 def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], settings: GeneratorSettings,
-                judge: Judge | None = None) -> dict:
+                options: Options, judge: Judge | None = None) -> dict:
     scorer = Scorer(ds, judge)
     columns = columns_for(ds, judge is not None)
     print(f"\n== {ds.title}: {len(ds.train):,} rows, {ds.parties} organisations, delta {ds.delta:g}"
@@ -291,10 +346,12 @@ def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], s
         by_split: dict[str, dict] = {}
         for split in splits:
             started = time.time()
-            codes, frame, spent = generate(ds, epsilon, split, settings)
+            codes, frame, spent = generate(ds, epsilon, split, settings, options)
             seconds = time.time() - started
-            name = "central (1 curator, same code)" if split == "central" else f"fedsynth {split_spec(ds, split)}"
+            labels = options.labels_for(ds, split)
+            name = "central (1 curator, same code)" if split == "central" else f"fedsynth {split_spec(ds, split)}, {labels}"
             row = {"run": name, "split": split, "epsilon": epsilon, "spent": spent, "seconds": seconds,
+                   "labels": labels,
                    **scorer.score(codes, frame)}
             by_split[split] = row
             add_ratios(row, by_split)
@@ -326,6 +383,7 @@ class Target:
     key: str
     bound: float
     at_most: bool
+    labels: str | None = None  # only runs with these labels (None: any)
 
 
 TARGETS = [
@@ -337,8 +395,12 @@ TARGETS = [
     Target("ACS eps 1: SDNist pmse <= 0.05 (by-column)", "acs", "by-column", "sdnist_pmse", 0.05, True),
     Target("ACS eps 1: SDNist 0 inconsistent records (by-column)", "acs", "by-column", "sdnist_violations", 0, True),
     Target("ACS eps 1: SDNist k-marginal by-column >= 0.98 x IID", "acs", "by-column", "sdnist_vs_iid", 0.98, False),
-    Target("Adult 10 orgs dirichlet:0.5 eps 1: TVD2 <= 0.047", "adult", "dirichlet:0.5", "tvd2", 0.047, True),
-    Target("Adult 10 orgs dirichlet:0.5 eps 1: TSTR AUC >= 0.90", "adult", "dirichlet:0.5", "auc_hgb", 0.90, False),
+    Target("Adult 10 orgs dirichlet:0.5 eps 1, default labels: TVD2 <= 0.047", "adult", "dirichlet:0.5", "tvd2",
+           0.047, True, "sample"),
+    Target("Adult 10 orgs dirichlet:0.5 eps 1, default labels: TSTR AUC >= 0.90", "adult", "dirichlet:0.5",
+           "auc_hgb", 0.90, False, "sample"),
+    Target("Adult 10 orgs dirichlet:0.5 eps 1, generator labels: TVD2 <= 0.045", "adult", "dirichlet:0.5", "tvd2",
+           0.045, True, "generator"),
     Target("end to end <= 10 min each (slowest federated run)", "*", None, "seconds", 600, True),
 ]
 
@@ -346,7 +408,7 @@ TARGETS = [
 def judge(target: Target, results: Mapping[str, dict]) -> dict:
     runs = [r for key, res in results.items() if target.dataset in ("*", key) for r in res["runs"]
             if (r["split"] == target.split or (target.split is None and r["split"] != "central"))
-            and (target.split is None or r["epsilon"] == 1)]
+            and (target.split is None or r["epsilon"] == 1) and target.labels in (None, r.get("labels"))]
     values = [r.get(target.key) for r in runs]
     if not runs:
         return {"target": target.text, "value": None, "status": "not run"}
@@ -366,6 +428,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke configuration: first epsilon only, {QUICK_ROWS} real rows (fixed-seed "
                         "subsample), a small generator; figures not comparable with the targets")
+    parser.add_argument("--labels", default="generator", choices=["generator", "sample", "argmax"],
+                        help="labels of the federated runs (sample: the default path, a DP teacher and its "
+                        "student; the central run always uses the generator's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the federated jobs")
+    parser.add_argument("--keep", type=Path, default=None, help="keep every federated release in this folder")
     parser.add_argument("--no-sdnist", action="store_true", help="skip SDNist's own scores of the ACS runs")
     add_data_root(parser)
     add_sdnist_options(parser)
@@ -382,18 +449,19 @@ def main() -> None:
     results = {}
     for key in keys:
         ds = LOADERS[key](root, args.quick)
-        judge = None
+        sdnist = None
         if key == "acs" and not args.no_sdnist:
             try:
-                judge = sdnist_judge(ds, args.sdnist_root, args.sdnist_cache)
+                sdnist = sdnist_judge(ds, args.sdnist_root, args.sdnist_cache)
             except SdnistUnavailable as exc:
                 sys.exit(f"heterogeneity.py: {exc}; or pass --no-sdnist")
-        results[key] = run_dataset(ds, epsilons, args.splits.split(","), settings, judge)
+        options = Options(args.labels, args.seed, args.keep)
+        results[key] = run_dataset(ds, epsilons, args.splits.split(","), settings, options, sdnist)
     print("\nTargets (issues 12 and 23)" + (" (quick configuration: for the full run only)" if args.quick else ""))
     verdicts = [judge(t, results) for t in TARGETS]
     for v in verdicts:
         value = "-" if v["value"] is None else f"{v['value']:.4g}"
-        print(f"  {v['target']:<58}{value:>10}  {v['status']}")
+        print(f"  {v['target']:<72}{value:>10}  {v['status']}")
     if args.json:
         args.json.write_text(json.dumps({"quick": args.quick, "data_root": str(root), "datasets": results,
                                          "targets": verdicts}, indent=2))

@@ -201,4 +201,3 @@ def test_organisations_holding_random_rows_are_found_alike_in_at_least_95_percen
         found += "x1" in heterogeneous_columns(noisy_profile(by_value, 80.0, rng), 5)
     assert flagged <= 2, f"{flagged} of 40 IID runs flagged a column"
     assert found == 20
-

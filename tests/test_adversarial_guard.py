@@ -78,7 +78,7 @@ def discovery_round(kinds=None, sigma=20.0, t=3, n=3):
 
 
 def discovered_schema() -> Schema:
-    """SCHEMA as a discovery would write it: unlisted values to ``other``, numbers clipped."""
+    """SCHEMA as a discovery would write it: unlisted values to ``other``, numbers clipped, no rules."""
     columns = []
     for column in SCHEMA.to_dict()["columns"]:
         if column["kind"] in ("categorical", "ordinal"):
@@ -86,7 +86,7 @@ def discovered_schema() -> Schema:
         elif column["kind"] in ("integer", "numeric", "datetime"):
             column = {**column, "out_of_range": "clip"}
         columns.append(column)
-    return Schema.from_dict({**SCHEMA.to_dict(), "columns": columns, "provenance": {"phase": "schema"}})
+    return Schema.from_dict({**SCHEMA.to_dict(), "columns": columns, "rules": [], "provenance": {"phase": "schema"}})
 
 
 def honest_setup(spec, n=3) -> dict:
@@ -398,7 +398,7 @@ def _reply(call) -> str:
 
 
 class Leaky(Organisation):
-    """An organisation whose code fails with a data-derived message (a bug the mod must contain)."""
+    """An organisation whose code fails with a data-derived message (a bug that must not leave)."""
 
     def contribute(self, request, arrays, rng):
         raise ValueError(f"{len(self.table(str(request['schema'])).codes)} rows, first age {self._load(None).iloc[0, 0]}")
@@ -478,7 +478,7 @@ RULES = {
     "cap": "hospital-a: refused (rule epsilon-cap;",
     "task": "hospital-a: refused (rule task;",
     "check": "",  # answered, whatever the table holds
-    "internal": "hospital-a: error (rule internal-error; details in hospital-a's own log)",
+    "internal": "",  # answered: a failure while computing an admitted round sends zeros and noise
     "discovery": "",  # answered: a discovery round's counts, whatever the table holds
     "discovery-columns": "hospital-a: refused (rule discovery-columns;",
     "discovered-check": "",  # answered: a schema discovered from the agreed one

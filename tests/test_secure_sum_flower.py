@@ -9,6 +9,7 @@ import pytest
 from noise_checks import matches_skellam
 
 from fedsynth.client.app import build_client_app
+from fedsynth.client.organisation import RequestRefused
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.identity import simulated_federation
 from fedsynth.common.noise import skellam_mu_for_sigma
@@ -40,8 +41,8 @@ class VectorParty:
 
     def contribute(self, request, _arrays, _rng):
         failing = {int(p) for p in str(request.get("fail", "")).split(",") if p}
-        if self.party in failing:  # fails after key sharing, like a crashed daemon
-            raise RuntimeError(f"{self.name} failed (test fault)")
+        if self.party in failing:  # stops after key sharing (a failure while computing would be answered)
+            raise RequestRefused(f"{self.name}: refused (rule test-fault; it stops after key sharing)")
         return local_vector(self.party, int(request["round"]), str(request["kind"]))
 
     def check(self, _request):

@@ -15,7 +15,7 @@ from noise_checks import matches_skellam
 
 from fedsynth.cli import bundled
 from fedsynth.client.app import build_client_app
-from fedsynth.client.organisation import Organisation
+from fedsynth.client.organisation import Organisation, RequestRefused
 from fedsynth.common.accounting import Ledger
 from fedsynth.common.identity import simulated_federation
 from fedsynth.common.schema import load_schema
@@ -39,7 +39,8 @@ NOISE_ROUNDS = 6
 
 
 class Party(Organisation):
-    """A real organisation over its table that can be told to fail mid-round (after key sharing)."""
+    """A real organisation over its table that can be told to stop mid-round (after key sharing, by a
+    refusal: a failure while computing an admitted round is answered with zeros and noise)."""
 
     def __init__(self, context):
         self.party = int(context.node_config["partition-id"])
@@ -47,7 +48,7 @@ class Party(Organisation):
 
     def contribute(self, request, arrays, rng):
         if str(self.party) in str(request.get("fail", "")).split(","):
-            raise RuntimeError(f"{self.name} failed (test fault)")
+            raise RequestRefused(f"{self.name}: refused (rule test-fault; it stops after key sharing)")
         return super().contribute(request, arrays, rng)
 
 

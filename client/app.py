@@ -56,8 +56,8 @@ from ..common.identity import Identity
 from ..common.schema import Schema, SchemaError, load_schema
 from ..common.secagg_graph import graph_from_request
 from ..common.secure_prg import harden
-from ..common.shamir_inline import run_inline
 from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
+from ..common.shamir_inline import run_inline
 
 log = logging.getLogger(__name__)
 

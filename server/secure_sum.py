@@ -59,13 +59,13 @@ from ..common.identity import SignedKeys, public_order, request_digest
 from ..common.rounds import round_event
 from ..common.secagg_graph import choose_graph, flower_neighbourhoods
 from ..common.secure_prg import harden
-from ..common.shamir_inline import run_inline
 from ..common.secure_sum import (
     MAX_WEIGHT,
     NoisySumSpec,
     decode_sum,
     secure_ranges,
 )
+from ..common.shamir_inline import run_inline
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from ..common.identity import Identity
 from ..common.schema import Schema, SchemaError, load_schema
 from ..common.secagg_graph import graph_from_request
 from ..common.secure_prg import harden
-from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, noisy_share, secure_ranges
+from ..common.secure_sum import MAX_WEIGHT, NoisySumSpec, SecureRanges, noisy_share, secure_ranges
 from ..common.shamir_inline import run_inline
 
 log = logging.getLogger(__name__)
@@ -159,28 +159,30 @@ def guarded_share(
         raise
     if org.guard is not None:
         log_admitted(org.guard, request, event)
-    return noisy_share(contribution(org, request, arrays, rng, spec), spec, ranges, rng)
+    return share_of_recorded_round(org, request, arrays, rng, spec, ranges)
 
 
-def contribution(
+def share_of_recorded_round(
     org: Contributor, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator,
-    spec: NoisySumSpec,
+    spec: NoisySumSpec, ranges: SecureRanges,
 ) -> np.ndarray:
-    """The organisation's vector for an admitted, recorded round, whatever its rows hold.
+    """The organisation's noisy share for an admitted, recorded round, whatever its rows hold.
 
     A refusal (``RequestRefused``: fixed codes from the request and the configuration) still
-    stops the round. Any other failure while computing could depend on a row (a value that no
+    stops the round. Any other failure, while computing the vector or while noising it (a
+    vector of another length than the request's ``sum.dim``), could depend on a row (a value no
     parser expected), so it never leaves as an error: the round, already paid, is answered with
-    a zero vector plus the noise share, and only the organisation's own log says why.
+    a zero vector plus the noise share, and only the organisation's own log says why. Both
+    paths end in the same call, so a request cannot tell them apart by their outcome.
     """
     try:
-        return org.contribute(request, arrays, rng)
+        return noisy_share(org.contribute(request, arrays, rng), spec, ranges, rng)
     except RequestRefused:
         raise
     except Exception:  # noqa: BLE001 (any failure: its kind could depend on the rows)
         log.exception("%s: computing %s round %s failed; answered with a zero vector and its noise "
                       "(this log only)", org.name, request.get("task"), request.get("round"))
-        return np.zeros(spec.dim, dtype=np.int64)
+        return noisy_share(np.zeros(spec.dim, dtype=np.int64), spec, ranges, rng)
 
 
 def log_admitted(guard: Guard, request: Mapping[str, Any], event: DpEvent) -> None:

@@ -266,3 +266,13 @@ def test_a_computation_that_fails_on_a_row_answers_like_any_table_after_the_roun
         assert share.shape == (DIM,) and len(Ledger(policy(tmp_path / name).ledger, 2.0, 1e-6)) == 1
     assert "computing marginals round 1 failed" in caplog.text  # said locally only
     assert not np.array_equal(shares["with"], shares["without"])  # the zero vector, noised
+
+
+def test_a_request_of_the_wrong_length_answers_alike_whether_computing_fails_or_not(tmp_path):
+    request, spec = marginals_round()
+    request = {**request, "sum.dim": DIM + 997}  # a length the vector cannot have
+    replies = []
+    for name, table in (("works", TABLE.iloc[:300]), ("fails", TABLE)):
+        org = FailingOrganisation(Guard("hospital-a", policy(tmp_path / name)), table)
+        replies.append(guarded_share(org, request, [], np.random.default_rng(0)).shape)
+    assert replies == [(DIM + 997,), (DIM + 997,)]

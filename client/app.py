@@ -172,7 +172,7 @@ def share_of_recorded_round(
     stops the round. Any other failure, while computing the vector or while noising it (a
     vector of another length than the request's ``sum.dim``), could depend on a row (a value no
     parser expected), so it never leaves as an error: the round, already paid, is answered with
-    a zero vector plus the noise share, and only the organisation's own log says why. Both
+    a stand-in vector (:func:`stand_in`) plus the noise share, and only the organisation's own log says why. Both
     paths end in the same call, so a request cannot tell them apart by their outcome.
     """
     try:
@@ -182,7 +182,16 @@ def share_of_recorded_round(
     except Exception:  # noqa: BLE001 (any failure: its kind could depend on the rows)
         log.exception("%s: computing %s round %s failed; answered with a zero vector and its noise "
                       "(this log only)", org.name, request.get("task"), request.get("round"))
-        return noisy_share(np.zeros(spec.dim, dtype=np.int64), spec, ranges, rng)
+        return noisy_share(stand_in(request, spec, rng), spec, ranges, rng)
+
+
+def stand_in(request: Mapping[str, Any], spec: NoisySumSpec, rng: np.random.Generator) -> np.ndarray:
+    """What a failed round answers: zeros, or for a vote (which may carry no Skellam noise, so a
+    zero vote would lower the vote total in the clear) ``k`` candidates drawn uniformly."""
+    vector = np.zeros(spec.dim, dtype=np.int64)
+    if request.get("task") == "select":
+        vector[rng.choice(spec.dim, size=min(int(request["k"]), spec.dim), replace=False)] = 1
+    return vector
 
 
 def log_admitted(guard: Guard, request: Mapping[str, Any], event: DpEvent) -> None:

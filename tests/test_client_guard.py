@@ -276,3 +276,12 @@ def test_a_request_of_the_wrong_length_answers_alike_whether_computing_fails_or_
         org = FailingOrganisation(Guard("hospital-a", policy(tmp_path / name)), table)
         replies.append(guarded_share(org, request, [], np.random.default_rng(0)).shape)
     assert replies == [(DIM + 997,), (DIM + 997,)]
+
+
+def test_a_failed_vote_answers_k_votes_so_the_vote_total_does_not_tell():
+    from fedsynth.client.app import stand_in
+
+    spec = NoisySumSpec(dim=12, mu=0.0, min_survivors=2, max_abs=1)
+    vote = stand_in({"task": "select", "k": 3}, spec, np.random.default_rng(0))
+    assert vote.sum() == 3 and set(np.unique(vote)) == {0, 1}
+    assert stand_in({"task": "marginals"}, spec, np.random.default_rng(0)).sum() == 0

@@ -52,6 +52,7 @@ from .guard import Guard, GuardPolicy, verify_setup
 from .organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
 from .secagg import secagg_guard
 from ..common.accounting import CombinedAccountant
+from ..common.backoff import prompt_pulls
 from ..common.identity import Identity
 from ..common.schema import Schema, SchemaError, load_schema
 from ..common.secagg_graph import graph_from_request
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 harden(import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
 # Shamir sharing in the calling thread, not a fresh thread pool per secret (``common.shamir_inline``).
 run_inline(import_module("flwr.common.secure_aggregation.crypto.shamir"))
+# A task's message content is pulled as soon as it arrives, not after a 1-10 s wait (``common.backoff``).
+prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))
 
 
 class Contributor(Protocol):
@@ -324,7 +327,7 @@ def table_organisation(context: Context) -> Organisation:
     signing identity at ``signing-key`` and ``roster`` (:func:`node_identity`)."""
     log_to_stderr()
     if "config" in context.node_config:
-        return DaemonConfig.load(str(context.node_config["config"])).organisation()
+        return daemon_organisation(str(context.node_config["config"]))
     return Organisation(
         org_name(context),
         partial(read_csv_from_node_config, context.node_config),
@@ -332,6 +335,42 @@ def table_organisation(context: Context) -> Organisation:
         guard=default_guard(context),
         identity=node_identity(context),
     )
+
+
+#: Organisations a warm process built before it forks its ClientApp tasks (``client.node``), by
+#: config file, with the stamp of the files they were built from.
+WARM: dict[Path, tuple[tuple, Organisation]] = {}
+
+
+def warm_organisation(config_path: str) -> None:
+    """Build the daemon's organisation and validate its table under the agreed schema, once, in
+    the warm process, so that every task forked from it starts with both (``client.node``).
+
+    The guard's ledger is not read here: every task reads it afresh when a decision needs it
+    (``Guard.ledger``). A table read from a database is not kept (no file stamps it). A failure is
+    logged and leaves every task to build its own organisation, as without a warm process.
+    """
+    try:
+        config = DaemonConfig.load(config_path)
+        stamp = config.source_stamp()
+        if stamp is None:
+            return
+        org = config.organisation()
+        org.table(org.accepts.dumps("json"))
+    except Exception:  # the tasks then build theirs and report what fails through their usual paths
+        log.exception("could not prepare the organisation of %s in the warm process", config_path)
+        return
+    WARM[config.path] = (stamp, org)
+
+
+def daemon_organisation(config_path: str) -> Organisation:
+    """The organisation of the daemon config at ``config_path``: the warm process's when none of
+    the files it was built from changed since, else built afresh from the files."""
+    config = DaemonConfig.load(config_path)
+    stamp, org = WARM.get(config.path, (None, None))
+    if org is not None and stamp == config.source_stamp():
+        return org
+    return config.organisation()
 
 
 def node_identity(context: Context) -> Identity | None:

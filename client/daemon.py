@@ -220,6 +220,15 @@ class DaemonConfig:
             cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),
         )
 
+    def source_stamp(self) -> tuple[tuple[str, int, int], ...] | None:
+        """What :meth:`organisation` is built from, as the file system sees it now (path,
+        modification time, size of the config, schema, table, signing key and roster); None for
+        a table read from a database, which no file stamps."""
+        if self.query is not None:
+            return None
+        files = (self.path, self.schema, Path(self.data), self.signing_key, self.roster)
+        return tuple((str(f), st.st_mtime_ns, st.st_size) for f in files for st in [f.stat()])
+
     def node_config(self) -> str:
         """Flower ``--node-config``: the ClientApp finds everything else in this file."""
         entries = [f'config="{self.path}"', f'org="{self.name}"']
@@ -242,7 +251,8 @@ class DaemonConfig:
     def superexec_command(self, supernode_pid: int) -> list[str]:
         """The warm SuperExec's command line (``client.node``), which ends with its SuperNode."""
         return [sys.executable, "-m", "fedsynth.client.node", "superexec",
-                "--runtime-api-address", f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(supernode_pid)]
+                "--runtime-api-address", f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(supernode_pid),
+                "--config", str(self.path)]
 
     @property
     def runtime_port(self) -> int:

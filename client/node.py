@@ -26,12 +26,21 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     instead of a new interpreter, so a task starts in milliseconds.
 
 Privacy and state: a task's process is a copy of the warm process, which never runs a task
-itself, so every task starts from the same state: it reads the daemon's config file, its
-table and its guard's ledger afresh (``client.app.table_organisation``), exactly as a fresh
-``flwr-clientapp`` does, and nothing one task changes in memory reaches the next. The guard's
-ledger is on disk, appended and fsynced under its file lock before a share leaves; that is
-what carries a spend from one round, task or job to the next. The warm process holds no data
-of the organisation: it imports code only.
+itself, so every task starts from the same state. Before the first task the warm process builds
+the daemon's organisation from its config file and validates its table under the agreed schema
+(``client.app.warm_organisation``): a round then costs its computation, not a table read, as in
+the simulation, whose organisations keep their table for the whole job. A task uses that copy
+only while the config, schema, table, signing key and roster files are unchanged since (their
+modification times and sizes); otherwise it reads them afresh, as a fresh ``flwr-clientapp``
+does. The guard's ledger is never read by the warm process: each task reads it when a decision
+needs it, and the ledger on disk, appended and fsynced under its file lock before a share
+leaves, is what carries a spend from one round, task or job to the next. Nothing one task
+changes in memory reaches the next. The warm process is the daemon's own, on the
+organisation's machine, and sends nothing: what it holds is what the daemon reads anyway.
+
+Every process here also pulls a message's content as soon as it arrives (``common.backoff.
+prompt_pulls``): Flower starts a task when the message's header arrives and lets it wait 1 to
+10 s for content still on its way.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ from flwr.supernode import start_client_internal
 from flwr.supernode.cli.flower_supernode import flower_supernode
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-from ..common.backoff import Backoff
+from ..common.backoff import Backoff, prompt_pulls
 
 #: The wait between two polls after activity (``common.backoff``) ...
 FIRST_POLL_S = 0.1
@@ -87,6 +96,7 @@ class SuperNodeClock:
 def run_supernode(argv: list[str]) -> None:
     """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`."""
     start_client_internal.time = SuperNodeClock(Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S))  # type: ignore[attr-defined]
+    prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))  # a message's content, as it arrives
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
@@ -161,11 +171,14 @@ def log_to_stderr(level: str) -> None:
     logger.propagate = False
 
 
-def run_warm_superexec(runtime_api_address: str, parent_pid: int) -> None:
-    """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm."""
+def run_warm_superexec(runtime_api_address: str, parent_pid: int, config: str | None = None) -> None:
+    """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm: with
+    the daemon's ``config``, its organisation built and its table validated before the first task."""
     os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FIRST_POLL_S)  # a local request: cheap
     for module in WARM_MODULES:
         import_module(module)
+    if config is not None:
+        import_module("fedsynth.client.app").warm_organisation(config)
     superexec.get_executor = lambda *args, **kwargs: ForkExecutor()  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
@@ -179,11 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("role", choices=["superexec"])
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--config", default=None, help="the daemon's config file: its organisation is prepared once")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of fedsynth's own records in the daemon's log (default: INFO)")
     parsed = parser.parse_args(args)
     log_to_stderr(parsed.log_level)
-    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid)
+    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid, parsed.config)
 
 
 if __name__ == "__main__":

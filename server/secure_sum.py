@@ -55,6 +55,7 @@ from ..common.secagg_wire import (
     T,
 )
 from ..common.accounting import Ledger
+from ..common.backoff import prompt_pulls
 from ..common.identity import SignedKeys, public_order, request_digest
 from ..common.rounds import round_event
 from ..common.secagg_graph import choose_graph, flower_neighbourhoods
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 harden(import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 # Shamir sharing in the calling thread, not a fresh thread pool per secret (``common.shamir_inline``).
 run_inline(import_module("flwr.common.secure_aggregation.crypto.shamir"))
+# Replies' content pulled as soon as it arrives, not after a 1-10 s wait (``common.backoff``).
+prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))
 
 HELLO = "hello"
 

@@ -1,6 +1,15 @@
 """Polling waits (``common.backoff``): short while a round is busy, growing while idle."""
 
-from fedsynth.common.backoff import Backoff
+import threading
+from types import SimpleNamespace
+
+import pytest
+from flwr.supercore.inflatable import inflatable_utils
+from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+import fedsynth.client.app  # noqa: F401  (applies prompt_pulls, as a ClientApp task does)
+import fedsynth.server.secure_sum  # noqa: F401  (the same at the coordinator)
+from fedsynth.common.backoff import PULL_FIRST_S, PULL_MAX_S, Backoff, prompt_pulls
 
 
 class FakeTime:
@@ -41,3 +50,54 @@ def test_activity_makes_the_next_waits_short_again():
     polls.idle()
     polls.idle()
     assert fake.slept[-2:] == [0.1, 0.1]
+
+
+class RecordedWaits(threading.Event):
+    """Flower's retry wait (an ``Event.wait`` with a timeout), recorded and not slept."""
+
+    waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return super().wait()
+        RecordedWaits.waits.append(timeout)
+        return False
+
+
+def pull_after(misses: int, monkeypatch) -> list[float]:
+    """Flower's own ``pull_objects`` for an object that is missing ``misses`` times: its waits."""
+    monkeypatch.setattr(RecordedWaits, "waits", [])
+    monkeypatch.setattr(inflatable_utils.threading, "Event", RecordedWaits)
+    asked: list[str] = []
+
+    def pull(object_id: str) -> bytes:
+        asked.append(object_id)
+        if len(asked) <= misses:
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert inflatable_utils.pull_objects(["object"], pull) == {"object": b"content"}
+    assert len(asked) == misses + 1
+    return RecordedWaits.waits
+
+
+def test_a_missing_object_is_asked_for_again_after_10_ms_doubling_to_1_s(monkeypatch):
+    waits = pull_after(12, monkeypatch)
+    expected = [min(PULL_FIRST_S * 2**i, PULL_MAX_S) for i in range(12)]
+    assert PULL_FIRST_S == 0.01 and PULL_MAX_S == 1.0  # Flower's own: 1 s, doubling to 10 s
+    assert all(0.8 * e <= w <= 1.2 * e for w, e in zip(waits, expected, strict=True))  # Flower's +-20% jitter
+
+
+def test_a_slow_object_is_waited_for_beyond_flowers_500_tries(monkeypatch):
+    assert len(pull_after(600, monkeypatch)) == 600  # tries unlimited; Flower's 2-hour max_time remains
+    assert inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__["initial_backoff"] == PULL_FIRST_S
+
+
+def test_prompt_pulls_refuses_a_flower_whose_object_pulls_changed():
+    def pull_objects(object_ids, pull_object_fn, *, backoff=1):  # noqa: ANN001, ANN202
+        return {}
+
+    changed = SimpleNamespace(__name__="flwr.changed", pull_objects=pull_objects,
+                              pull_and_inflate_object_from_tree=pull_objects)
+    with pytest.raises(RuntimeError, match="review fedsynth.common.backoff.prompt_pulls"):
+        prompt_pulls(changed)

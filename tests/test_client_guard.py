@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from fedsynth.cli import bundled, main
-from fedsynth.client.app import guarded_share
+from fedsynth.client import app as client_app
+from fedsynth.client.app import daemon_organisation, guarded_share, warm_organisation
 from fedsynth.client.daemon import ConfigError, DaemonConfig, preflight
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused
 from fedsynth.client.organisation import Organisation, RequestRefused
@@ -180,7 +181,7 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     joined = " ".join(cmd)
     assert "--isolation process" in joined
     assert config.superexec_command(4242)[3:] == ["superexec", "--runtime-api-address", "127.0.0.1:9300",
-                                                  "--parent-pid", "4242"]
+                                                  "--parent-pid", "4242", "--config", str(tmp_path / "org.toml")]
     assert "--superlink link.example.org:9092" in joined and "--insecure" not in joined
     assert f"--root-certificates {tmp_path / 'ca.crt'}" in joined
     assert f"--auth-supernode-private-key {tmp_path / 'node.key'}" in joined and "--port 9300" in joined
@@ -192,6 +193,34 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     assert DaemonConfig.load(strict).guard.noise_accounting == "own-share"
     # Every ClientApp process of the daemon draws the same row-cap subsample.
     assert config.organisation().cap_seed == DaemonConfig.load(strict).organisation().cap_seed
+
+
+def test_a_warm_organisation_serves_tasks_until_a_file_it_was_built_from_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(client_app, "WARM", {})
+    path = write_config(tmp_path)
+    warm_organisation(str(path))
+    org = daemon_organisation(str(path))
+    assert org is daemon_organisation(str(path))  # every task forked from the warm process: its copy
+    assert org.accepts.dumps("json") in org._tables  # the table validated once, before any task
+    assert "ledger" not in vars(org.guard)  # the guard's ledger is not read in the warm process
+    # A spend recorded elsewhere (another task, another job) is what the warm copy's guard reads.
+    config = DaemonConfig.load(path)
+    Guard(config.name, config.guard).ledger.append("test", "skellam", skellam_event(100.0, 1.0, 1.0))
+    assert len(org.guard.ledger) == 1
+    table = tmp_path / "table.csv"
+    table.write_text(table.read_text(encoding="utf-8") + table.read_text(encoding="utf-8").splitlines()[1] + "\n")
+    fresh = daemon_organisation(str(path))
+    assert fresh is not org and fresh.accepts.dumps("json") not in fresh._tables  # read afresh
+    os.utime(table, ns=(0, 0))
+    assert daemon_organisation(str(path)) is not org
+
+
+def test_a_warm_process_keeps_no_table_read_from_a_database(tmp_path, monkeypatch):
+    monkeypatch.setattr(client_app, "WARM", {})
+    path = write_config(tmp_path, organisation={"name": "hospital-a", "data": "sqlite:///:memory:",
+                                                 "query": "SELECT 1", "schema": str(bundled("adult.schema.yaml"))})
+    warm_organisation(str(path))
+    assert client_app.WARM == {}
 
 
 @pytest.mark.parametrize(

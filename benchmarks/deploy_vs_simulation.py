@@ -3,9 +3,8 @@
 Runs ``fedsynth simulate`` and ``fedsynth deploy local`` with the same options (by default the
 bundled Adult sample, 3 organisations, every job option at its default; extra job options after
 ``--``, e.g. ``-- --labels generator --rounds 2``), one after the other, each as a child
-process timed by ``os.wait4`` (wall time, and the CPU time of the command and of the
-descendants it waited for: a lower bound for the deployment, whose warm SuperExecs outlive
-their SuperNodes by a moment and are not waited for), and prints both, the deployment's wall time over the simulation's (target: at
+process (wall time, and the CPU time of every process it started, also those that outlive their
+parent, such as Ray's workers and the warm SuperExecs: ``process_cpu.py``), and prints both, the deployment's wall time over the simulation's (target: at
 most 1.5), and each run's CPU busy share of the wall time on this machine's cores.
 
 The deployment runs everything a real federation runs (SuperLink with TLS and node
@@ -28,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from process_cpu import adopt_orphans, children_cpu_s, reap_orphans
+
 FEDSYNTH = Path(sys.executable).with_name("fedsynth")
 
 
@@ -40,14 +41,16 @@ class Timed:
 
 
 def timed(name: str, command: list[str], log: Path) -> Timed:
-    """Run ``command`` to its end (output to ``log``); its wall time and its tree's CPU time."""
+    """Run ``command`` to its end (output to ``log``); its wall time and the CPU time of every
+    process it started (those that outlived their parent too: ``process_cpu.py``)."""
+    cpu_before = children_cpu_s()
     with open(log, "wb") as out:
         started = time.monotonic()
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Timed(name, wall, usage.ru_utime + usage.ru_stime, proc.returncode)
+    reap_orphans()
+    return Timed(name, wall, children_cpu_s() - cpu_before, proc.returncode)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ports", default="29092,27000,29094",
                         help="SuperLink, coordinator and first node port of the deployment (default: %(default)s)")
     args = parser.parse_args(own)
+    adopt_orphans()
     root = args.out or Path(tempfile.mkdtemp(prefix="deploy-vs-sim-"))
     root.mkdir(parents=True, exist_ok=True)
     link, api, node = args.ports.split(",")

@@ -25,9 +25,9 @@ Four parts (``--parts``), each printing its figures next to a baseline from the 
   marginals (exact, no noise: what a model without the dependencies would reach).
 * ``jobs``: ``fedsynth simulate --labels generator --epsilon 1`` (Flower simulation engine, real
   SecAgg+, t = n - 1) at each of ``--parties``, each in a child process with ``--job-timeout``;
-  wall time, CPU time of the job's process tree that it waited for (a lower bound: Ray's workers,
-  killed at the end, are not reaped through it) and that as a share of the machine's cores (CPU /
-  (wall x cores)), the whole machine's busy share over the job from ``/proc/stat`` (what the
+  wall time, CPU time of every process of the job (Ray's workers and daemons too, which outlive
+  the job's driver: the benchmark adopts and reaps them, ``process_cpu.py``) and that as a share
+  of the machine's cores (CPU busy: CPU / (wall x cores)), the whole machine's busy share over the job from ``/proc/stat`` (what the
   job keeps busy, on an otherwise quiet machine: how much of the wall time computes rather than
   waits), and 2-way TVD of the release against the table, with wall time and TVD as
   ratios of the first party count. Adult: the bundled sample, or the private-pgm Adult under ``--data-root``.
@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from common import adult_discretised
+from process_cpu import adopt_orphans, children_cpu_s, reap_orphans
 
 from fedsynth.client.organisation import Organisation
 from fedsynth.common.accounting import Ledger
@@ -289,6 +290,8 @@ def one_job(parties: int, data: Path, schema_path: Path, out: Path, timeout: flo
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+    finally:
+        reap_orphans()  # Ray's workers and daemons, adopted when the job's driver ended
     wall, cpu = time.time() - started, children_cpu_s() - cpu_before
     machine = [after - before for after, before in zip(machine_cpu_s(), machine_before)]
     if done.returncode != 0:
@@ -311,14 +314,8 @@ def machine_cpu_s() -> tuple[float, float]:
     return user + nice + system + irq + softirq + steal, idle + iowait
 
 
-def children_cpu_s() -> float:
-    """User + system CPU seconds of every finished child process tree of this one (the job's
-    CLI, its Ray workers and daemons, reaped through it)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def part_jobs(args: argparse.Namespace) -> None:
+    adopt_orphans()
     with tempfile.TemporaryDirectory() as tmp:
         data, schema_path = job_data(args, Path(tmp))
         print(f"\n== jobs: fedsynth simulate --labels generator --epsilon 1 on {data.name}, IID, t = n - 1")

@@ -13,6 +13,9 @@ Design and privacy argument
   mechanism of sensitivity 1 like every count, in the plan that every guard judges. The model gets
   the fine grid as a column tied to its bins by structural zeros (``fine_zeros``); selection never
   proposes it, and sampling decodes values within their fine cells (post-processing).
+  A column that is a function of a group column by public knowledge (``constant_per``: a region's
+  density) has its finest grid counted jointly with the group column instead, the same one vector
+  per record (:func:`one_way_cliques`); sampling then gives each group one value.
 * **Profile.** With several organisations, one round measures every organisation's 1-way
   marginals of the small columns (at most ``profile_max_values`` values) apart, each in its own
   block of the summed vector (a record still moves one cell of each marginal: the sensitivity
@@ -360,6 +363,15 @@ def _homogeneity_statistic(counts: np.ndarray, rows: np.ndarray, sigma: float) -
     return (((counts - expected) ** 2) / (expected + sigma**2)).sum(axis=(-2, -1))
 
 
+def one_way_cliques(schema: Schema) -> list[Clique]:
+    """The 1-way round's count vectors: one per column and per fine grid, except that a
+    ``constant_per`` column's finest grid (its fine grid, else the column) is counted jointly with
+    its group column, so the model knows each group's value; a record still adds one count to
+    one cell of each vector (the same plan and sensitivity)."""
+    joint = {(c.fine_name if c.fine is not None else c.name): c.constant_per for c in schema.columns if c.constant_per}
+    return [(joint[c], c) if c in joint else (c,) for c in schema.measured_domain()]
+
+
 def first_round(
     fed: Federation, schema: Schema, plan: GeneratorPlan
 ) -> tuple[dict[str, int], list[Measurement], np.ndarray]:
@@ -373,7 +385,7 @@ def first_round(
     (:func:`heterogeneous_columns`); where they do not differ, it costs the model nothing.
     """
     what = "1-way marginals" + (" and fine grids" if schema.fine_columns else "")
-    ones = measure(fed, schema, plan, [(c,) for c in schema.measured_domain()], what)
+    ones = measure(fed, schema, plan, one_way_cliques(schema), what)
     organisations = fed.num_clients
     profiled = [(c,) for c in plan.settings.profiled]
     if not profiled or organisations < 2:

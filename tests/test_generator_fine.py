@@ -136,6 +136,6 @@ def test_the_fine_marginal_is_measured_accounted_and_shapes_the_release(tmp_path
 
 def test_the_shipped_acs_schema_has_public_fine_grids_for_its_numbers():
     schema = load_schema(ACS)
-    assert set(schema.fine_domain()) == {"AGEP:fine", "PINCP:fine", "POVPIP:fine", "PWGTP:fine", "WGTP:fine"}
+    assert set(schema.fine_domain()) == {"AGEP:fine", "DENSITY:fine", "PINCP:fine", "POVPIP:fine", "PWGTP:fine", "WGTP:fine"}
     assert schema["AGEP"].n_fine_values == 99
     assert json.loads(schema.dumps("json"))["columns"][1]["fine"] == 1

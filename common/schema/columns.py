@@ -34,8 +34,8 @@ KIND_KEYS = {
     "categorical": ("categories", "other"),
     "ordinal": ("categories", "other"),
     "boolean": (),
-    "numeric": ("lower", "upper", "bins", "fine", "out_of_range", "decode"),
-    "integer": ("lower", "upper", "bins", "fine", "codes", "out_of_range", "decode"),
+    "numeric": ("lower", "upper", "bins", "fine", "constant_per", "out_of_range", "decode"),
+    "integer": ("lower", "upper", "bins", "fine", "codes", "constant_per", "out_of_range", "decode"),
     "datetime": ("lower", "upper", "bins", "fine", "out_of_range", "decode"),
 }
 _KIND_ALIASES = {
@@ -100,9 +100,15 @@ class Column:
     ``fine`` (numeric, integer and datetime columns) is a public fine grid: a width (``1`` for
     single years of age; a width such as ``1D`` for a datetime) or a list of edges (a log grid for
     incomes). Its cells are the grid cut at every coarse edge too, so each lies inside one coarse
-    bin (:attr:`fine_bins`): the model's higher-order marginals use the coarse bins, the generator
+    bin (:attr:`fine_bins`); an integer or datetime column's listed grid that ends at ``upper``
+    gives the upper bound a cell of its own (a top code): the model's higher-order marginals use the coarse bins, the generator
     also measures the fine grid's 1-way marginal, and values decode from the fine distribution
     within their coarse bin (``codec``).
+
+    ``constant_per`` (numeric and integer columns) names a categorical column of which
+    this one is a function, by public knowledge (a region's population density: one value per
+    region). The generator then measures the column's finest grid jointly with that column, and
+    a synthetic table gives every row of one group the same value (``sampling``).
     """
 
     name: str
@@ -117,6 +123,7 @@ class Column:
     codes: tuple[int, ...] | None = None
     fine: int | float | str | tuple[int | float, ...] | None = None
     other: str | None = None  # the listed category every unlisted value maps to (None: unlisted is an error)
+    constant_per: str | None = None  # a categorical column this one is a function of (one value per group)
 
     def __post_init__(self) -> None:
         for key in _TUPLE_KEYS:
@@ -188,8 +195,17 @@ class Column:
         if self.kind != "numeric":
             points = np.ceil(points)
         edges = np.unique(points)
+        if self.has_top_cell:  # the upper bound's own cell [upper, upper + 1): one whole unit
+            edges = np.append(edges, high + 1.0)
         edges.flags.writeable = False
         return edges
+
+    @property
+    def has_top_cell(self) -> bool:
+        """Whether the fine grid gives the upper bound a cell of its own: an integer or datetime
+        column whose listed fine edges end at ``upper`` (a top code, e.g. POVPIP's 501 "above 5 x
+        the poverty line"). The coarse bins keep it inside their last bin."""
+        return self.kind != "numeric" and isinstance(self.fine, tuple) and float(self.fine[-1]) == self.bounds[1]
 
     @property
     def n_fine_values(self) -> int:
@@ -210,7 +226,9 @@ class Column:
     @cached_property
     def fine_integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, last) integer inside each fine cell, inclusive; the last cell is closed."""
-        return integers_in_bins(self.fine_edges)
+        first, last = integers_in_bins(self.fine_edges)
+        last[-1] = math.floor(self.bounds[1])  # a top cell [upper, upper + 1) holds upper alone
+        return first, last
 
     @cached_property
     def bin_integers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -249,6 +267,8 @@ class Column:
             out["decode"] = self.decode
         if self.fine is not None:
             out["fine"] = list(self.fine) if isinstance(self.fine, tuple) else self.fine
+        if self.constant_per is not None:
+            out["constant_per"] = self.constant_per
         return out
 
 
@@ -329,7 +349,7 @@ def _column_problems(column: Column) -> list[str]:
             problems += _fine_problems(label, column)
         problems += _choice_problems(label, "out_of_range", column.out_of_range, OUT_OF_RANGE_RULES)
         problems += _choice_problems(label, "decode", column.decode, DECODE_RULES)
-    for key in ("categories", "lower", "upper", "bins", "codes", "fine", "other"):
+    for key in ("categories", "lower", "upper", "bins", "codes", "fine", "other", "constant_per"):
         if getattr(column, key) is not None and key not in KIND_KEYS[column.kind]:
             problems.append(f"{label}: {key!r} does not apply to a {column.kind} column; "
                             f"remove it or change the kind")

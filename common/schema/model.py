@@ -259,7 +259,26 @@ def _schema_problems(schema: Schema) -> list[str]:
             problems.append(f"column {column.name!r}: category {category!r} is also in "
                             f"na_values, so it would always be read as missing; remove it "
                             f"from one of the two")
-    return problems + rule_problems(schema.rules, schema.columns)
+    return problems + _constant_problems(schema) + rule_problems(schema.rules, schema.columns)
+
+
+def _constant_problems(schema: Schema) -> list[str]:
+    """A ``constant_per`` column names another, categorical column, and no rule constrains it
+    (sampling sets its value per group after the rules are kept)."""
+    problems = []
+    kinds = {column.name: column.kind for column in schema.columns}
+    ruled = {name for rule in schema.rules for name in rule.columns}
+    for column in schema.columns:
+        group = column.constant_per
+        if group is None:
+            continue
+        if kinds.get(group) not in ("categorical", "ordinal") or group == column.name:
+            problems.append(f"column {column.name!r}: constant_per {group!r} must name another categorical or "
+                            f"ordinal column of the schema")
+        if column.name in ruled:
+            problems.append(f"column {column.name!r}: a rule names it, so it cannot also be constant_per "
+                            f"{group!r}; remove one of the two")
+    return problems
 
 
 def _na_values_problems(na_values: Any) -> list[str]:

@@ -7,7 +7,9 @@ repairs the rows that still break a rule: the columns the rule constrains (an im
 ``then`` columns, a hierarchy's child) are copied from a random rule-abiding row of the same
 draw in the same repair group (the rule's ``if`` part holds too; the same parent category):
 hot-deck imputation inside the synthetic sample, e.g. a child's marital status becomes that
-of another synthetic child. Repair changes only the columns a broken rule names, so the
+of another synthetic child. Last, a column that is a function of a group column by public
+knowledge (``constant_per``: a region's density) takes one value per group, its group's most
+common fine cell's middle value among the kept rows. Repair changes only the columns a broken rule names, so the
 model's distribution of everything else is kept; rejecting such rows instead would keep
 only the corner of the model where every rule happens to hold, which for a model that puts
 most mass on impossible cells is far from the data. Rows that still break a rule are
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .codec import codes_of, fine_codes_of
 from .columns import SchemaError
 from .rules import Rule
 
@@ -65,7 +68,33 @@ def sample_valid(schema: Schema, draw: Callable[[int, np.random.Generator], np.n
         have, drawn, rejected = have + len(valid), drawn + asked, rejected + broken
     if have < rows:
         raise SchemaError(_shortfall_message(schema, rows, have, drawn, rejected, max_tries))
-    return pd.concat(kept, ignore_index=True).iloc[:rows].reset_index(drop=True)
+    frame = pd.concat(kept, ignore_index=True).iloc[:rows].reset_index(drop=True)
+    return constant_per_group(schema, frame, fixed or {})
+
+
+def constant_per_group(schema: Schema, frame: pd.DataFrame, fixed: Mapping[str, Any]) -> pd.DataFrame:
+    """``frame`` with each ``constant_per`` column set to one value per group: on every row of a
+    group, the middle value (by order) of the group's rows in the group's most common cell of the
+    column's fine grid (its bins without one; missing is a cell too). Post-processing of the rows."""
+    columns = [c for c in schema.columns if c.constant_per is not None and c.name not in fixed]
+    if not columns or frame.empty:
+        return frame
+    frame = frame.copy()
+    for column in columns:
+        series = frame[column.name]
+        missing = series.isna().to_numpy()
+        values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
+        cells = (fine_codes_of if column.fine is not None else codes_of)(column, np.nan_to_num(values), missing)
+        groups = frame[column.constant_per].astype(object).to_numpy()
+        array = series.array.copy()
+        for group in pd.unique(groups):
+            rows = np.flatnonzero(groups == group)
+            found, counts = np.unique(cells[rows], return_counts=True)
+            modal = rows[cells[rows] == found[np.argmax(counts)]]
+            middle = modal[np.argsort(values[modal], kind="stable")[len(modal) // 2]]
+            array[rows] = array[middle]
+        frame[column.name] = pd.Series(array, index=series.index, name=column.name)
+    return frame
 
 
 def _valid_rows(schema: Schema, codes: np.ndarray, rng: np.random.Generator,

@@ -268,6 +268,22 @@ def test_a_job_keeps_the_given_public_bounds_and_missing_flag_where_discovery_se
         run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))
 
 
+def test_a_discovered_schema_keeps_the_given_public_fine_grids_within_its_bounds():
+    rng = np.random.default_rng(8)
+    parties = [pd.DataFrame({"age": rng.integers(20, 80, 4000).astype(str), "pay": rng.integers(100, 900, 4000).astype(str)})
+               for _ in range(5)]
+    plan = DiscoveryPlan(epsilon=0.5, delta=1e-6, min_survivors=4)
+    given = {"age": {"name": "age", "kind": "integer", "lower": 0, "upper": 120, "bins": 4, "fine": 1},
+             "pay": {"name": "pay", "kind": "integer", "lower": 0, "upper": 10_000, "bins": 4, "fine": [1, 300, 600, 5_000]}}
+    found = run_rounds({"age": "integer", "pay": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)
+    age, pay = found["columns"]
+    assert age["fine"] == 1 and 100 < pay["lower"] < 300 and 600 < pay["upper"] < 5_000
+    assert pay["fine"] == [300, 600]  # the points outside the discovered bounds fall away
+    schema = Schema.from_dict({**found, "label": None})
+    assert schema.columns[0].n_fine_values == age["upper"] - age["lower"]
+    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))["columns"][0]
+
+
 def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():
     for mu in (0.5, 20.0, 5_000.0, 2e5):
         b = hh.release_threshold(mu, 100, 1e-3) + 1  # the least count that is released

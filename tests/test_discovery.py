@@ -128,7 +128,7 @@ def test_bounds_and_quantile_bins_come_from_the_noisy_grid():
     ages = rng.integers(18, 91, 20_000)
     noisy = qu.grid_counts(ages, qu.NUMBER_EDGES) + sample_skellam(rng, 50.0, len(qu.NUMBER_EDGES) - 1)
     lower, upper, edges = qu.bounds_and_edges(noisy, "integer", 10, 50.0, 1e-3)
-    assert 15 <= lower <= 19 and 88 <= upper <= 95
+    assert 15 <= lower <= 19 and 88 <= upper <= 100  # 90 lies in the grid's cell [86.6, 100)
     assert edges[0] == lower and edges[-1] == upper and edges == sorted(set(edges))
     mass = np.histogram(ages, bins=np.array(edges, dtype=float))[0] / len(ages)
     assert mass.max() < 0.2  # quantile bins: no bin holds twice its share
@@ -282,6 +282,8 @@ def test_a_discovered_schema_keeps_the_given_public_fine_grids_within_its_bounds
     schema = Schema.from_dict({**found, "label": None})
     assert schema.columns[0].n_fine_values == age["upper"] - age["lower"]
     assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))["columns"][0]
+    given["age"]["fine"] = 0.01  # too many cells within the discovered bounds: no fine grid
+    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)["columns"][0]
 
 
 def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():

@@ -57,6 +57,7 @@ from dp_accounting import ComposedDpEvent, DpEvent
 from ..accounting import skellam_event
 from . import heavy_hitters as hh
 from . import quantiles as qu
+from ..schema.columns import MAX_FINE_CELLS
 from ..schema.datetimes import parse_iso
 
 TASK = "discovery"
@@ -397,10 +398,14 @@ def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Se
 
 
 def _fine_within(fine: Any, entry: Mapping[str, Any]) -> Any:
-    """The given fine grid for the discovered bounds: a width as it is; public points (numbers
-    only) strictly inside the bounds, or None when none is; None for anything else."""
-    if isinstance(fine, (int, float, str)) and not isinstance(fine, bool):
+    """The given fine grid for the discovered bounds: a width as it is (None if it would make
+    more than the schema's ``MAX_FINE_CELLS`` cells); public points (numbers only) strictly
+    inside the bounds, or None when none is; None for anything else."""
+    if isinstance(fine, str):
         return fine
+    if isinstance(fine, (int, float)) and not isinstance(fine, bool):
+        cells = (float(entry["upper"]) - float(entry["lower"])) / float(fine)
+        return fine if cells <= MAX_FINE_CELLS else None
     if isinstance(fine, (list, tuple)) and entry["kind"] != "datetime":
         inside = [p for p in fine if float(entry["lower"]) < float(p) < float(entry["upper"])]
         return inside or None

@@ -51,8 +51,9 @@ NUMBER_EDGES = np.concatenate([-(10.0 ** _DECADES[::-1]), [0.0], 10.0**_DECADES]
 _EPOCH = dt.date(1970, 1, 1)
 #: Public grid of datetime columns: days since 1970, one cell every four weeks from 1900 to 2100.
 DAY_EDGES = np.arange((dt.date(1900, 1, 1) - _EPOCH).days, (dt.date(2100, 1, 1) - _EPOCH).days + 28, 28, dtype=np.float64)
-#: Block sizes (in grid cells) at which the coordinator looks for the column's mass.
-SCALES = (1, 2, 4, 8, 16, 32, 64, 128)
+#: Block sizes (in grid cells) at which the coordinator looks for the column's mass: up to two
+#: decades, so a kept block cannot spread its rows over a far range.
+SCALES = (1, 2, 4, 8, 16, 32)
 #: The finest block size that keeps this share of the most mass any size keeps is used.
 KEEP = 0.9
 #: Inside a kept block, cells above this many noise stds carry its mass (post-processing).

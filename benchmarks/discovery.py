@@ -49,6 +49,11 @@ matches no real value, so it counts as error); then each text column's share of 
 the discovered schema (and each oracle) does not list.
 
     python benchmarks/discovery.py [--data sample|full] [--split iid] [--epsilon 1] [--share 0.1] [--parties 5] [--seed 0] [--jobs hand,hand-rest,oracle-any,oracle-central,discovered]
+    python benchmarks/discovery.py --data acs [--share 0.1] [--jobs hand,discovered] [--data-root DIR] [--sdnist-root DIR] [--sdnist-cache DIR]
+
+``--data acs`` runs the hand-written ACS MA2019 schema (``tests/data/acs_ma2019.schema.yaml``, on
+``ma2019.csv`` under the data root) against ``discover = share``, scored by SDNist 2.4's own
+k-marginal (``sdnist.py``; :func:`acs_main`).
 """
 
 from __future__ import annotations

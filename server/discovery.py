@@ -40,6 +40,9 @@ from .secure_sum import Federation
 MAX_COUNT = 1_000_000
 #: Largest noise std a discovery plan may ask for.
 MAX_SIGMA = 1e8
+#: A text length whose round-0 count lies this many noise stds below the value threshold is not
+#: explored (:func:`reachable_lengths`).
+REACH_Z = 1.0
 
 Progress = Callable[[str], None]
 
@@ -128,7 +131,7 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     total, mu0 = noisy_sum(_spec(request, sigma0, plan), request, "schema discovery round 0: missing cells, grids and lengths")
     events = [round_event(request, _spec(request, sigma0, plan), mu0)]
     thresholds = {}
-    lengths = {}
+    length_blocks = {}
     for name, block in protocol.split(total, request).items():
         findings[name].missing, block = float(block[0]), np.asarray(block[1:], dtype=np.float64)
         thresholds[name] = hh.release_threshold(mu0, len(block), hh.STRICT_FALSE_POSITIVE)
@@ -136,9 +139,8 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
             findings[name].grid, findings[name].mu = block, mu0
         elif findings[name].kind == "categorical":
             findings[name].categories = {}
-            longest = hh.longest_heavy_length(block, thresholds[name])
-            if longest:
-                lengths[name] = longest
+            length_blocks[name] = block
+    lengths = reachable_lengths(plan, ComposedDpEvent(events), length_blocks, thresholds, mu0)
     progress(f"schema discovery: {len(kinds)} columns, noise std {sigma0:.1f} counts in round 0; text rounds "
              + (f"up to {max(lengths.values())} bytes" if lengths else "none (no length clears the noise)"))
     prefixes = {name: [b""] for name in lengths}
@@ -175,6 +177,26 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     progress(f"schema discovery: {len(events)} rounds, epsilon {spent.epsilon:.4f}; " + ", ".join(
         f"{name}: {len(f.categories or {})} categories" for name, f in findings.items() if f.kind == "categorical"))
     return protocol.schema_dict(plan.name, findings, plan.na_values, sigma0, settings, provenance, given)
+
+
+def reachable_lengths(plan: DiscoveryPlan, spent: DpEvent, blocks: Mapping[str, np.ndarray],
+                      floors: Mapping[str, float], mu0: float) -> dict[str, int]:
+    """Each text column's depth ``D``: the longest length whose noisy round-0 count clears both
+    its strict floor and the reach bar, for the columns with one (post-processing of round 0).
+
+    The reach bar is the value threshold of the text rounds planned for the depths the strict
+    floors give, less :data:`REACH_Z` noise stds of those rounds and of round 0: a length whose
+    cell lies below it holds no value with a fair chance of release in those rounds (and the
+    rounds that do run are at most as noisy), so its rounds would spend budget for nothing.
+    """
+    deepest = {n: hh.longest_heavy_length(b, floors[n]) for n, b in blocks.items()}
+    planned = {n: d for n, d in deepest.items() if d}
+    if not planned:
+        return {}
+    sigma = text_sigma(plan, spent, planned)
+    bar = hh.value_threshold(sigma**2 / 2.0, plan.delta) - REACH_Z * (sigma + np.sqrt(2.0 * mu0))
+    lengths = {n: hh.longest_heavy_length(b, max(floors[n], bar)) for n, b in blocks.items()}
+    return {n: d for n, d in lengths.items() if d}
 
 
 def text_sigma(plan: DiscoveryPlan, spent: DpEvent, lengths: Mapping[str, int]) -> float:

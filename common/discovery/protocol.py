@@ -57,6 +57,7 @@ from dp_accounting import ComposedDpEvent, DpEvent
 from ..accounting import skellam_event
 from . import heavy_hitters as hh
 from . import quantiles as qu
+from ..schema.columns import MAX_FINE_CELLS
 from ..schema.datetimes import parse_iso
 
 TASK = "discovery"
@@ -362,7 +363,9 @@ def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Se
     schema allows missing values in keeps ``missing: true``; a number or date column whose noisy
     grid has no block clearing its floor keeps the given bounds and bins (both public; listed in
     the provenance's ``kept_from_given_schema``). Without ``given``, such a column is an error
-    that names it.
+    that names it. A number or date column keeps the given schema's fine grid (``fine``: a width
+    or public points; the points outside the discovered bounds fall away), which is public
+    configuration for decoding, not data, and refuses no row.
 
     A column is ``missing: true`` when its noisy missing count exceeds ``sigma`` (a spare
     code costs little; refusing an organisation's rows costs a lot). Text columns list their
@@ -384,11 +387,29 @@ def schema_dict(name: str, findings: Mapping[str, ColumnFindings], na_values: Se
                 bounds = {k: given[column][k] for k in ("lower", "upper", "bins") if k in given[column]}
                 bounds["out_of_range"] = "clip"
             entry.update(bounds)
+            fine = _fine_within(given.get(column, {}).get("fine"), entry)
+            if fine is not None:
+                entry["fine"] = fine
         if found.missing > sigma or given.get(column, {}).get("missing", False):
             entry["missing"] = True
         columns.append(entry)
     provenance = {**provenance, **({"kept_from_given_schema": kept} if kept else {})}
     return {"name": name, "label": None, "na_values": list(na_values), "columns": columns, "provenance": provenance}
+
+
+def _fine_within(fine: Any, entry: Mapping[str, Any]) -> Any:
+    """The given fine grid for the discovered bounds: a width as it is (None if it would make
+    more than the schema's ``MAX_FINE_CELLS`` cells); public points (numbers only) strictly
+    inside the bounds, or None when none is; None for anything else."""
+    if isinstance(fine, str):
+        return fine
+    if isinstance(fine, (int, float)) and not isinstance(fine, bool):
+        cells = (float(entry["upper"]) - float(entry["lower"])) / float(fine)
+        return fine if cells <= MAX_FINE_CELLS else None
+    if isinstance(fine, (list, tuple)) and entry["kind"] != "datetime":
+        inside = [p for p in fine if float(entry["lower"]) < float(p) < float(entry["upper"])]
+        return inside or None
+    return None
 
 
 def _bounds_entry(column: str, found: ColumnFindings, settings: DiscoverySettings, may_fail: bool) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 Mechanism
 ---------
 Every organisation counts its column's present values on a public grid fixed in this module
-(:data:`NUMBER_EDGES`: zero and signed log-spaced edges, 64 per decade from 1e-3 to 1e12;
+(:data:`NUMBER_EDGES`: zero and signed log-spaced edges, 16 per decade from 1e-3 to 1e12;
 :data:`DAY_EDGES`: one cell per four weeks from 1900 to 2100 for dates, in days since 1970).
 Values beyond the grid count in its first or last cell. The counts are summed through the
 secure noisy sum. The coordinator reads DP quantiles off the noisy histogram: at each of the
@@ -42,14 +42,18 @@ import numpy as np
 
 from .heavy_hitters import release_threshold
 
-_DECADES = np.arange(-3 * 64, 12 * 64 + 1) / 64.0
+#: Cells per decade of the public log grid: coarse enough that a decade's rows are not spread
+#: over so many cells that the round's noise hides them (64 per decade lost a column's tails).
+PER_DECADE = 16
+_DECADES = np.arange(-3 * PER_DECADE, 12 * PER_DECADE + 1) / PER_DECADE
 #: Public grid of numeric and integer columns: -1e12 ... -1e-3, 0, 1e-3 ... 1e12.
 NUMBER_EDGES = np.concatenate([-(10.0 ** _DECADES[::-1]), [0.0], 10.0**_DECADES])
 _EPOCH = dt.date(1970, 1, 1)
 #: Public grid of datetime columns: days since 1970, one cell every four weeks from 1900 to 2100.
 DAY_EDGES = np.arange((dt.date(1900, 1, 1) - _EPOCH).days, (dt.date(2100, 1, 1) - _EPOCH).days + 28, 28, dtype=np.float64)
-#: Block sizes (in grid cells) at which the coordinator looks for the column's mass.
-SCALES = (1, 2, 4, 8, 16, 32, 64, 128)
+#: Block sizes (in grid cells) at which the coordinator looks for the column's mass: up to two
+#: decades, so a kept block cannot spread its rows over a far range.
+SCALES = (1, 2, 4, 8, 16, 32)
 #: The finest block size that keeps this share of the most mass any size keeps is used.
 KEEP = 0.9
 #: Inside a kept block, cells above this many noise stds carry its mass (post-processing).

@@ -49,7 +49,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from .daemon import LOG_LEVEL_ENV, DaemonConfig
 from .guard import Guard, GuardPolicy, verify_setup
-from .organisation import Organisation, RequestRefused, read_csv_from_node_config, refusal
+from .organisation import LocalTable, Organisation, RequestRefused, read_csv_from_node_config, refusal
 from .secagg import secagg_guard
 from ..common.accounting import CombinedAccountant
 from ..common.backoff import prompt_pulls
@@ -337,40 +337,40 @@ def table_organisation(context: Context) -> Organisation:
     )
 
 
-#: Organisations a warm process built before it forks its ClientApp tasks (``client.node``), by
-#: config file, with the stamp of the files they were built from.
-WARM: dict[Path, tuple[tuple, Organisation]] = {}
+#: The daemon's table, validated by a warm process before it forks its ClientApp tasks
+#: (``client.node``): by config file, the table file's stamp and the tables by schema JSON.
+WARM: dict[Path, tuple[tuple[int, ...], dict[str, LocalTable]]] = {}
 
 
-def warm_organisation(config_path: str) -> None:
-    """Build the daemon's organisation and validate its table under the agreed schema, once, in
-    the warm process, so that every task forked from it starts with both (``client.node``).
+def warm_tables(config_path: str) -> None:
+    """Validate the daemon's table under its agreed schema in the warm process, unless the table
+    file is unchanged since it last did (``DaemonConfig.table_stamp``); called before every fork,
+    so that each task starts with it (``client.node``).
 
-    The guard's ledger is not read here: every task reads it afresh when a decision needs it
-    (``Guard.ledger``). A table read from a database is not kept (no file stamps it). A failure is
-    logged and leaves every task to build its own organisation, as without a warm process.
+    Only the validated table is kept: every task still builds its organisation, guard, schema and
+    identity from the files, and reads the guard's ledger when a decision needs it. A table read
+    from a database is not kept. A failure is logged and leaves every task to read the table
+    itself, as without a warm process.
     """
     try:
         config = DaemonConfig.load(config_path)
-        stamp = config.source_stamp()
-        if stamp is None:
+        stamp = config.table_stamp()
+        if stamp is None or WARM.get(config.path, (None,))[0] == stamp:
             return
         org = config.organisation()
         org.table(org.accepts.dumps("json"))
-    except Exception:  # the tasks then build theirs and report what fails through their usual paths
-        log.exception("could not prepare the organisation of %s in the warm process", config_path)
-        return
-    WARM[config.path] = (stamp, org)
+        WARM[config.path] = (stamp, dict(org.validated_tables))
+    except Exception:  # the tasks then read the table and report what fails through their usual paths
+        log.exception("could not prepare the table of %s in the warm process", config_path)
 
 
 def daemon_organisation(config_path: str) -> Organisation:
-    """The organisation of the daemon config at ``config_path``: the warm process's when none of
-    the files it was built from changed since, else built afresh from the files."""
+    """The organisation of the daemon config at ``config_path``, built from its files, with the
+    warm process's validated table when the table file is the one it validated."""
     config = DaemonConfig.load(config_path)
-    stamp, org = WARM.get(config.path, (None, None))
-    if org is not None and stamp == config.source_stamp():
-        return org
-    return config.organisation()
+    stamp, tables = WARM.get(config.path, (None, None))
+    fresh = stamp is not None and stamp == config.table_stamp()
+    return config.organisation(tables=tables if fresh else None)
 
 
 def node_identity(context: Context) -> Identity | None:

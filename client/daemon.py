@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ import pandas as pd
 import sqlalchemy
 
 from .guard import Guard, GuardPolicy
-from .organisation import Organisation, TableUnreadable
+from .organisation import LocalTable, Organisation, TableUnreadable
 from ..common.schema import Schema, TableFileError, load_schema
 from ..common.schema.io import as_text_frame
 from ..common.identity import Identity, IdentityError
@@ -208,8 +209,9 @@ class DaemonConfig:
         finally:
             engine.dispose()
 
-    def organisation(self) -> Organisation:
-        """The organisation this daemon speaks for, with its guard, its one schema and its cap seed."""
+    def organisation(self, tables: Mapping[str, LocalTable] | None = None) -> Organisation:
+        """The organisation this daemon speaks for, with its guard, its one schema and its cap seed
+        (and ``tables`` already validated from its table file, see :class:`Organisation`)."""
         guard = Guard(self.name, self.guard)
         return Organisation(
             self.name,
@@ -218,16 +220,20 @@ class DaemonConfig:
             guard=guard,
             identity=self.identity(),
             cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),
+            tables=tables,
         )
 
-    def source_stamp(self) -> tuple[tuple[str, int, int], ...] | None:
-        """What :meth:`organisation` is built from, as the file system sees it now (path,
-        modification time, size of the config, schema, table, signing key and roster); None for
-        a table read from a database, which no file stamps."""
+    def table_stamp(self) -> tuple[int, ...] | None:
+        """The table file as the file system sees it now (device, inode, size, modification and
+        change times: any write or replacement changes the change time, which no user tool can
+        set back); None for a table read from a database, or a file that cannot be read."""
         if self.query is not None:
             return None
-        files = (self.path, self.schema, Path(self.data), self.signing_key, self.roster)
-        return tuple((str(f), st.st_mtime_ns, st.st_size) for f in files for st in [f.stat()])
+        try:
+            st = Path(self.data).stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def node_config(self) -> str:
         """Flower ``--node-config``: the ClientApp finds everything else in this file."""

@@ -26,17 +26,20 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     instead of a new interpreter, so a task starts in milliseconds.
 
 Privacy and state: a task's process is a copy of the warm process, which never runs a task
-itself, so every task starts from the same state. Before the first task the warm process builds
-the daemon's organisation from its config file and validates its table under the agreed schema
-(``client.app.warm_organisation``): a round then costs its computation, not a table read, as in
-the simulation, whose organisations keep their table for the whole job. A task uses that copy
-only while the config, schema, table, signing key and roster files are unchanged since (their
-modification times and sizes); otherwise it reads them afresh, as a fresh ``flwr-clientapp``
-does. The guard's ledger is never read by the warm process: each task reads it when a decision
-needs it, and the ledger on disk, appended and fsynced under its file lock before a share
-leaves, is what carries a spend from one round, task or job to the next. Nothing one task
-changes in memory reaches the next. The warm process is the daemon's own, on the
-organisation's machine, and sends nothing: what it holds is what the daemon reads anyway.
+itself, so every task starts from the same state. The warm process keeps one thing of the
+organisation: its table, validated under the agreed schema (``client.app.warm_tables``), before
+the first task and again before any task once the table file changed (its inode, size and
+modification and change times), so that a round costs its computation, not a table read, as in
+the simulation, whose organisations keep their table for the whole job. Every task still builds
+its organisation, guard, agreed schema and identity from the daemon's files, so an edited cap or
+roster applies to the next task; it uses the kept table only if the file is still the one
+validated, and reads it itself otherwise. The guard's ledger is never read by the warm process:
+each task reads it when a decision needs it, and the ledger on disk, appended and fsynced under
+its file lock before a share leaves, is what carries a spend from one round, task or job to the
+next. Nothing one task changes in memory reaches the next. The warm process is the daemon's
+own, on the organisation's machine, and sends nothing. What a coordinator can see is timing: the
+first task after the table file changed takes longer (the table is validated again), as every
+task did before.
 
 Every process here also pulls a message's content as soon as it arrives (``common.backoff.
 prompt_pulls``): Flower starts a task when the message's header arrives and lets it wait 1 to
@@ -50,6 +53,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from importlib import import_module
 
 from flwr.supercore.constant import TaskType
@@ -105,11 +110,14 @@ class ForkExecutor:
     """Flower's SuperExec executor interface: ClientApp tasks in a fork of this process.
 
     Other task types (none in fedsynth's deployment) go to Flower's ``SubprocessExecutor``.
+    ``prepare`` runs in this process before every fork (the daemon's table, validated again only
+    when its file changed: ``client.app.warm_tables``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[], None] = lambda: None) -> None:
         self.fallback = SubprocessExecutor()
         self.owner = os.getpid()
+        self.prepare = prepare
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
         return self.fallback.get_eligible_capacity(
@@ -122,6 +130,7 @@ class ForkExecutor:
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.CLIENT_APP:
             return self.fallback.launch(spec)
+        self.prepare()
         if os.fork() == 0:
             run_task_in_child(spec)  # never returns
         return LaunchResult.accepted()
@@ -173,13 +182,13 @@ def log_to_stderr(level: str) -> None:
 
 def run_warm_superexec(runtime_api_address: str, parent_pid: int, config: str | None = None) -> None:
     """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm: with
-    the daemon's ``config``, its organisation built and its table validated before the first task."""
+    the daemon's ``config``, its table validated before the first task and whenever its file changed."""
     os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FIRST_POLL_S)  # a local request: cheap
     for module in WARM_MODULES:
         import_module(module)
-    if config is not None:
-        import_module("fedsynth.client.app").warm_organisation(config)
-    superexec.get_executor = lambda *args, **kwargs: ForkExecutor()  # Flower's factory knows no fork executor
+    prepare = (lambda: None) if config is None else partial(import_module("fedsynth.client.app").warm_tables, config)
+    prepare()
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare)  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 

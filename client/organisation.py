@@ -147,7 +147,8 @@ class Organisation:
     (``common.identity``), with which it takes part in authenticated SecAgg+ (``client.secagg``).
     ``cap_seed``: the secret seed of the row-cap subsample (default: drawn from OS entropy once
     per instance; the daemon keeps one on disk so that every process of the organisation draws
-    the same rows).
+    the same rows). ``tables``: tables already validated from the same rows, by the JSON of the
+    schema they were validated under (a warm daemon process's, ``client.app.warm_tables``).
     Schema discovery (``common.discovery``): its rounds count the raw table (every cell as text)
     under the agreed schema's column names and kinds (:attr:`columns`: configuration, not data),
     and a schema discovered from the agreed one (``common.discovery.discovered_from``: the same
@@ -164,6 +165,7 @@ class Organisation:
         guard: Guard | None = None,
         identity: Identity | None = None,
         cap_seed: int | None = None,
+        tables: Mapping[str, LocalTable] | None = None,
     ) -> None:
         self.name = name
         self._load = load
@@ -172,13 +174,18 @@ class Organisation:
         self.guard = guard
         self.identity = identity
         self.cap_seed = secrets.randbits(128) if cap_seed is None else cap_seed
-        self._tables: dict[str, LocalTable] = {}
+        self._tables: dict[str, LocalTable] = dict(tables or {})
 
     @property
     def columns(self) -> dict[str, str]:
         """The local column configuration discovery counts under: the agreed schema's column names
         and discovery kinds (public, configured locally; never read from the table)."""
         return schema_kinds(self.accepts.columns)
+
+    @property
+    def validated_tables(self) -> Mapping[str, LocalTable]:
+        """The tables validated so far, by the JSON of their schema."""
+        return self._tables
 
     def table(self, schema_json: str) -> LocalTable:
         """The local table, for a request under the agreed schema or one discovered from it (any

@@ -13,8 +13,9 @@ asks for objects that are still arriving; the coordinator's grid meets the same 
 Flower waits 1 s after such a miss, then 2 s, up to 10 s: measured on a 3-organisation loopback
 job, 40% of the ClientApp tasks waited 1 to 3.6 s for content that arrived within milliseconds
 (90 s of the tasks' 178 s). :func:`prompt_pulls` starts those waits at :data:`PULL_FIRST_S`,
-doubling to :data:`PULL_MAX_S`, with no limit on tries but Flower's own limit on the time
-(``max_time``, 2 hours).
+doubling to :data:`PULL_MAX_S`, for up to :data:`PULL_MAX_TRIES` tries: about as long as Flower's
+own 500 tries at its 10 s cap (some 83 minutes), so content that never comes stalls a pull no
+longer than before (Flower's ``max_time``, 2 hours, still applies).
 
 :class:`Backoff`: after activity, wait :attr:`~Backoff.first_s` between polls for
 :attr:`~Backoff.hot_s` seconds; after that each wait doubles, up to :attr:`~Backoff.max_s`.
@@ -29,8 +30,10 @@ from types import ModuleType
 
 #: The first wait after an object that has not arrived yet (Flower's: 1 s) ...
 PULL_FIRST_S = 0.01
-#: ... doubling up to this (Flower's: 10 s).
+#: ... doubling up to this (Flower's: 10 s) ...
 PULL_MAX_S = 1.0
+#: ... for at most this many tries (Flower's: 500, which at its cap wait some 83 minutes).
+PULL_MAX_TRIES = 5000
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Backoff:
 
 def prompt_pulls(module: ModuleType) -> None:
     """Make ``module`` (Flower's ``inflatable_utils``) retry a missing object after
-    :data:`PULL_FIRST_S`, doubling to :data:`PULL_MAX_S`, until Flower's ``max_time``.
+    :data:`PULL_FIRST_S`, doubling to :data:`PULL_MAX_S`, at most :data:`PULL_MAX_TRIES` times.
 
     Sets the keyword defaults of its ``pull_objects`` and ``pull_and_inflate_object_from_tree``,
     which every caller in Flower 1.41 leaves at their defaults. Raises ``RuntimeError`` when either
@@ -74,4 +77,4 @@ def prompt_pulls(module: ModuleType) -> None:
                 f"{module.__name__}.{name} has no initial_backoff, backoff_cap, max_tries_per_object and "
                 "max_time keywords (Flower's object pulls changed); review fedsynth.common.backoff.prompt_pulls"
             )
-        defaults.update(initial_backoff=PULL_FIRST_S, backoff_cap=PULL_MAX_S, max_tries_per_object=None)
+        defaults.update(initial_backoff=PULL_FIRST_S, backoff_cap=PULL_MAX_S, max_tries_per_object=PULL_MAX_TRIES)

@@ -9,7 +9,7 @@ from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 
 import fedsynth.client.app  # noqa: F401  (applies prompt_pulls, as a ClientApp task does)
 import fedsynth.server.secure_sum  # noqa: F401  (the same at the coordinator)
-from fedsynth.common.backoff import PULL_FIRST_S, PULL_MAX_S, Backoff, prompt_pulls
+from fedsynth.common.backoff import PULL_FIRST_S, PULL_MAX_S, PULL_MAX_TRIES, Backoff, prompt_pulls
 
 
 class FakeTime:
@@ -88,8 +88,21 @@ def test_a_missing_object_is_asked_for_again_after_10_ms_doubling_to_1_s(monkeyp
     assert all(0.8 * e <= w <= 1.2 * e for w, e in zip(waits, expected, strict=True))  # Flower's +-20% jitter
 
 
-def test_a_slow_object_is_waited_for_beyond_flowers_500_tries(monkeypatch):
-    assert len(pull_after(600, monkeypatch)) == 600  # tries unlimited; Flower's 2-hour max_time remains
+def schedule_s(first: float, cap: float, tries: int) -> float:
+    """The total wait of ``tries`` tries, doubling from ``first`` up to ``cap`` (no jitter)."""
+    total, wait = 0.0, first
+    for _ in range(tries):
+        total, wait = total + wait, min(2 * wait, cap)
+    return total
+
+
+def test_a_missing_object_is_waited_for_about_as_long_as_flower_would_then_given_up(monkeypatch):
+    assert len(pull_after(600, monkeypatch)) == 600  # beyond Flower's 500 tries: its waits were 10x longer
+    flower_s = schedule_s(1.0, 10.0, 500)  # Flower's own: 1 s doubling to 10 s, 500 tries
+    ours_s = schedule_s(PULL_FIRST_S, PULL_MAX_S, PULL_MAX_TRIES)
+    assert 0.9 * flower_s <= ours_s <= 1.1 * flower_s
+    with pytest.raises(inflatable_utils.ObjectPullError):
+        pull_after(PULL_MAX_TRIES, monkeypatch)
     assert inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__["initial_backoff"] == PULL_FIRST_S
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from fedsynth.cli import bundled, main
 from fedsynth.client import app as client_app
-from fedsynth.client.app import daemon_organisation, guarded_share, warm_organisation
+from fedsynth.client.app import daemon_organisation, guarded_share, warm_tables
 from fedsynth.client.daemon import ConfigError, DaemonConfig, preflight
 from fedsynth.client.guard import Guard, GuardPolicy, GuardRefused
 from fedsynth.client.organisation import Organisation, RequestRefused
@@ -195,31 +195,44 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     assert config.organisation().cap_seed == DaemonConfig.load(strict).organisation().cap_seed
 
 
-def test_a_warm_organisation_serves_tasks_until_a_file_it_was_built_from_changes(tmp_path, monkeypatch):
+def test_a_warm_table_serves_tasks_until_its_file_changes_and_nothing_else_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(client_app, "WARM", {})
     path = write_config(tmp_path)
-    warm_organisation(str(path))
+    warm_tables(str(path))
+    schema_json = load_schema(bundled("adult.schema.yaml")).dumps("json")
+    (_, kept), = client_app.WARM.values()
     org = daemon_organisation(str(path))
-    assert org is daemon_organisation(str(path))  # every task forked from the warm process: its copy
-    assert org.accepts.dumps("json") in org._tables  # the table validated once, before any task
-    assert "ledger" not in vars(org.guard)  # the guard's ledger is not read in the warm process
-    # A spend recorded elsewhere (another task, another job) is what the warm copy's guard reads.
-    config = DaemonConfig.load(path)
-    Guard(config.name, config.guard).ledger.append("test", "skellam", skellam_event(100.0, 1.0, 1.0))
-    assert len(org.guard.ledger) == 1
+    assert org.validated_tables[schema_json] is kept[schema_json]  # validated once, before any task
+    assert daemon_organisation(str(path)) is not org  # organisation, guard, schema, identity: per task
+    assert "ledger" not in vars(org.guard)  # the guard's ledger is read by a task, when needed
+    # An edited cap applies to the next task, though the table is still the one kept.
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("epsilon-cap = 4.0", "epsilon-cap = 1.0"), encoding="utf-8")
+    assert daemon_organisation(str(path)).guard.policy.epsilon_cap == 1.0
+    # A changed table file (even of the same size and modification time) is read afresh ...
     table = tmp_path / "table.csv"
-    table.write_text(table.read_text(encoding="utf-8") + table.read_text(encoding="utf-8").splitlines()[1] + "\n")
-    fresh = daemon_organisation(str(path))
-    assert fresh is not org and fresh.accepts.dumps("json") not in fresh._tables  # read afresh
-    os.utime(table, ns=(0, 0))
-    assert daemon_organisation(str(path)) is not org
+    before = table.stat()
+    lines = table.read_text(encoding="utf-8").splitlines(keepends=True)
+    table.write_text("".join([lines[0], lines[2], lines[1], *lines[3:]]), encoding="utf-8")  # two rows swapped
+    os.utime(table, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert table.stat().st_size == before.st_size
+    assert schema_json not in daemon_organisation(str(path)).validated_tables
+    # ... until the warm process, before its next fork, validates it again.
+    warm_tables(str(path))
+    assert daemon_organisation(str(path)).validated_tables[schema_json] is not kept[schema_json]
 
 
-def test_a_warm_process_keeps_no_table_read_from_a_database(tmp_path, monkeypatch):
+def test_a_missing_table_counts_as_empty_and_a_database_table_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(client_app, "WARM", {})
+    path = write_config(tmp_path)
+    warm_tables(str(path))
+    (tmp_path / "table.csv").unlink()  # erased between tasks: no error reaches the coordinator
+    org = daemon_organisation(str(path))
+    assert len(org.table(org.accepts.dumps("json")).codes) == 0
     monkeypatch.setattr(client_app, "WARM", {})
     path = write_config(tmp_path, organisation={"name": "hospital-a", "data": "sqlite:///:memory:",
                                                  "query": "SELECT 1", "schema": str(bundled("adult.schema.yaml"))})
-    warm_organisation(str(path))
+    warm_tables(str(path))
     assert client_app.WARM == {}
 
 

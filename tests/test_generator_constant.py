@@ -2,25 +2,20 @@
 (``constant_per``): counted jointly with the group in the 1-way round (the same plan), one value per
 group in the synthetic rows.
 
-The federation is ``server.central.CentralAggregator``, as in ``test_generator_fine``.
+The federation is ``server.central.CentralAggregator`` (``central_fit``), as in ``test_generator_fine``.
 """
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from central_fit import fit_three
 
-from fedsynth.client.organisation import Organisation
-from fedsynth.common.accounting import Ledger
-from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import Schema, SchemaError, load_schema
 from fedsynth.common.schema.columns import bin_of
 from fedsynth.common.schema.codec import fine_codes_of
-from fedsynth.server.central import CentralAggregator
-from fedsynth.server.generator import fit_generator, one_way_cliques, sample_rows
-from fedsynth.server.job import JobConfig, plan_job
+from fedsynth.server.generator import one_way_cliques, sample_rows
 
 ACS = Path(__file__).parent / "data" / "acs_ma2019.schema.yaml"
 COLUMNS = [
@@ -32,7 +27,6 @@ COLUMNS = [
 ]
 SCHEMA = Schema.from_dict({"name": "places", "label": None, "na_values": ["N"], "columns": COLUMNS})
 DENSITY = {"a": 30.0, "b": 60.0, "c": 300.0}  # a and b share a coarse bin, not a fine cell
-SMALL = GeneratorSettings(rounds=1, per_round=1, fit_iters=100, final_iters=300, score_sample=20_000)
 
 
 def places(rows: int, seed: int) -> pd.DataFrame:
@@ -78,14 +72,7 @@ def test_the_group_value_is_counted_jointly_and_each_group_gets_one_value(tmp_pa
     assert one_way_cliques(SCHEMA) == [("region",), ("density",), ("ratio",), ("region", "density:fine"), ("ratio:fine",)]
     assert Schema.from_dict(SCHEMA.to_dict()) == SCHEMA
     table = places(6_000, seed=0)
-    config = JobConfig(SCHEMA, 3, 1.0, 1e-6, tmp_path / "out", 2, generator=SMALL, labels="generator")
-    plan = plan_job(config)
-    parts = np.array_split(np.arange(len(table)), 3)
-    orgs = [Organisation(f"org-{i}", lambda _s, p=p: table.iloc[p].reset_index(drop=True), accepts=SCHEMA)
-            for i, p in enumerate(parts)]
-    ledger = Ledger(Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)
-    model = fit_generator(CentralAggregator(orgs, ledger, seed=0), SCHEMA, plan.generator, np.random.default_rng(0),
-                          lambda _m: None)
+    model, plan, ledger = fit_three(SCHEMA, table, tmp_path)
     assert ledger.entries[0].event["count"] == len(SCHEMA.measured_domain())  # one vector each, as planned
     assert ledger.epsilon().epsilon <= plan.epsilon_planned <= 1.0
     assert ("region", "density:fine") in {m.clique for m in model.measurements}

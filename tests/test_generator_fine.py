@@ -8,21 +8,16 @@ computed as its ClientApp would, summed in-process), as in ``test_generator_hete
 
 import json
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from central_fit import fit_three
 
-from fedsynth.client.organisation import Organisation
-from fedsynth.common.accounting import Ledger
-from fedsynth.common.generator import GeneratorSettings
 from fedsynth.common.schema import Schema, SchemaError, fine_zeros, load_schema
 from fedsynth.common.schema.columns import bin_of
-from fedsynth.server.central import CentralAggregator
-from fedsynth.server.generator import fit_generator, sample_rows
-from fedsynth.server.job import JobConfig, plan_job
+from fedsynth.server.generator import sample_rows
 
 ACS = Path(__file__).parent / "data" / "acs_ma2019.schema.yaml"
 SCHEMA = Schema.from_dict(
@@ -39,7 +34,6 @@ SCHEMA = Schema.from_dict(
         "rules": [{"name": "child-unmarried", "if": {"age": {"max": 14}}, "then": {"married": "missing"}}],
     }
 )
-SMALL = GeneratorSettings(rounds=1, per_round=1, fit_iters=100, final_iters=300, score_sample=20_000)
 
 
 def people(rows: int, seed: int) -> pd.DataFrame:
@@ -57,14 +51,7 @@ TABLE = people(6_000, seed=0)
 
 
 def fit(tmp_path: Path):
-    config = JobConfig(SCHEMA, 3, 1.0, 1e-6, tmp_path / "out", 2, generator=SMALL, labels="generator")
-    plan = plan_job(config)
-    parts = np.array_split(np.arange(len(TABLE)), 3)
-    orgs = [Organisation(f"org-{i}", lambda _s, p=p: TABLE.iloc[p].reset_index(drop=True), accepts=SCHEMA)
-            for i, p in enumerate(parts)]
-    ledger = Ledger(Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)
-    model = fit_generator(CentralAggregator(orgs, ledger, seed=0), SCHEMA, plan.generator, np.random.default_rng(0), lambda _m: None)
-    return model, plan, ledger
+    return fit_three(SCHEMA, TABLE, tmp_path)
 
 
 def test_the_fine_grid_is_cut_at_every_coarse_edge_and_tied_to_its_bins():

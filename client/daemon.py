@@ -224,16 +224,17 @@ class DaemonConfig:
         )
 
     def table_stamp(self) -> tuple[int, ...] | None:
-        """The table file as the file system sees it now (device, inode, size, modification and
-        change times: any write or replacement changes the change time, which no user tool can
-        set back); None for a table read from a database, or a file that cannot be read."""
+        """The table file and the agreed schema's file as the file system sees them now (device,
+        inode, size, modification and change times of each: any write or replacement changes the
+        change time, which no user tool can set back); None for a table read from a database, or
+        a file that cannot be read."""
         if self.query is not None:
             return None
         try:
-            st = Path(self.data).stat()
+            stats = [Path(self.data).stat(), self.schema.stat()]
         except OSError:
             return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return tuple(x for st in stats for x in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
     def node_config(self) -> str:
         """Flower ``--node-config``: the ClientApp finds everything else in this file."""

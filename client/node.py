@@ -28,8 +28,8 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 Privacy and state: a task's process is a copy of the warm process, which never runs a task
 itself, so every task starts from the same state. The warm process keeps one thing of the
 organisation: its table, validated under the agreed schema (``client.app.warm_tables``), before
-the first task and again before any task once the table file changed (its inode, size and
-modification and change times), so that a round costs its computation, not a table read, as in
+the first task and again before any task once the table file or the agreed schema's file
+changed (their inodes, sizes and modification and change times), so that a round costs its computation, not a table read, as in
 the simulation, whose organisations keep their table for the whole job. Every task still builds
 its organisation, guard, agreed schema and identity from the daemon's files, so an edited cap or
 roster applies to the next task; it uses the kept table only if the file is still the one
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("role", choices=["superexec"])
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--config", default=None, help="the daemon's config file: its organisation is prepared once")
+    parser.add_argument("--config", default=None, help="the daemon's config file: its table is validated before the first task and again when it changed")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of fedsynth's own records in the daemon's log (default: INFO)")
     parsed = parser.parse_args(args)

@@ -220,6 +220,14 @@ def test_a_warm_table_serves_tasks_until_its_file_changes_and_nothing_else_is_ke
     # ... until the warm process, before its next fork, validates it again.
     warm_tables(str(path))
     assert daemon_organisation(str(path)).validated_tables[schema_json] is not kept[schema_json]
+    # An edited agreed schema makes the warm process validate the table again, under the new schema.
+    (_, kept), = client_app.WARM.values()
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(bundled("adult.schema.yaml").read_text(encoding="utf-8").replace("name: adult", "name: adult-v2", 1))
+    path.write_text(path.read_text(encoding="utf-8").replace(str(bundled("adult.schema.yaml")), str(schema)))
+    warm_tables(str(path))
+    org = daemon_organisation(str(path))
+    assert org.accepts.name == "adult-v2" and org.validated_tables[org.accepts.dumps("json")] is not kept.get(schema_json)
 
 
 def test_a_missing_table_counts_as_empty_and_a_database_table_is_not_kept(tmp_path, monkeypatch):

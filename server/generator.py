@@ -8,6 +8,9 @@ Design and privacy argument
   ``k`` marginals is ``k`` Skellam mechanisms with the sensitivity of counts (1; that of a
   replaced row when the job caps each organisation's rows: ``common.rounds``), recorded with
   the survivors' actual noise.
+* **1-way round.** Its count vectors are measured at ``one_way_scale`` times the rounds' noise
+  (``common.generator.one_way_scale``: the ratio that minimises the measurements' summed L1
+  error, from public domain sizes), one Skellam mechanism in the plan like every count.
 * **Fine grids.** The 1-way round also measures each fine grid's 1-way marginal (a column's public
   ``fine`` cells: ``Schema.measured_domain``), one more count vector per such column, a Skellam
   mechanism of sensitivity 1 like every count, in the plan that every guard judges. The model gets
@@ -142,13 +145,13 @@ def _spec(plan: GeneratorPlan, dim: int, sigma: float | None = None) -> NoisySum
 
 
 def measure(
-    fed: Federation, schema: Schema, plan: GeneratorPlan, cliques: list[Clique], what: str
+    fed: Federation, schema: Schema, plan: GeneratorPlan, cliques: list[Clique], what: str, sigma: float | None = None
 ) -> list[Measurement]:
     """Secure noisy sum of the marginals of ``cliques`` (of the schema's columns and fine grids)
-    over all organisations."""
+    over all organisations, at noise std ``sigma`` (default the plan's) at ``t`` survivors."""
     domain = schema.measured_domain()
     request = _count_request(schema, plan, cliques)
-    result = fed.noisy_sum(_spec(plan, total_cells(domain, cliques)), request, phase=PHASE, mechanism=what)
+    result = fed.noisy_sum(_spec(plan, total_cells(domain, cliques), sigma), request, phase=PHASE, mechanism=what)
     sigma = float(np.sqrt(2.0 * result.mu))
     return [
         Measurement(cl, block, sigma)
@@ -385,7 +388,7 @@ def first_round(
     (:func:`heterogeneous_columns`); where they do not differ, it costs the model nothing.
     """
     what = "1-way marginals" + (" and fine grids" if schema.fine_columns else "")
-    ones = measure(fed, schema, plan, one_way_cliques(schema), what)
+    ones = measure(fed, schema, plan, one_way_cliques(schema), what, plan.settings.one_way_sigma(plan.sigma))
     organisations = fed.num_clients
     profiled = [(c,) for c in plan.settings.profiled]
     if not profiled or organisations < 2:

@@ -30,7 +30,7 @@ from ..common.discovery import discovery_event
 from ..common.discovery.protocol import round_sigma, schema_kinds
 from ..common.evaluation import DEFAULT_PAIRS, PHASE as EVALUATION, evaluation_cliques, evaluation_event
 from ..common.generator import GeneratorSettings, generator_event
-from ..common.marginals import count_sensitivity
+from ..common.marginals import cells, count_sensitivity
 from ..common.rounds import plan_request
 from ..common.schema import Schema
 from ..common.secagg_graph import SecAggGraph, choose_graph, default_min_survivors
@@ -45,6 +45,7 @@ from .generator import (
     GeneratorPlan,
     Progress,
     fit_generator,
+    one_way_cliques,
     release_model,
     sample_rows,
     synthetic_codes,
@@ -255,7 +256,9 @@ def parse_budget_split(text: str) -> dict[str, float]:
 
 def generator_settings(config: JobConfig) -> GeneratorSettings:
     """The job's generator shape, with its plan chosen from public facts where left open."""
-    return config.generator.resolved(config.schema.domain(), config.epsilon, config.parties)
+    measured = config.schema.measured_domain()
+    ones = [cells(measured, cl) for cl in one_way_cliques(config.schema)]
+    return config.generator.resolved(config.schema.domain(), config.epsilon, config.parties, one_way_cells=ones)
 
 
 def _phase_events(config: JobConfig) -> dict[str, EventFn]:

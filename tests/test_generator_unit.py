@@ -84,7 +84,8 @@ def test_generator_plan_never_overshoots(epsilon, delta):
 def test_one_way_only_plan_has_no_selection_cost():
     one_way = GeneratorSettings(rounds=0).resolved(WIDE, 1.0, organisations=1)
     event = generator_event(30.0, 15, one_way)
-    assert len(event.events) == 1 and one_way.measurements(15) == 15
+    assert one_way.one_way_scale == 1.0  # no rounds: the 1-way round is the whole plan, at its noise
+    assert len(event.events) == 1 and event.events[0].count == 15
 
 
 def test_model_recovers_a_dependency_and_samples_a_million_rows():

@@ -302,8 +302,8 @@ class GeneratorSettings:
         scale = self.one_way_scale
         if scale is None:
             ones = list(one_way_cells) or list(domain.values())
-            candidates = [cells(domain, cl) for cl in candidate_cliques(domain, self.max_size, self.max_cells)]
-            scale = one_way_scale(ones, candidates) if rounds * per_round else 1.0
+            candidates = [[domain[c] for c in cl] for cl in candidate_cliques(domain, self.max_size, self.max_cells)]
+            scale = one_way_scale(ones, candidates, len(domain)) if rounds * per_round else 1.0
         return replace(self, rounds=rounds, per_round=per_round, profiled=profiled, one_way_scale=scale)
 
     def one_way_sigma(self, sigma: float) -> float:
@@ -354,31 +354,34 @@ class GeneratorSettings:
 MAX_ROUNDS = 40
 
 
-def one_way_scale(one_way_cells: Sequence[int], candidate_cells: Sequence[int]) -> float:
+def one_way_scale(one_way_cells: Sequence[int], candidates: Sequence[Sequence[int]], columns: int) -> float:
     """How many times noisier the 1-way round's counts are than a round's marginal: the ratio of
-    standard deviations that minimises the measurements' summed expected L1 error at a fixed zCDP
-    budget, at least 1.
+    standard deviations that minimises the workload's summed expected L1 error at a fixed zCDP
+    budget, at least 1. ``one_way_cells``: the cells of each 1-way count vector (a column, a fine
+    grid); ``candidates``: each candidate marginal's column sizes; ``columns``: the table's columns.
+    The workload is every 2-way marginal of the table, as AIM's, the benchmarks' and SDNist's are.
 
-    A count vector of ``m`` cells at noise std ``s`` (L2 sensitivity 1) costs ``1 / (2 s^2)``
-    zCDP and has expected L1 error ``m s sqrt(2 / pi)``. Minimising ``sum_i m_i s_i`` subject to
-    ``sum_i 1 / s_i^2`` fixed gives ``m_i s_i^3`` equal for every vector: a vector's std goes as
-    ``m^(-1/3)``. With one std for the whole 1-way round (one secure sum) and one for the rounds'
-    marginals, drawn from the candidates, the ratio is ``(mean candidate cells / mean 1-way
-    cells)^(1/3)``. The wide marginals that carry the table's structure then get most of the
-    budget and the 1-way round a share that shrinks as they widen, where equal noise spent about
-    half of it on 1-way vectors that every later marginal containing the column measures again
-    (AIM, McKenna et al. 2022, likewise measures its first 1-way marginals at a small fraction of
-    its budget, ``1/16`` of it).
+    A count vector of ``m`` cells at noise std ``s`` (L2 sensitivity 1) costs ``1 / (2 s^2)`` zCDP
+    and has expected L1 error ``m s sqrt(2 / pi)``. Its error enters ``w`` of the workload's
+    marginals: a measured ``k``-way marginal holds ``k (k - 1) / 2`` pairs; a column's 1-way vector
+    bounds the error of each of the ``columns - 1`` pairs that hold the column wherever no measured
+    marginal holds the pair (the total variation distance of a product is at most the sum of its
+    factors'), and a fine grid's is the only measurement of the column's values within its bins.
+    Minimising ``sum_i w_i m_i s_i`` subject to ``sum_i 1 / s_i^2`` fixed gives ``w_i m_i s_i^3``
+    equal for every vector. With one std for the whole 1-way round (one secure sum) and one for
+    the rounds' marginals, drawn from the candidates, the ratio is ``(mean over candidates of
+    w m / mean over 1-way vectors of (columns - 1) m)^(1/3)``.
 
     Only public facts enter (the schema's domain sizes and the plan's candidate bounds), so the
     plan, and the event every guard judges before round 1, is fixed and public. At least 1: no
     count is measured with less noise than the plan's ``sigma``, the noise multiplier the guards
     check against their floor.
     """
-    if not one_way_cells or not candidate_cells:
+    if len(one_way_cells) == 0 or len(candidates) == 0 or columns < 2:
         return 1.0
-    ratio = float(np.mean(candidate_cells)) / float(np.mean(one_way_cells))
-    return max(1.0, ratio ** (1.0 / 3.0))
+    one_way = (columns - 1) * float(np.mean(one_way_cells))
+    rounds = float(np.mean([math.comb(len(sizes), 2) * math.prod(sizes) for sizes in candidates]))
+    return max(1.0, (rounds / one_way) ** (1.0 / 3.0))
 
 
 def generator_event(

@@ -12,29 +12,33 @@ from fedsynth.common.generator import GeneratorSettings, generator_event, one_wa
 from fedsynth.common.schema import Schema
 
 
-def test_the_scale_is_the_cube_root_of_the_mean_cells_ratio_and_never_below_one():
-    assert one_way_scale([2, 2], [16, 16]) == pytest.approx(2.0)
-    assert one_way_scale([3, 5], [27 * 4]) == pytest.approx(3.0)
-    assert one_way_scale([100], [10, 20]) == 1.0  # wider 1-way vectors than candidates: no less noise than sigma
-    assert one_way_scale([], [10]) == 1.0 and one_way_scale([10], []) == 1.0
+def test_the_scale_is_the_cube_root_of_the_workload_weighted_cells_ratio_and_never_below_one():
+    # 3 columns: a 1-way vector bounds 2 pairs; a 2-way candidate holds 1 pair, a 3-way 3.
+    assert one_way_scale([2, 2, 2], [[4, 8]], columns=3) == pytest.approx(2.0)  # (32 / (2 x 2))^(1/3)
+    assert one_way_scale([3, 5], [[9, 12], [3, 3, 12]], columns=3) == pytest.approx(3.0)  # mean(108, 324) / 8 = 27
+    assert one_way_scale([100], [[10, 2]], columns=15) == 1.0  # 1-way vectors weigh more: no less noise than sigma
+    assert one_way_scale([], [[10, 2]], 3) == 1.0 and one_way_scale([10], [], 3) == 1.0 and one_way_scale([4], [[4]], 1) == 1.0
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_the_scale_minimises_the_summed_l1_error_at_a_fixed_zcdp_budget(seed):
+def test_the_scale_minimises_the_workload_l1_error_at_a_fixed_zcdp_budget(seed):
     rng = np.random.default_rng(seed)
-    ones = rng.integers(2, 100, rng.integers(3, 30)).tolist()
-    rounds = rng.integers(50, 2000, rng.integers(5, 40)).tolist()
+    columns = int(rng.integers(4, 30))
+    ones = rng.integers(2, 100, columns + int(rng.integers(0, 4))).tolist()  # some fine grids too
+    rounds = [rng.integers(2, 20, int(rng.integers(2, 4))).tolist() for _ in range(int(rng.integers(5, 40)))]
+    one_way_weight = (columns - 1) * sum(ones)
+    round_weight = sum(len(r) * (len(r) - 1) / 2 * np.prod(r) for r in rounds)
     budget = 0.01  # zCDP rho of all the count vectors together
 
     def l1(log_ratio: float) -> float:
-        """Summed expected L1 error (up to sqrt(2/pi)) when 1-way noise is exp(log_ratio) x the rounds'."""
+        """Workload-weighted L1 error (up to sqrt(2/pi)) when 1-way noise is exp(log_ratio) x the rounds'."""
         ratio = np.exp(log_ratio)
         # len(ones) / (2 (r s)^2) + len(rounds) / (2 s^2) = budget
         sigma = np.sqrt((len(ones) / ratio**2 + len(rounds)) / (2 * budget))
-        return sum(ones) * ratio * sigma + sum(rounds) * sigma
+        return one_way_weight * ratio * sigma + round_weight * sigma
 
     best = np.exp(minimize_scalar(l1, bounds=(-5, 5), method="bounded", options={"xatol": 1e-8}).x)
-    assert one_way_scale(ones, rounds) == pytest.approx(max(best, 1.0), rel=1e-4)
+    assert one_way_scale(ones, rounds, columns) == pytest.approx(max(best, 1.0), rel=1e-4)
 
 
 WIDE = {f"c{i}": 5 + i for i in range(15)}
@@ -42,7 +46,7 @@ WIDE = {f"c{i}": 5 + i for i in range(15)}
 
 def test_the_plan_charges_the_one_way_round_at_its_own_noise_and_never_overshoots():
     settings = GeneratorSettings().resolved(WIDE, 1.0, organisations=5)
-    assert settings.one_way_scale > 1.5  # candidates of ~1000 cells against 1-way vectors of ~12
+    assert settings.one_way_scale > 1.5  # candidates of ~1000 cells (and 2 or 3 pairs) against 1-way vectors of ~12 (14 pairs)
     plan = plan_noise({"g": lambda s: generator_event(s, 15, settings)}, {"g": 1.0}, 1.0, 1e-9)
     sigma = plan.noise_multipliers["g"]
     event = generator_event(sigma, 15, settings)
@@ -73,7 +77,7 @@ def test_a_run_adds_and_records_the_planned_one_way_noise_within_its_epsilon(tmp
                           "c": np.where(rng.random(a.size) < 0.3, "x", "y")})
     model, plan, ledger = fit_three(SCHEMA, table, tmp_path)
     settings, sigma = plan.generator.settings, plan.generator.sigma
-    assert settings.one_way_scale == pytest.approx(one_way_scale([6, 8, 2], [48, 12, 16, 96]))
+    assert settings.one_way_scale == pytest.approx(one_way_scale([6, 8, 2], [[6, 8], [6, 2], [8, 2], [6, 8, 2]], 3))
     ones = [m for m in model.measurements if len(m.clique) == 1]
     pairs = [m for m in model.measurements if len(m.clique) > 1 and m.clique[0] != "__organisation__"]
     assert len(ones) == 3 and pairs

@@ -9,8 +9,9 @@ Design and privacy argument
   replaced row when the job caps each organisation's rows: ``common.rounds``), recorded with
   the survivors' actual noise.
 * **1-way round.** Its count vectors are measured at ``one_way_scale`` times the rounds' noise
-  (``common.generator.one_way_scale``: the ratio that minimises the measurements' summed L1
-  error, from public domain sizes), one Skellam mechanism in the plan like every count.
+  (``common.generator.one_way_scale``: the ratio that minimises the 2-way workload's summed L1
+  error at a fixed budget, from public domain sizes; at least 1), one Skellam mechanism of
+  sensitivity 1 per count vector in the plan every guard judges, like every count.
 * **Fine grids.** The 1-way round also measures each fine grid's 1-way marginal (a column's public
   ``fine`` cells: ``Schema.measured_domain``), one more count vector per such column, a Skellam
   mechanism of sensitivity 1 like every count, in the plan that every guard judges. The model gets

@@ -182,6 +182,13 @@ def add_discover_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
 
 
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", type=Path, help="the release directory")
+    parser.add_argument("--out", type=Path, default=None, help="the HTML file (default: RELEASE/report.html)")
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="the job's schema, when the release holds none (default: RELEASE/schema.yaml)")
+
+
 def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", type=Path, help="the release directory (synthetic.csv, privacy.json)")
     parser.add_argument("--real", type=Path, required=True, help="this organisation's own rows (CSV)")
@@ -280,8 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
         "statement in plain words with the budget per round, the synthetic rows against the noisy "
         "measurements, and the job's definition, schema and versions (post-processing: no privacy cost).",
     )
-    from .server.report import add_report_options
-
     add_report_options(report)
     report.set_defaults(func=_report)
 

@@ -269,14 +269,17 @@ def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: Generato
                      labels=options.labels_for(ds, split), generator=settings)
 
 
-def central(config: JobConfig, train: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1)."""
+def central(config: JobConfig, train: pd.DataFrame, by_column: str) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1);
+    its rows, the ledger's epsilon and which of its marginals hold ``by_column`` (no release: the
+    model's own measurements)."""
     plan = plan_job(config)
     ledger = Ledger(config.out / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
     agg = CentralAggregator([Organisation("pooled", lambda _schema: train, accepts=config.schema)], ledger, seed=config.seed)
     model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
     frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
-    return config.schema.encode(frame), frame, {"spent": ledger.epsilon().epsilon}
+    selected = split_column_marginals(config.schema, [m.clique for m in model.measurements], by_column)
+    return config.schema.encode(frame), frame, {"spent": ledger.epsilon().epsilon, **selected}
 
 
 def federated(config: JobConfig, ds: Dataset, split: str) -> tuple[np.ndarray, pd.DataFrame, dict]:
@@ -311,7 +314,7 @@ def generate(ds: Dataset, epsilon: float, split: str, settings: GeneratorSetting
     with tempfile.TemporaryDirectory() as tmp:
         if split == "central":  # two nominal parties only to pass JobConfig's t < parties: t = 1
             config = job(ds, epsilon, 2, Path(tmp), replace(settings, organisation_column=False), options, split)
-            return central(config, ds.train)
+            return central(config, ds.train, ds.by_column)
         name = f"{ds.key}-eps{epsilon:g}-{split.replace(':', '')}-{options.labels_for(ds, split)}-seed{options.seed}"
         out = (options.keep if options.keep is not None else Path(tmp)) / name
         return federated(job(ds, epsilon, ds.parties, out, settings, options, split), ds, split_spec(ds, split))

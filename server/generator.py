@@ -33,7 +33,11 @@ Design and privacy argument
   1. *Votes.* Each organisation scores every candidate by the L1 error between its own
      marginal and the model's view sent to it (the model conditioned on that organisation
      when the model has the organisation column: a column on which organisations differ then
-     does not look badly fitted from every one of them), minus its share of AIM's penalty,
+     does not look badly fitted from every one of them; and taken given the candidate's most
+     different such column, weighted by the organisation's own counts of it, so that the
+     profile's noise, which blurs the model's idea of how the organisation spreads over that
+     column, is not charged to every candidate holding it: ``marginals.local_errors``, whose
+     sensitivity this leaves at 2 rows), minus its share of AIM's penalty,
      which it computes itself, and draws ``k`` candidates by the exponential mechanism, sampled
      exactly in integers (``common.vote``). A record influences only its own organisation's
      draw: by parallel composition the round costs one organisation's ``k`` mechanisms. The

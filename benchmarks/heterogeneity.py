@@ -244,9 +244,10 @@ def with_parties(ds: Dataset, parties: int | None) -> Dataset:
         return ds
     values = ds.train[ds.by_column].nunique()
     shared = parties > values and parties % values == 0
-    note = (f"{parties} organisations: by-column shares each {ds.by_column} value's rows among {parties // values}"
-            if shared else f"{parties} organisations (the dataset's default: {ds.parties})")
-    return replace(ds, parties=parties, notes=ds.notes + (note,))
+    note = (f"by-column: each {ds.by_column} value's rows shared at random by {parties // values} of the "
+            f"{parties} organisations" if shared else f"{parties} organisations (the dataset's default: {ds.parties})")
+    others = tuple(n for n in ds.notes if not (shared and n.startswith("by-column:")))
+    return replace(ds, parties=parties, notes=others + (note,))
 
 
 @dataclass(frozen=True)

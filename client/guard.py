@@ -26,7 +26,8 @@ any data is read or anything is sent:
   node's mask seed and its private key.
 * ``model-marginals``: a selection or scores round with other arrays than one model view, or a
   view that does not match its candidates, has a value outside ``[0, MAX_VIEW_VALUE]`` or a
-  candidate's marginal of total 0. ``vote-range``: a vote whose ``epsilon``, ``k`` or
+  candidate's marginal of total 0, or a ``given`` that is not a list of the schema's columns
+  (the columns errors are taken given: any such list keeps the sensitivity). ``vote-range``: a vote whose ``epsilon``, ``k`` or
   ``penalty_std`` is not a number within the public bounds of ``common.vote``. The
   organisation computes its errors in integers on a public grid from any such view and its
   penalties itself, and draws its vote exactly, so a score's sensitivity
@@ -227,6 +228,13 @@ class Guard:
             raise self._refused("model-marginals", f"model marginals must lie in [0, {MAX_VIEW_VALUE:.0f}]")
         if any(block.sum() <= 0 for block in np.split(view, np.cumsum(sizes)[:-1])):
             raise self._refused("model-marginals", "every candidate's model marginal needs a positive total")
+        given = request.get("given", "[]")
+        try:
+            names = json.loads(str(given))
+        except ValueError:
+            names = None
+        if not (isinstance(names, list) and all(isinstance(n, str) and n in domain for n in names)):
+            raise self._refused("model-marginals", "'given' must be a JSON list of the schema's column names")
         if request["task"] == "select":
             self._check_vote_range(request, len(candidates))
 

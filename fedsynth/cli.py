@@ -125,7 +125,8 @@ def simulation_options() -> tuple[Option, ...]:
         Option("schema", Path, bundled("adult.schema.yaml"), "public schema of the table",
                default_text="the bundled Adult schema"),
         Option("split", str, "iid", "how the table is split into parties: iid | dirichlet:ALPHA (label "
-               "skew) | by-column:COL"),
+               "skew) | by-column:COL (each value of COL to one party; with parties a multiple of its values, each "
+               "value's rows shared by parties / values)"),
         Option("out", Path, Path("release"), "release directory"),
         Option("ledger", Path, None, "the federation's privacy ledger, shared by its jobs",
                default_text="a fresh one inside the release"),

@@ -138,3 +138,13 @@ def test_a_marginal_beyond_the_public_cell_cap_fails_the_same_for_an_empty_and_a
     for codes in (np.zeros((0, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64)):
         with pytest.raises(ValueError, match="more than 16777216 cells"):
             marginal(codes, ["a"], domain, clique)
+
+
+def test_a_marginal_of_no_column_fails_the_same_for_an_empty_and_a_full_table():
+    """A coordinator's empty clique was counted as [0] on an empty table and failed on a table
+    with rows; a failed vote is answered uniformly, so the two told themselves apart."""
+    from fedsynth.common.marginals import marginal
+
+    for codes in (np.zeros((0, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64)):
+        with pytest.raises(ValueError, match="at least one column"):
+            marginal(codes, ["a"], {"a": 16}, ())

@@ -72,13 +72,13 @@ class RequestRefused(RuntimeError):
     """The organisation will not answer this request; the message is public (see :func:`refusal`)."""
 
 
-
 def layouts(request: Mapping[str, Any], domain: Mapping[str, int]) -> list[Layout]:
     """Each candidate's layout for ``local_errors``: its error is taken given the first column of
     the request's public ``given`` list (the columns on which organisations differ, most first)
     that it holds."""
     given = json.loads(str(request.get("given", "[]")))
     return [layout(clique, domain, given) for clique in cliques_from_json(str(request["cliques"]))]
+
 
 def refusal(org: str, rule: str, public: str = "") -> str:
     """The one form of a refusal that may leave the organisation: its name, a rule, public facts."""

@@ -75,6 +75,9 @@ class Ports:
             raise DeployError(f"ports overlap: {sorted(p for p, _ in wanted)} (choose other {', '.join(o for _, o in wanted[:3])})")
         for port, option in wanted:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                # As the servers themselves bind: a port that the last run's connections hold
+                # in TIME_WAIT is free, one that something listens on is not.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:

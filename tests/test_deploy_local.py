@@ -9,8 +9,9 @@ left behind. Each organisation's guard must have admitted and recorded exactly t
 rounds, which `fedsynth client --check` reads back from its ledger; its daemon's log shows
 the daemon checked its table and guard before it joined.
 
-The fast test: a port already taken is refused before anything starts (exit 2, the port and
-its option named).
+The fast tests: a port already taken is refused before anything starts (exit 2, the port and
+its option named); a port that only the last run's closed connections hold (TIME_WAIT) is not,
+so the command runs again at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 from deployment import BIN, Processes, free_ports
 
 from fedsynth.common.accounting import Ledger
+from fedsynth.server.deploy_local import Ports
 
 REPO = Path(__file__).resolve().parents[1]
 ADULT = REPO / "fedsynth" / "data" / "adult.csv"
@@ -119,3 +121,20 @@ def test_a_port_already_taken_is_refused_before_anything_starts(tmp_path):
     assert done.returncode == 2, done.stderr
     assert f"port {api} on 127.0.0.1 is taken (choose another with --coordinator-port)" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_port_held_only_by_a_closed_connection_is_free(tmp_path):
+    """The server side closes first, so its end of the connection stays in TIME_WAIT on the port."""
+    link, api, node = free_ports(3)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's servers bind
+        listener.bind(("127.0.0.1", node))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", node)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            client.recv(1)
+    with socket.socket() as plain:
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", node))  # what the check did before: refused for a minute
+    Ports(superlink=link, coordinator=api, first_node=node).check_free(1)

@@ -16,6 +16,13 @@ published, rows included, is a statistic of one organisation.
 Rows are drawn by ancestral sampling along the model's junction tree: each column from its
 distribution given its already-drawn neighbours (:func:`conditionals`, computed once per fit),
 vectorised over rows with one ``searchsorted`` per column, so a million rows take seconds.
+Within each configuration of a column's parents the draw is systematic (one uniform offset for
+the configuration's rows, taken in a random order): each row's value is distributed as the
+model says, and a configuration held by ``m`` rows gives each value ``floor`` or ``ceil`` of
+``m`` times its probability, where independent draws would scatter the counts by about
+``sqrt(m p)``. On the whole Adult table, independent draws of the real rows alone are 0.0165
+from them in mean 2-way TVD, a third of a federated release's error: the sample's own noise is
+not the model's, and this removes most of it (``mbi``'s ``synthetic_data`` rounds for the same reason).
 
 The model runs in float64 (``jax_enable_x64``), as ``mbi`` advises from 100,000 rows on:
 float32 mirror descent stalls on large counts.
@@ -77,10 +84,26 @@ class Conditional:
     cdf: np.ndarray
 
     def draw(self, parents: Sequence[np.ndarray], rows: int, rng: np.random.Generator) -> np.ndarray:
-        """One value for each of ``rows`` rows, given the parents' codes (one array per parent)."""
+        """One value for each of ``rows`` rows, given the parents' codes (one array per parent).
+
+        Systematic within each parent configuration ``k``: its ``m`` rows, in a random order,
+        take the quantiles ``(rank + U_k) / m`` of the column's distribution given ``k``, with one
+        uniform ``U_k`` per configuration. A row's quantile is uniform on [0, 1), so its value
+        has the model's distribution; the configuration's counts are within one of ``m`` times
+        each value's probability."""
         k = np.ravel_multi_index(tuple(parents), self.shape) if self.parents else np.zeros(rows, dtype=np.int64)
-        position = np.searchsorted(self.cdf, k + rng.random(rows), side="right")
-        return np.clip(position - k * self.size, 0, self.size - 1)
+        order = np.lexsort((rng.random(rows), k))  # by configuration, at random within one
+        by_config = k[order]
+        first = np.ones(rows, dtype=bool)
+        first[1:] = by_config[1:] != by_config[:-1]
+        config = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.r_[starts, rows])
+        quantile = (np.arange(rows) - starts[config] + rng.random(len(starts))[config]) / sizes[config]
+        position = np.searchsorted(self.cdf, by_config + quantile, side="right")
+        values = np.empty(rows, dtype=np.int64)
+        values[order] = np.clip(position - by_config * self.size, 0, self.size - 1)
+        return values
 
 
 def conditionals(model: mbi.MarkovRandomField) -> list[Conditional]:

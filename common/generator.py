@@ -20,9 +20,9 @@ Within each configuration of a column's parents the draw is systematic (one unif
 the configuration's rows, taken in a random order): each row's value is distributed as the
 model says, and a configuration held by ``m`` rows gives each value ``floor`` or ``ceil`` of
 ``m`` times its probability, where independent draws would scatter the counts by about
-``sqrt(m p)``. On the whole Adult table, independent draws of the real rows alone are 0.0165
-from them in mean 2-way TVD, a third of a federated release's error: the sample's own noise is
-not the model's, and this removes most of it (``mbi``'s ``synthetic_data`` rounds for the same reason).
+``sqrt(m p)`` (``mbi``'s ``synthetic_data`` rounds for the same reason). Post-processing; on one
+fitted model it lowers the mean 2-way TVD by 3% (Adult) to 4% (ACS MA):
+``benchmarks/sampling_noise.py``.
 
 The model runs in float64 (``jax_enable_x64``), as ``mbi`` advises from 100,000 rows on:
 float32 mirror descent stalls on large counts.
@@ -92,7 +92,7 @@ class Conditional:
         has the model's distribution; the configuration's counts are within one of ``m`` times
         each value's probability."""
         k = np.ravel_multi_index(tuple(parents), self.shape) if self.parents else np.zeros(rows, dtype=np.int64)
-        order = np.lexsort((rng.random(rows), k))  # by configuration, at random within one
+        order = np.argsort(k + rng.random(rows))  # by configuration, at random within one
         by_config = k[order]
         first = np.ones(rows, dtype=bool)
         first[1:] = by_config[1:] != by_config[:-1]

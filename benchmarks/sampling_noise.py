@@ -71,10 +71,10 @@ def main() -> None:
     generator.Conditional.draw = systematic
     shown = [f for f in FIGURES if f in results[name][0]]
     print(f"{ds.title}: {args.release}; {len(ds.train):,} rows per sample, {args.seeds} seeds; mean (each seed)")
-    print(f"{'draws':<24}" + "".join(f"{f:>26}" for f in shown))
+    print(f"{'draws':<24}" + "".join(f"{f:>30}" for f in shown))
     for name, rows in results.items():
         cells = [f"{np.mean([r[f] for r in rows]):.4g} ({' '.join(f'{r[f]:.4g}' for r in rows)})" for f in shown]
-        print(f"{name:<24}" + "".join(f"{c:>26}" for c in cells))
+        print(f"{name:<24}" + "".join(f"{c:>30}" for c in cells))
     base, new = (np.mean([r["tvd2"] for r in rows]) for rows in results.values())
     print(f"TVD2 systematic / independent: {new / base:.3f}")
 

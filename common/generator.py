@@ -301,15 +301,15 @@ class GeneratorSettings:
         """The settings with the plan fixed from public facts: ``rounds`` and ``per_round``
         where they are None, and the columns of the organisations' profile.
 
-        AIM measures more marginals where the budget allows; so does this plan: about one
-        selected marginal per column at epsilon 1, growing with ``log(1 + epsilon)``, measured
+        AIM measures more marginals where the budget allows; so does this plan: about 1.6
+        selected marginals per column at epsilon 1, growing with ``log(1 + epsilon)``, measured
         ``per_round`` at a time (one per 6 columns, at least 2) so that a wide table does not
         need many more secure rounds. With several organisations and ``organisation_column``,
         every column of at most ``profile_max_values`` values is profiled per organisation.
         """
         num_columns = len(domain)
         per_round = self.per_round or min(max(2, math.ceil(num_columns / 6)), MAX_VOTE_K)
-        selections = num_columns * (0.5 + 0.75 * math.log1p(epsilon))
+        selections = num_columns * (0.8 + 1.2 * math.log1p(epsilon))
         rounds = self.rounds if self.rounds is not None else int(np.clip(round(selections / per_round), 2, MAX_ROUNDS))
         profiled = ()
         if self.organisation_column and organisations > 1:

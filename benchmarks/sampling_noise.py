@@ -69,7 +69,7 @@ def main() -> None:
         generator.Conditional.draw = draw
         results[name] = scores(release, scorer, args.seeds)
     generator.Conditional.draw = systematic
-    shown = [f for f in FIGURES if f in results[name][0]]
+    shown = [f for f in FIGURES if f in next(iter(results.values()))[0]]
     print(f"{ds.title}: {args.release}; {len(ds.train):,} rows per sample, {args.seeds} seeds; mean (each seed)")
     print(f"{'draws':<24}" + "".join(f"{f:>30}" for f in shown))
     for name, rows in results.items():

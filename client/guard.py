@@ -25,7 +25,8 @@ any data is read or anything is sent:
   fewer than ``t`` active nodes (:func:`verify_unmask`): answering it could reveal both a
   node's mask seed and its private key.
 * ``model-marginals``: a selection or scores round with other arrays than one model view, a
-  candidate that is not a non-empty list of the schema's columns, or a view that does not match
+  candidate that is not a non-empty list of distinct schema columns of at most
+  ``MAX_MARGINAL_CELLS`` cells, or a view that does not match
   its candidates, has a value outside ``[0, MAX_VIEW_VALUE]`` or a
   candidate's marginal of total 0, or a ``given`` that is not a list of the schema's columns
   (the columns errors are taken given: any such list keeps the sensitivity). ``vote-range``: a vote whose ``epsilon``, ``k`` or
@@ -66,7 +67,7 @@ from dp_accounting import DpEvent
 
 from .organisation import RequestRefused, refusal
 from ..common.accounting import BudgetExceeded, Ledger
-from ..common.marginals import MAX_VIEW_VALUE, cells
+from ..common.marginals import MAX_MARGINAL_CELLS, MAX_VIEW_VALUE, cells
 from ..common.rounds import TASKS, ScaleRefused, ledger_phase, read_plan, round_event, sensitivity
 from ..common.schema import Schema
 from ..common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
@@ -240,6 +241,9 @@ class Guard:
         candidates = _json_or_none(request["cliques"])
         if not (isinstance(candidates, list) and all(_names_in(c, domain) and c for c in candidates)):
             raise self._refused("model-marginals", "candidates must be non-empty JSON lists of the schema's column names")
+        if any(len(set(c)) != len(c) or cells(domain, tuple(c)) > MAX_MARGINAL_CELLS for c in candidates):
+            raise self._refused("model-marginals", f"a candidate names each column once and has at most "
+                                f"{MAX_MARGINAL_CELLS} cells")
         return [tuple(c) for c in candidates]
 
     def _check_vote_range(self, request: Mapping[str, Any], candidates: int) -> None:

@@ -37,13 +37,15 @@ def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int
     """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes), counted
     ``CHUNK_ROWS`` rows at a time. A clique of no column or of more than
     :data:`MAX_MARGINAL_CELLS` cells (the coordinator chooses cliques) fails before any row is
-    read, so the failure is the same for every table and says nothing about the rows."""
+    read, so the failure is the same for every table and says nothing about the rows. So does a
+    shape that numpy cannot index (too many columns): the index is tried on no row first."""
     idx = [list(columns).index(c) for c in clique]
     shape = tuple(domain[c] for c in clique)
     if not clique:
         raise ValueError("a marginal needs at least one column")
     if cells(domain, clique) > MAX_MARGINAL_CELLS:
         raise ValueError(f"a marginal of {len(clique)} columns has more than {MAX_MARGINAL_CELLS} cells")
+    np.ravel_multi_index(tuple(np.zeros(0, dtype=np.int64) for _ in shape), shape)
     counts = np.zeros(cells(domain, clique), dtype=np.int64)
     for start in range(0, len(codes), CHUNK_ROWS):
         part = codes[start : start + CHUNK_ROWS]

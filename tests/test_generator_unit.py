@@ -196,3 +196,12 @@ def test_a_row_drawn_with_others_still_has_the_model_distribution():
     keep = expected > 0
     assert observed[~keep].sum() == 0
     assert stats.chisquare(observed[keep], expected[keep]).pvalue > 1e-3
+
+
+def test_a_clique_numpy_cannot_index_fails_the_same_for_an_empty_and_a_full_table():
+    """64 copies of a one-code column: 1 cell, but more dimensions than numpy indexes. Once it
+    failed only when a row was counted, so an empty table answered and a table with a row did not."""
+    domain = {"one": 1}
+    for codes in (np.zeros((0, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64)):
+        with pytest.raises(ValueError):
+            marginal(codes, ["one"], domain, ("one",) * 64)

@@ -394,6 +394,8 @@ REFUSED = {
     "given-nested-too-deeply": ({"given": "[" * 100_000 + "]" * 100_000}, [_view()], "model-marginals"),
     "empty-candidate": ({"cliques": json.dumps([[], list(A)])}, [np.ones(1 + cells(DOMAIN, A))], "model-marginals"),
     "candidate-unknown-column": ({"cliques": json.dumps([["sex", "nope"], list(A)])}, [_view()], "model-marginals"),
+    "candidate-repeats-a-column": ({"cliques": json.dumps([["sex", "sex"], list(A)])},
+                                   [np.ones(4 + cells(DOMAIN, A))], "model-marginals"),
     "candidate-as-text": ({"cliques": json.dumps(["sex", list(A)])}, [np.ones(2 + cells(DOMAIN, A))], "model-marginals"),
     "candidates-nested-too-deeply": ({"cliques": "[" * 100_000 + "]" * 100_000}, [_view()], "model-marginals"),
     "epsilon-0": ({"epsilon": 0.0}, [_view()], "vote-range"),

@@ -18,7 +18,8 @@ CLI's entry point: Flower simulation, real SecAgg+, ``--labels`` (default the ge
 is the CLI's default path, teacher and student), seed ``--seed``, t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
-synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
+synthetic rows, tested on the real held-out 20%; Adult; ``--json`` also holds TVD2 over the 14 pairs with the
+label and over the other pairs), rule violations (rows flagged by
 ``schema.rule_violations``) and, for ACS, NIST SDNist 2.4's own k-marginal, pmse and
 inconsistent records (SDNist's code in its own virtualenv: ``sdnist.py``; ``--no-sdnist`` skips it),
 the marginals measured after the 1-way round that hold the by-column split's column (PUMA, occupation),
@@ -29,7 +30,7 @@ MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--seed N] [--parties N] \\
+        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--budget-split S] [--seed N] [--parties N] \\
         [--keep DIR] [--data-root DIR] [--json OUT] [--quick] [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
 """
 
@@ -58,7 +59,7 @@ from fedsynth.common.metrics import all_cliques, mean_tvd, random_cliques, tstr_
 from fedsynth.common.schema import Schema
 from fedsynth.server.central import CentralAggregator
 from fedsynth.server.generator import fit_generator, one_way_cliques, sample_rows
-from fedsynth.server.job import JobConfig, plan_job
+from fedsynth.server.job import JobConfig, parse_budget_split, plan_job
 from fedsynth.simulations.main import simulate
 from fedsynth.simulations.split import split_table
 
@@ -149,6 +150,9 @@ class Scorer:
         }
         if ds.test is not None:
             row["auc_hgb"] = tstr_auc(frame, ds.test, LABEL, POSITIVE, "hgb")
+            for name, with_label in (("tvd2_label_pairs", True), ("tvd2_other_pairs", False)):
+                pairs = [clique for clique in self.cliques2 if (LABEL in clique) == with_label]
+                row[name] = mean_tvd(self.real, codes, domain, pairs)
         if ds.group is not None:
             row["k_marginal"], per_group = k_marginal(self.real, codes, domain, ds.group)
             row["k_marginal_worst"] = min(per_group.values())
@@ -257,6 +261,7 @@ class Options:
     labels: str = "generator"  # the central run always labels with the generator (it has no teacher)
     seed: int = 0
     keep: Path | None = None  # a folder for every federated release (None: thrown away)
+    budget_split: str | None = None  # the phases' shares with a teacher (None: the job's default)
 
     def labels_for(self, ds: Dataset, split: str) -> str:
         """A federated run's labels; the generator's for the central run and a table with no label."""
@@ -265,9 +270,10 @@ class Options:
 
 def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings, options: Options,
         split: str) -> JobConfig:
+    split_option = {} if options.budget_split is None else {"budget_split": parse_budget_split(options.budget_split)}
     return JobConfig(schema=ds.schema, parties=parties, epsilon=epsilon, delta=ds.delta, out=out,
                      min_survivors=parties - 1, rows=len(ds.train), seed=options.seed,
-                     labels=options.labels_for(ds, split), generator=settings)
+                     labels=options.labels_for(ds, split), generator=settings, **split_option)
 
 
 def central(config: JobConfig, train: pd.DataFrame, by_column: str) -> tuple[np.ndarray, pd.DataFrame, dict]:
@@ -480,6 +486,9 @@ def main() -> None:
                         help="labels of the federated runs (sample: the default path, a DP teacher and its "
                         "student; the central run always uses the generator's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the federated jobs")
+    parser.add_argument("--budget-split", default=None,
+                        help="the federated runs' shares of the budget with a teacher (--labels sample or argmax), "
+                        "as fedsynth's --budget-split, e.g. generator=0.8,teacher=0.2 (default: the job's)")
     parser.add_argument("--parties", type=int, default=None,
                         help="organisations of the federated runs (default: the dataset's, ACS 5 and Adult 10); "
                         "by-column with more organisations than the column's values shares each value among "
@@ -507,7 +516,7 @@ def main() -> None:
                 sdnist = sdnist_judge(ds, args.sdnist_root, args.sdnist_cache)
             except SdnistUnavailable as exc:
                 sys.exit(f"heterogeneity.py: {exc}; or pass --no-sdnist")
-        options = Options(args.labels, args.seed, args.keep)
+        options = Options(args.labels, args.seed, args.keep, args.budget_split)
         results[key] = run_dataset(ds, epsilons, args.splits.split(","), settings, options, sdnist)
     print("\nTargets (issues 12 and 23)" + (" (quick configuration: for the full run only)" if args.quick else ""))
     verdicts = [judge(t, results) for t in TARGETS]

@@ -7,7 +7,8 @@ Datasets (from ``--data-root``, default the ``shared/data`` folder beside the re
   and TSTR; ``age`` and ``hours-per-week`` declared as binned integers with a fine grid of every
   code (:data:`ADULT_ORDINAL`), every figure on the 14 columns' own codes;
 * ACS MA2019: the NIST excerpt with ``tests/data/acs_ma2019.schema.yaml``, delta 1e-6,
-  5 organisations (one per PUMA in the by-column split); no label, so the Dirichlet skew is on
+  5 organisations (one per PUMA in the by-column split; ``--parties 20``: each PUMA's rows shared by 4,
+  issue 23's 20-organisation case); no label, so the Dirichlet skew is on
   PINCP_DECILE (the income rank, Adult's label's counterpart) and there is no TSTR.
 
 At each epsilon, every split is generated with synthetic rows = real rows: ``central`` (the
@@ -17,16 +18,19 @@ CLI's entry point: Flower simulation, real SecAgg+, ``--labels`` (default the ge
 is the CLI's default path, teacher and student), seed ``--seed``, t = parties - 1). Each row reports: the epsilon spent (privacy.json; the ledger for central),
 wall time, mean TVD over all 2-way marginals and over 200 fixed-seed 3-way marginals, TVD2 as a
 ratio of the central and of the IID run's, TSTR AUC (HistGradientBoosting, trained on the
-synthetic rows, tested on the real held-out 20%; Adult), rule violations (rows flagged by
+synthetic rows, tested on the real held-out 20%; Adult; ``--json`` also holds TVD2 over the 14 pairs with the
+label and over the other pairs), rule violations (rows flagged by
 ``schema.rule_violations``) and, for ACS, NIST SDNist 2.4's own k-marginal, pmse and
-inconsistent records (SDNist's code in its own virtualenv: ``sdnist.py``; ``--no-sdnist`` skips it)
+inconsistent records (SDNist's code in its own virtualenv: ``sdnist.py``; ``--no-sdnist`` skips it),
+the marginals measured after the 1-way round that hold the by-column split's column (PUMA, occupation),
+read from the release's ``measurements.json``, as "held / measured" (how much selection spends on it)
 next to the benchmark's own k-marginal (our numpy reimplementation of SDNist 2.x's PUMA-grouped
 definition, on the schema's codes: see ``k_marginal``; labelled "own"). For scale, the same figures for real
 MA2018 against MA2019 and for independent 1-way marginals (exact, no noise), then the
 issue's targets with met / missed.
 
     python benchmarks/heterogeneity.py [--datasets adult,acs] [--epsilons 1,3] \\
-        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--seed N] \\
+        [--splits central,iid,dirichlet:0.5,by-column] [--labels generator|sample|argmax] [--budget-split S] [--seed N] [--parties N] \\
         [--keep DIR] [--data-root DIR] [--json OUT] [--quick] [--no-sdnist] [--sdnist-root DIR] [--sdnist-cache DIR]
 """
 
@@ -54,8 +58,8 @@ from fedsynth.common.marginals import marginal
 from fedsynth.common.metrics import all_cliques, mean_tvd, random_cliques, tstr_auc
 from fedsynth.common.schema import Schema
 from fedsynth.server.central import CentralAggregator
-from fedsynth.server.generator import fit_generator, sample_rows
-from fedsynth.server.job import JobConfig, plan_job
+from fedsynth.server.generator import fit_generator, one_way_cliques, sample_rows
+from fedsynth.server.job import JobConfig, parse_budget_split, plan_job
 from fedsynth.simulations.main import simulate
 from fedsynth.simulations.split import split_table
 
@@ -146,6 +150,9 @@ class Scorer:
         }
         if ds.test is not None:
             row["auc_hgb"] = tstr_auc(frame, ds.test, LABEL, POSITIVE, "hgb")
+            for name, with_label in (("tvd2_label_pairs", True), ("tvd2_other_pairs", False)):
+                pairs = [clique for clique in self.cliques2 if (LABEL in clique) == with_label]
+                row[name] = mean_tvd(self.real, codes, domain, pairs)
         if ds.group is not None:
             row["k_marginal"], per_group = k_marginal(self.real, codes, domain, ds.group)
             row["k_marginal_worst"] = min(per_group.values())
@@ -235,6 +242,18 @@ def load_acs(folder: Path, quick: bool) -> Dataset:
 LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {"adult": load_adult, "acs": load_acs}
 
 
+def with_parties(ds: Dataset, parties: int | None) -> Dataset:
+    """``ds`` federated among ``parties`` organisations (None: its own number)."""
+    if parties is None or parties == ds.parties:
+        return ds
+    values = ds.train[ds.by_column].nunique()
+    shared = parties > values and parties % values == 0
+    note = (f"by-column: each {ds.by_column} value's rows shared at random by {parties // values} of the "
+            f"{parties} organisations" if shared else f"{parties} organisations (the dataset's default: {ds.parties})")
+    others = tuple(n for n in ds.notes if not (shared and n.startswith("by-column:")))
+    return replace(ds, parties=parties, notes=others + (note,))
+
+
 @dataclass(frozen=True)
 class Options:
     """How the federated runs label their rows, their seed, and where their releases are kept."""
@@ -242,6 +261,7 @@ class Options:
     labels: str = "generator"  # the central run always labels with the generator (it has no teacher)
     seed: int = 0
     keep: Path | None = None  # a folder for every federated release (None: thrown away)
+    budget_split: str | None = None  # the phases' shares with a teacher (None: the job's default)
 
     def labels_for(self, ds: Dataset, split: str) -> str:
         """A federated run's labels; the generator's for the central run and a table with no label."""
@@ -250,28 +270,46 @@ class Options:
 
 def job(ds: Dataset, epsilon: float, parties: int, out: Path, settings: GeneratorSettings, options: Options,
         split: str) -> JobConfig:
+    split_option = {} if options.budget_split is None else {"budget_split": parse_budget_split(options.budget_split)}
     return JobConfig(schema=ds.schema, parties=parties, epsilon=epsilon, delta=ds.delta, out=out,
                      min_survivors=parties - 1, rows=len(ds.train), seed=options.seed,
-                     labels=options.labels_for(ds, split), generator=settings)
+                     labels=options.labels_for(ds, split), generator=settings, **split_option)
 
 
-def central(config: JobConfig, train: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, float]:
-    """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1)."""
+def central(config: JobConfig, train: pd.DataFrame, by_column: str) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The generator on the pooled rows: one curator adding the whole noise (``config`` has t = 1);
+    its rows, the ledger's epsilon and which of its marginals hold ``by_column`` (no release: the
+    model's own measurements)."""
     plan = plan_job(config)
     ledger = Ledger(config.out / "ledger.jsonl", cap_epsilon=config.epsilon, delta=config.delta)
     agg = CentralAggregator([Organisation("pooled", lambda _schema: train, accepts=config.schema)], ledger, seed=config.seed)
     model = fit_generator(agg, config.schema, plan.generator, np.random.default_rng(config.seed), lambda _m: None)
     frame = sample_rows(model, config.schema, config.rows, np.random.default_rng(config.seed))
-    return config.schema.encode(frame), frame, ledger.epsilon().epsilon
+    selected = split_column_marginals(config.schema, [m.clique for m in model.measurements], by_column)
+    return config.schema.encode(frame), frame, {"spent": ledger.epsilon().epsilon, **selected}
 
 
-def federated(config: JobConfig, ds: Dataset, split: str) -> tuple[np.ndarray, pd.DataFrame, float]:
-    """One federation through the CLI's entry point; the release's rows and privacy.json's epsilon."""
+def federated(config: JobConfig, ds: Dataset, split: str) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """One federation through the CLI's entry point; the release's rows, privacy.json's epsilon and
+    which of its measured marginals hold the split column (:func:`split_column_marginals`)."""
     parties = split_table(ds.train, config.parties, split, ds.skew, seed=config.seed)
     release = simulate(config, parties, progress=lambda _m: None)
     frame = config.schema.conform(config.schema.read_csv(release.path / "synthetic.csv"))
     spent = json.loads((release.path / "privacy.json").read_text())["epsilon"]
-    return config.schema.encode(frame), frame, spent
+    measured = json.loads((release.path / "measurements.json").read_text())
+    selected = split_column_marginals(config.schema, [tuple(m["clique"]) for m in measured], ds.by_column)
+    return config.schema.encode(frame), frame, {"spent": spent, **selected}
+
+
+def split_column_marginals(schema: Schema, measured: Sequence[tuple[str, ...]], column: str) -> dict:
+    """Of the marginals a release measured after its 1-way round (``measurements.json`` less the
+    schema's :func:`one_way_cliques`), how many hold ``column``: selection's spending on it."""
+    ones = set(one_way_cliques(schema))
+    selected = [clique for clique in measured if clique not in ones]
+    holding = sum(column in clique for clique in selected)
+    return {"selected_marginals": len(selected), "split_column_marginals": holding,
+            "split_column_share": holding / len(selected) if selected else 0.0,
+            "split_column_text": f"{holding}/{len(selected)}"}
 
 
 def split_spec(ds: Dataset, split: str) -> str:
@@ -279,11 +317,11 @@ def split_spec(ds: Dataset, split: str) -> str:
 
 
 def generate(ds: Dataset, epsilon: float, split: str, settings: GeneratorSettings,
-             options: Options) -> tuple[np.ndarray, pd.DataFrame, float]:
+             options: Options) -> tuple[np.ndarray, pd.DataFrame, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         if split == "central":  # two nominal parties only to pass JobConfig's t < parties: t = 1
             config = job(ds, epsilon, 2, Path(tmp), replace(settings, organisation_column=False), options, split)
-            return central(config, ds.train)
+            return central(config, ds.train, ds.by_column)
         name = f"{ds.key}-eps{epsilon:g}-{split.replace(':', '')}-{options.labels_for(ds, split)}-seed{options.seed}"
         out = (options.keep if options.keep is not None else Path(tmp)) / name
         return federated(job(ds, epsilon, ds.parties, out, settings, options, split), ds, split_spec(ds, split))
@@ -315,7 +353,7 @@ COLUMNS = [  # header, key, format, width
     ("auc hgb", "auc_hgb", "{:.3f}", 8), ("SDNist k-marg", "sdnist_k_marginal", "{:.0f}", 14),
     ("pmse", "sdnist_pmse", "{:.4f}", 7), ("SDNist viol", "sdnist_violations", "{}", 12),
     ("own k-marg", "k_marginal", "{:.0f}", 11), ("own worst PUMA", "k_marginal_worst", "{:.0f}", 15),
-    ("rules", "rule_violations", "{}", 6),
+    ("rules", "rule_violations", "{}", 6), ("w/ split col", "split_column_text", "{}", 13),
 ]
 SDNIST_KEYS = {"sdnist_k_marginal", "sdnist_pmse", "sdnist_violations"}
 
@@ -349,13 +387,12 @@ def run_dataset(ds: Dataset, epsilons: Sequence[float], splits: Sequence[str], s
         by_split: dict[str, dict] = {}
         for split in splits:
             started = time.time()
-            codes, frame, spent = generate(ds, epsilon, split, settings, options)
+            codes, frame, extras = generate(ds, epsilon, split, settings, options)
             seconds = time.time() - started
             labels = options.labels_for(ds, split)
             name = "central (1 curator, same code)" if split == "central" else f"fedsynth {split_spec(ds, split)}, {labels}"
-            row = {"run": name, "split": split, "epsilon": epsilon, "spent": spent, "seconds": seconds,
-                   "labels": labels,
-                   **scorer.score(codes, frame)}
+            row = {"run": name, "split": split, "epsilon": epsilon, "seconds": seconds, "labels": labels,
+                   "parties": 1 if split == "central" else ds.parties, **extras, **scorer.score(codes, frame)}
             by_split[split] = row
             add_ratios(row, by_split)
             runs.append(row)
@@ -376,6 +413,9 @@ def add_ratios(row: dict, by_split: Mapping[str, dict]) -> None:
         row["tvd2_vs_iid"] = row["tvd2"] / by_split["iid"]["tvd2"]
         if "sdnist_k_marginal" in row:
             row["sdnist_vs_iid"] = row["sdnist_k_marginal"] / by_split["iid"]["sdnist_k_marginal"]
+            row["sdnist_gap_vs_iid"] = abs(row["sdnist_vs_iid"] - 1)
+        if "split_column_share" in row:
+            row["split_column_points_vs_iid"] = 100 * abs(row["split_column_share"] - by_split["iid"]["split_column_share"])
 
 
 @dataclass(frozen=True)
@@ -387,23 +427,33 @@ class Target:
     bound: float
     at_most: bool
     labels: str | None = None  # only runs with these labels (None: any)
+    parties: int | None = None  # only runs with this many organisations (None: any)
 
 
 TARGETS = [
-    Target("ACS eps 1: by-column TVD2 <= 1.10 x IID TVD2", "acs", "by-column", "tvd2_vs_iid", 1.10, True),
-    Target("ACS eps 1: k-marginal >= 820 (by-column)", "acs", "by-column", "k_marginal", 820, False),
+    Target("ACS 5 orgs eps 1: by-column TVD2 <= 1.10 x IID TVD2", "acs", "by-column", "tvd2_vs_iid", 1.10, True,
+           parties=5),
+    Target("ACS 5 orgs eps 1: k-marginal >= 820 (by-column)", "acs", "by-column", "k_marginal", 820, False, parties=5),
     Target("ACS eps 1: zero rule violations (by-column)", "acs", "by-column", "rule_violations", 0, True),
-    Target("ACS eps 1: SDNist k-marginal >= 850 (by-column)", "acs", "by-column", "sdnist_k_marginal", 850, False),
-    Target("ACS eps 1: SDNist k-marginal >= 850 (iid)", "acs", "iid", "sdnist_k_marginal", 850, False),
-    Target("ACS eps 1: SDNist pmse <= 0.05 (by-column)", "acs", "by-column", "sdnist_pmse", 0.05, True),
+    Target("ACS 5 orgs eps 1: SDNist k-marginal >= 850 (by-column)", "acs", "by-column", "sdnist_k_marginal", 850,
+           False, parties=5),
+    Target("ACS 5 orgs eps 1: SDNist k-marginal >= 850 (iid)", "acs", "iid", "sdnist_k_marginal", 850, False,
+           parties=5),
+    Target("ACS 5 orgs eps 1: SDNist pmse <= 0.05 (by-column)", "acs", "by-column", "sdnist_pmse", 0.05, True,
+           parties=5),
     Target("ACS eps 1: SDNist 0 inconsistent records (by-column)", "acs", "by-column", "sdnist_violations", 0, True),
-    Target("ACS eps 1: SDNist k-marginal by-column >= 0.98 x IID", "acs", "by-column", "sdnist_vs_iid", 0.98, False),
+    Target("ACS 5 orgs eps 1: SDNist k-marginal by-column >= 0.98 x IID", "acs", "by-column", "sdnist_vs_iid", 0.98,
+           False, parties=5),
+    Target("ACS 20 orgs eps 1: share of marginals w/ PUMA within 20 points of IID", "acs", "by-column",
+           "split_column_points_vs_iid", 20, True, parties=20),
+    Target("ACS 20 orgs eps 1: SDNist k-marginal by-column within 2% of IID", "acs", "by-column",
+           "sdnist_gap_vs_iid", 0.02, True, parties=20),
     Target("Adult 10 orgs dirichlet:0.5 eps 1, default labels: TVD2 <= 0.047", "adult", "dirichlet:0.5", "tvd2",
-           0.047, True, "sample"),
+           0.047, True, "sample", parties=10),
     Target("Adult 10 orgs dirichlet:0.5 eps 1, default labels: TSTR AUC >= 0.90", "adult", "dirichlet:0.5",
-           "auc_hgb", 0.90, False, "sample"),
+           "auc_hgb", 0.90, False, "sample", parties=10),
     Target("Adult 10 orgs dirichlet:0.5 eps 1, generator labels: TVD2 <= 0.045", "adult", "dirichlet:0.5", "tvd2",
-           0.045, True, "generator"),
+           0.045, True, "generator", parties=10),
     Target("end to end <= 10 min each (slowest federated run)", "*", None, "seconds", 600, True),
 ]
 
@@ -411,7 +461,8 @@ TARGETS = [
 def judge(target: Target, results: Mapping[str, dict]) -> dict:
     runs = [r for key, res in results.items() if target.dataset in ("*", key) for r in res["runs"]
             if (r["split"] == target.split or (target.split is None and r["split"] != "central"))
-            and (target.split is None or r["epsilon"] == 1) and target.labels in (None, r.get("labels"))]
+            and (target.split is None or r["epsilon"] == 1) and target.labels in (None, r.get("labels"))
+            and target.parties in (None, r["parties"])]
     values = [r.get(target.key) for r in runs]
     if not runs:
         return {"target": target.text, "value": None, "status": "not run"}
@@ -435,6 +486,13 @@ def main() -> None:
                         help="labels of the federated runs (sample: the default path, a DP teacher and its "
                         "student; the central run always uses the generator's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the federated jobs")
+    parser.add_argument("--budget-split", default=None,
+                        help="the federated runs' shares of the budget with a teacher (--labels sample or argmax), "
+                        "as fedsynth's --budget-split, e.g. generator=0.8,teacher=0.2 (default: the job's)")
+    parser.add_argument("--parties", type=int, default=None,
+                        help="organisations of the federated runs (default: the dataset's, ACS 5 and Adult 10); "
+                        "by-column with more organisations than the column's values shares each value among "
+                        "parties / values organisations (a multiple of them)")
     parser.add_argument("--keep", type=Path, default=None, help="keep every federated release in this folder")
     parser.add_argument("--no-sdnist", action="store_true", help="skip SDNist's own scores of the ACS runs")
     add_data_root(parser)
@@ -451,14 +509,14 @@ def main() -> None:
         print(f"QUICK smoke run: {settings}")
     results = {}
     for key in keys:
-        ds = LOADERS[key](root, args.quick)
+        ds = with_parties(LOADERS[key](root, args.quick), args.parties)
         sdnist = None
         if key == "acs" and not args.no_sdnist:
             try:
                 sdnist = sdnist_judge(ds, args.sdnist_root, args.sdnist_cache)
             except SdnistUnavailable as exc:
                 sys.exit(f"heterogeneity.py: {exc}; or pass --no-sdnist")
-        options = Options(args.labels, args.seed, args.keep)
+        options = Options(args.labels, args.seed, args.keep, args.budget_split)
         results[key] = run_dataset(ds, epsilons, args.splits.split(","), settings, options, sdnist)
     print("\nTargets (issues 12 and 23)" + (" (quick configuration: for the full run only)" if args.quick else ""))
     verdicts = [judge(t, results) for t in TARGETS]

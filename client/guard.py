@@ -24,9 +24,12 @@ any data is read or anything is sent:
   ``secagg-unmask``: an unmask request whose active and dead node sets overlap or that names
   fewer than ``t`` active nodes (:func:`verify_unmask`): answering it could reveal both a
   node's mask seed and its private key.
-* ``model-marginals``: a selection or scores round with other arrays than one model view, or a
-  view that does not match its candidates, has a value outside ``[0, MAX_VIEW_VALUE]`` or a
-  candidate's marginal of total 0. ``vote-range``: a vote whose ``epsilon``, ``k`` or
+* ``model-marginals``: a selection or scores round with other arrays than one model view, a
+  candidate that is not a non-empty list of distinct schema columns of at most
+  ``MAX_MARGINAL_CELLS`` cells, or a view that does not match
+  its candidates, has a value outside ``[0, MAX_VIEW_VALUE]`` or a
+  candidate's marginal of total 0, or a ``given`` that is not a list of the schema's columns
+  (the columns errors are taken given: any such list keeps the sensitivity). ``vote-range``: a vote whose ``epsilon``, ``k`` or
   ``penalty_std`` is not a number within the public bounds of ``common.vote``. The
   organisation computes its errors in integers on a public grid from any such view and its
   penalties itself, and draws its vote exactly, so a score's sensitivity
@@ -64,7 +67,7 @@ from dp_accounting import DpEvent
 
 from .organisation import RequestRefused, refusal
 from ..common.accounting import BudgetExceeded, Ledger
-from ..common.marginals import MAX_VIEW_VALUE, cells, cliques_from_json
+from ..common.marginals import MAX_MARGINAL_CELLS, MAX_VIEW_VALUE, cells
 from ..common.rounds import TASKS, ScaleRefused, ledger_phase, read_plan, round_event, sensitivity
 from ..common.schema import Schema
 from ..common.secagg_graph import GraphError, SecAggGraph, complete_graph, graph_from_request
@@ -215,8 +218,8 @@ class Guard:
         """A model view within the public bounds (and, for a vote, epsilon, k and penalty std
         within theirs), so that nothing the coordinator sends changes a score's sensitivity or
         the vote's precision (``common.marginals.local_errors``, ``common.vote``)."""
-        candidates = cliques_from_json(str(request["cliques"]))
         domain = Schema.from_dict(json.loads(str(request["schema"]))).domain()
+        candidates = self._candidates(request, domain)
         if len(arrays) != 1:
             raise self._refused("model-marginals", f"a {request['task']} round carries one array, the model's view")
         view = np.asarray(arrays[0], dtype=np.float64).reshape(-1)
@@ -227,8 +230,21 @@ class Guard:
             raise self._refused("model-marginals", f"model marginals must lie in [0, {MAX_VIEW_VALUE:.0f}]")
         if any(block.sum() <= 0 for block in np.split(view, np.cumsum(sizes)[:-1])):
             raise self._refused("model-marginals", "every candidate's model marginal needs a positive total")
+        if not _names_in(_json_or_none(request.get("given", "[]")), domain):
+            raise self._refused("model-marginals", "'given' must be a JSON list of the schema's column names")
         if request["task"] == "select":
             self._check_vote_range(request, len(candidates))
+
+    def _candidates(self, request: Mapping[str, Any], domain: Mapping[str, int]) -> list[tuple[str, ...]]:
+        """The request's candidates, each a non-empty list of the schema's column names (an empty
+        one would be counted only on a table with rows: refused before any row is read)."""
+        candidates = _json_or_none(request["cliques"])
+        if not (isinstance(candidates, list) and all(_names_in(c, domain) and c for c in candidates)):
+            raise self._refused("model-marginals", "candidates must be non-empty JSON lists of the schema's column names")
+        if any(len(set(c)) != len(c) or cells(domain, tuple(c)) > MAX_MARGINAL_CELLS for c in candidates):
+            raise self._refused("model-marginals", f"a candidate names each column once and has at most "
+                                f"{MAX_MARGINAL_CELLS} cells")
+        return [tuple(c) for c in candidates]
 
     def _check_vote_range(self, request: Mapping[str, Any], candidates: int) -> None:
         """A vote's epsilon, k and penalty std: numbers within the public bounds of ``common.vote``."""
@@ -289,3 +305,16 @@ def verify_unmask(org: str, active: Sequence[int], dead: Sequence[int], threshol
         raise GuardRefused(
             refusal(org, "secagg-unmask", f"active and dead nodes must be disjoint, at least t={threshold} active")
         )
+
+
+def _json_or_none(text: Any) -> Any:
+    """``text`` parsed as JSON, or None when it is not JSON (or nested too deeply to parse)."""
+    try:
+        return json.loads(str(text))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _names_in(names: Any, domain: Mapping[str, int]) -> bool:
+    """Whether ``names`` is a list of the schema's column names."""
+    return isinstance(names, list) and all(isinstance(n, str) and n in domain for n in names)

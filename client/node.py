@@ -19,7 +19,7 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     is a request it serves).
 ``superexec``
     Flower's SuperExec loop (``run_superexec``, polling its SuperNode's local Runtime API for
-    tasks every :data:`FIRST_POLL_S` via ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) in a process
+    tasks, its fixed 1 s wait replaced by the same backoff: :class:`SuperExecClock`) in a process
     that has imported the ClientApp (``fedsynth.client.app``) and everything its tasks
     import. It stays up across the rounds of a job and across jobs; it launches each
     ClientApp task as Flower's ``run_clientapp`` in a fork of itself (:class:`ForkExecutor`)
@@ -106,6 +106,19 @@ def run_supernode(argv: list[str]) -> None:
     flower_supernode()
 
 
+class SuperExecClock:
+    """Stands in for ``time`` in Flower's SuperExec loop (``run_superexec``): its fixed wait between
+    two asks for a task becomes :class:`Backoff`'s; :class:`ForkExecutor` marks each launched task
+    as activity, so a job's next stage is asked for every :data:`FIRST_POLL_S` and an idle node
+    asks once a second."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+
+    def sleep(self, _seconds: float) -> None:
+        self.backoff.idle()
+
+
 class ForkExecutor:
     """Flower's SuperExec executor interface: ClientApp tasks in a fork of this process.
 
@@ -114,10 +127,10 @@ class ForkExecutor:
     when its file changed: ``client.app.warm_tables``).
     """
 
-    def __init__(self, prepare: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, prepare: Callable[[], None] = lambda: None, launched: Callable[[], None] = lambda: None) -> None:
         self.fallback = SubprocessExecutor()
         self.owner = os.getpid()
-        self.prepare = prepare
+        self.prepare, self.launched = prepare, launched
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
         return self.fallback.get_eligible_capacity(
@@ -133,6 +146,7 @@ class ForkExecutor:
         self.prepare()
         if os.fork() == 0:
             run_task_in_child(spec)  # never returns
+        self.launched()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
@@ -183,12 +197,13 @@ def log_to_stderr(level: str) -> None:
 def run_warm_superexec(runtime_api_address: str, parent_pid: int, config: str | None = None) -> None:
     """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm: with
     the daemon's ``config``, its table validated before the first task and whenever its file changed."""
-    os.environ["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FIRST_POLL_S)  # a local request: cheap
     for module in WARM_MODULES:
         import_module(module)
     prepare = (lambda: None) if config is None else partial(import_module("fedsynth.client.app").warm_tables, config)
     prepare()
-    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare)  # Flower's factory knows no fork executor
+    backoff = Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S)
+    superexec.time = SuperExecClock(backoff)  # type: ignore[attr-defined]
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare, backoff.active)  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 

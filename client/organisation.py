@@ -47,6 +47,8 @@ from ..common.discovery.protocol import read_request, schema_kinds
 from ..common.marginals import (
     cliques_from_json,
     in_slot,
+    Layout,
+    layout,
     local_errors,
     scores_on_grid,
     marginals,
@@ -68,6 +70,14 @@ TableLoader = Callable[[Mapping[str, Any], Schema], pd.DataFrame]
 
 class RequestRefused(RuntimeError):
     """The organisation will not answer this request; the message is public (see :func:`refusal`)."""
+
+
+def layouts(request: Mapping[str, Any], domain: Mapping[str, int]) -> list[Layout]:
+    """Each candidate's layout for ``local_errors``: its error is taken given the first column of
+    the request's public ``given`` list (the columns on which organisations differ, most first)
+    that it holds."""
+    given = json.loads(str(request.get("given", "[]")))
+    return [layout(clique, domain, given) for clique in cliques_from_json(str(request["cliques"]))]
 
 
 def refusal(org: str, rule: str, public: str = "") -> str:
@@ -279,7 +289,7 @@ class Organisation:
         local = split_blocks(
             marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
         )
-        return scores_on_grid(local_errors(local, split_blocks(view, table.domain, candidates)))
+        return scores_on_grid(local_errors(local, split_blocks(view, table.domain, candidates), layouts(request, table.domain)))
 
     def _vote(
         self, table: LocalTable, request: Mapping[str, Any], arrays: list[np.ndarray], rng: np.random.Generator
@@ -291,7 +301,7 @@ class Organisation:
         local = split_blocks(
             marginals(table.codes, list(table.domain), table.domain, candidates), table.domain, candidates
         )
-        errors = local_errors(local, split_blocks(view, table.domain, candidates))
+        errors = local_errors(local, split_blocks(view, table.domain, candidates), layouts(request, table.domain))
         scores = errors - vote_penalties(float(request["penalty_std"]), candidates, table.domain)
         picks = exponential_top_k(
             rng, scores, float(request["epsilon"]), VOTE_SENSITIVITY, int(request["k"]), candidates

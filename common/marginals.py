@@ -35,13 +35,17 @@ MAX_MARGINAL_CELLS = 2**24
 
 def marginal(codes: np.ndarray, columns: Sequence[str], domain: Mapping[str, int], clique: Clique) -> np.ndarray:
     """Count vector of ``clique`` over the rows of ``codes`` (rows x columns, int codes), counted
-    ``CHUNK_ROWS`` rows at a time. A clique of more than :data:`MAX_MARGINAL_CELLS` cells (the
-    coordinator chooses cliques) fails before any row is read, so the failure is the same for
-    every table and says nothing about the rows."""
+    ``CHUNK_ROWS`` rows at a time. A clique of no column or of more than
+    :data:`MAX_MARGINAL_CELLS` cells (the coordinator chooses cliques) fails before any row is
+    read, so the failure is the same for every table and says nothing about the rows. So does a
+    shape that numpy cannot index (too many columns): the index is tried on no row first."""
     idx = [list(columns).index(c) for c in clique]
     shape = tuple(domain[c] for c in clique)
+    if not clique:
+        raise ValueError("a marginal needs at least one column")
     if cells(domain, clique) > MAX_MARGINAL_CELLS:
         raise ValueError(f"a marginal of {len(clique)} columns has more than {MAX_MARGINAL_CELLS} cells")
+    np.ravel_multi_index(tuple(np.zeros(0, dtype=np.int64) for _ in shape), shape)
     counts = np.zeros(cells(domain, clique), dtype=np.int64)
     for start in range(0, len(codes), CHUNK_ROWS):
         part = codes[start : start + CHUNK_ROWS]
@@ -137,27 +141,56 @@ def view_weights(block: np.ndarray) -> np.ndarray:
     return np.diff(cumulative, prepend=0)
 
 
-def local_errors(local: Sequence[np.ndarray], model: Sequence[np.ndarray]) -> np.ndarray:
+def local_errors(
+    local: Sequence[np.ndarray], model: Sequence[np.ndarray], layouts: Sequence[Layout] | None = None
+) -> np.ndarray:
     """Each candidate's L1 error against the model, computed by one organisation on its own rows,
     exactly, in units of ``2**-VIEW_BITS`` rows, clipped to the public :data:`MAX_ERROR_ROWS`.
 
     ``error_r = || M_r(D_i) - n_i * w_r / 2**VIEW_BITS ||_1`` where ``w_r`` is the model's marginal
     on the public grid (:func:`view_weights`) and ``n_i`` the local row count (used here, never
-    sent): in integers, ``sum_x |2**VIEW_BITS m_x - n_i w_x|``. Adding or removing one local
-    record moves one ``m_x`` by 1 and ``n_i`` by 1, so the error moves by at most
-    ``2**VIEW_BITS + sum_x w_x = 2**(VIEW_BITS + 1)`` units (:data:`SCORE_SENSITIVITY` rows);
-    clipping is 1-Lipschitz and keeps that bound. Every step is integer arithmetic: each term
-    and the sum are at most ``2**(VIEW_BITS + 1) n_i``, exact in int64 below ``2**38`` rows (a
-    table's codes alone would then take terabytes). No floating point touches the data.
+    sent): in integers, ``sum_x |2**VIEW_BITS m_x - n_i w_x|``. With a layout that names given
+    axes (:func:`layout`), the model's marginal is taken given those columns and weighted by the
+    organisation's own counts of them: ``sum_x |2**VIEW_BITS m_x - n_g(x) w_{x|g}|``, where
+    ``w_{.|g}`` are the view's weights within slice ``g`` of the given columns and ``n_g`` the
+    local rows in that slice (the error of the rest of the candidate given them; no error of the
+    model on the given columns themselves counts). Adding or removing one local record moves one
+    ``m_x`` by 1 and one ``n_g`` by 1 (``n_i`` without given axes), so the error moves by at most
+    ``2**VIEW_BITS + sum_{x in g} w_{x|g} = 2**(VIEW_BITS + 1)`` units (:data:`SCORE_SENSITIVITY`
+    rows), whatever the view and the layout; clipping is 1-Lipschitz and keeps that bound. Every
+    step is integer arithmetic: each term and the sum are at most ``2**(VIEW_BITS + 1) n_i``, exact
+    in int64 below ``2**38`` rows (a table's codes alone would then take terabytes). No floating
+    point touches the data.
     """
     if not len(local):
         return np.zeros(0, dtype=np.int64)
-    rows = int(local[0].sum())
-    errors = [
-        int(np.abs((np.asarray(m, dtype=np.int64) << VIEW_BITS) - rows * view_weights(p)).sum())
-        for m, p in zip(local, model, strict=True)
-    ]
+    layouts = layouts if layouts is not None else [((m.size,), ()) for m in local]
+    errors = [_conditional_error(np.asarray(m, dtype=np.int64), p, lay) for m, p, lay in zip(local, model, layouts, strict=True)]
     return np.minimum(np.array(errors, dtype=np.int64), MAX_ERROR_ROWS << VIEW_BITS)
+
+
+#: A candidate's shape (its columns' sizes) and the axes its error is taken given (:func:`layout`).
+Layout = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def layout(clique: Clique, domain: Mapping[str, int], given: Sequence[str]) -> Layout:
+    """``clique``'s shape and the position of the first column of ``given`` (in ``given``'s order)
+    that it holds: its error is taken given that one column (none when it holds none of them)."""
+    first = next((clique.index(c) for c in given if c in clique), None)
+    return tuple(int(domain[c]) for c in clique), () if first is None else (first,)
+
+
+def _conditional_error(counts: np.ndarray, view: np.ndarray, lay: Layout) -> int:
+    """``sum_x |2**VIEW_BITS m_x - n_g(x) w_{x|g}|`` of :func:`local_errors` for one candidate:
+    its cells as rows of the given axes' slices ``g`` (one row of every cell without given axes);
+    a slice to which the view gives no mass is weighted uniformly (public: the view alone)."""
+    shape, given = lay
+    rest = tuple(i for i in range(len(shape)) if i not in given)
+    slices = math.prod(shape[i] for i in given)
+    m = np.transpose(counts.reshape(shape), given + rest).reshape(slices, -1)
+    p = np.transpose(np.asarray(view, dtype=np.float64).reshape(shape), given + rest).reshape(slices, -1)
+    weights = np.stack([view_weights(row if row.sum() > 0 else np.ones_like(row)) for row in p])
+    return int(np.abs((m << VIEW_BITS) - m.sum(axis=1, keepdims=True) * weights).sum())
 
 
 def scores_on_grid(errors: np.ndarray) -> np.ndarray:

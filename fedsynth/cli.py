@@ -125,7 +125,8 @@ def simulation_options() -> tuple[Option, ...]:
         Option("schema", Path, bundled("adult.schema.yaml"), "public schema of the table",
                default_text="the bundled Adult schema"),
         Option("split", str, "iid", "how the table is split into parties: iid | dirichlet:ALPHA (label "
-               "skew) | by-column:COL"),
+               "skew) | by-column:COL (each value of COL to one party; with parties a multiple of its values, each "
+               "value's rows shared by parties / values)"),
         Option("out", Path, Path("release"), "release directory"),
         Option("ledger", Path, None, "the federation's privacy ledger, shared by its jobs",
                default_text="a fresh one inside the release"),
@@ -180,6 +181,13 @@ def add_discover_options(parser: argparse.ArgumentParser) -> None:
                         "values' lengths and only lengths that clear the noise get rounds, one per byte")
     parser.add_argument("--bins", type=int, default=None, help="quantile bins per numeric column (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", type=Path, help="the release directory")
+    parser.add_argument("--out", type=Path, default=None, help="the HTML file (default: RELEASE/report.html)")
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="the job's schema, when the release holds none (default: RELEASE/schema.yaml)")
 
 
 def add_evaluate_options(parser: argparse.ArgumentParser) -> None:
@@ -280,8 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
         "statement in plain words with the budget per round, the synthetic rows against the noisy "
         "measurements, and the job's definition, schema and versions (post-processing: no privacy cost).",
     )
-    from .server.report import add_report_options
-
     add_report_options(report)
     report.set_defaults(func=_report)
 

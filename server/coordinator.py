@@ -65,7 +65,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 CONNECTION = "fedsynth"  # the SuperLink's name in the service's own Flower configuration
 CHUNK = 1 << 20
 TICK_S = 2.0  # how often the scheduler looks at its jobs (in its database)
-FOLLOW_S = 30.0  # how often it asks the SuperLink whether an active job's run still runs
+FOLLOW_S = 30.0  # how long an active job may be silent before it asks the SuperLink whether its run still runs
 EVENT_POLL_S = 0.5  # how often an event stream looks for new events
 
 
@@ -310,7 +310,7 @@ class Coordinator:
                 error="interrupted while being submitted; nothing ran",
             )
             return
-        if time.monotonic() - self._asked.get(job.job_id, -math.inf) < self.follow_s:
+        if not self.due_to_ask(job):
             return
         self._asked[job.job_id] = time.monotonic()
         status = self.runs.status(job.flower_run_id)
@@ -320,6 +320,12 @@ class Coordinator:
                 message=f"failed: Flower run {job.flower_run_id} ended ({status}) without an outcome",
                 error=f"the ServerApp ended ({status}) without reporting; spends of finished rounds are in the ledger",
             )
+
+    def due_to_ask(self, job: JobRow) -> bool:
+        """Whether to ask the SuperLink if the job's run still runs: only when neither its ServerApp
+        reported nor the service asked within ``follow_s`` (a job that reports is alive)."""
+        silent_s = (datetime.now(timezone.utc) - datetime.fromisoformat(job.updated)).total_seconds()
+        return silent_s >= self.follow_s and time.monotonic() - self._asked.get(job.job_id, -math.inf) >= self.follow_s
 
     def _start(self, job: JobRow) -> None:
         try:

@@ -75,6 +75,9 @@ class Ports:
             raise DeployError(f"ports overlap: {sorted(p for p, _ in wanted)} (choose other {', '.join(o for _, o in wanted[:3])})")
         for port, option in wanted:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                # As the servers themselves bind: a port that the last run's connections hold
+                # in TIME_WAIT is free, one that something listens on is not.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
@@ -102,7 +105,6 @@ class Processes:
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "FLWR_HOME": str(flwr_home),
             "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",  # the SuperLink's SuperExec starts each ServerApp
             TAG: self.tag,
         }
         with open(self.logs / f"{name}.log", "wb") as log:  # a file, not a pipe: a full pipe blocks Flower
@@ -149,15 +151,16 @@ class Processes:
         return found
 
     def stop_all(self) -> set[int]:
-        """SIGTERM every started process (last started first), SIGKILL what is left; return survivors."""
-        for proc in reversed(list(self.started.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        """SIGTERM every started process at once, SIGKILL what is left after :data:`STOP_S`
+        (their children too); return survivors."""
+        running = [proc for proc in self.started.values() if proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        left = wait_for_exit({proc.pid for proc in running}, STOP_S)
+        for proc in running:
+            if proc.pid in left:
+                proc.kill()
+            proc.wait()
         for pid in wait_for_exit(self.tagged(), STOP_S):
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -37,7 +37,11 @@ Design and privacy argument
   1. *Votes.* Each organisation scores every candidate by the L1 error between its own
      marginal and the model's view sent to it (the model conditioned on that organisation
      when the model has the organisation column: a column on which organisations differ then
-     does not look badly fitted from every one of them), minus its share of AIM's penalty,
+     does not look badly fitted from every one of them; and taken given the candidate's most
+     different such column, weighted by the organisation's own counts of it, so that the
+     profile's noise, which blurs the model's idea of how the organisation spreads over that
+     column, is not charged to every candidate holding it: ``marginals.local_errors``, whose
+     sensitivity this leaves at 2 rows), minus its share of AIM's penalty,
      which it computes itself, and draws ``k`` candidates by the exponential mechanism, sampled
      exactly in integers (``common.vote``). A record influences only its own organisation's
      draw: by parallel composition the round costs one organisation's ``k`` mechanisms. The
@@ -225,6 +229,7 @@ def shortlist(
     candidates: list[Clique],
     views: dict[str, np.ndarray],
     rng: np.random.Generator,
+    given: list[str],
 ) -> list[int]:
     """Stage 1: every organisation votes for ``per_round`` candidates, drawn by the exponential
     mechanism on its own rows against its view of the model; the most voted are shortlisted.
@@ -240,6 +245,7 @@ def shortlist(
         "epsilon": settings.epsilon_select(plan.sigma),
         "k": k,
         "penalty_std": min(plan.sigma / fed.num_clients, MAX_PENALTY_STD),
+        "given": json.dumps(given),
     }
     spec = NoisySumSpec(dim=len(candidates), mu=0.0, min_survivors=plan.min_survivors, max_abs=1)
     votes = fed.noisy_sum(
@@ -254,12 +260,18 @@ def shortlist(
 
 
 def global_scores(
-    fed: Federation, schema: Schema, plan: GeneratorPlan, shortlisted: list[Clique], views: dict[str, np.ndarray]
+    fed: Federation,
+    schema: Schema,
+    plan: GeneratorPlan,
+    shortlisted: list[Clique],
+    views: dict[str, np.ndarray],
+    given: list[str],
 ) -> np.ndarray:
     """Stage 2: the secure noisy sum of every organisation's local error on each shortlisted
     candidate (in count units). With the organisation column, it is the model's L1 error on
     ``(ORGANISATION,) + candidate`` over the union, the AIM score of the federation as a whole."""
-    request = {**_schema_request(schema), "task": "scores", "cliques": cliques_to_json(shortlisted)}
+    request = {**_schema_request(schema), "task": "scores", "cliques": cliques_to_json(shortlisted),
+               "given": json.dumps(given)}
     spec = NoisySumSpec(
         dim=len(shortlisted),
         mu=plan.settings.score_mu(plan.sigma),
@@ -301,19 +313,26 @@ def select(
     views = model_marginals_by_organisation(
         model, candidates, len(organisations), int(rng.integers(2**31)), plan.settings.score_sample
     )
-    picks = shortlist(fed, schema, plan, candidates, dict(zip(organisations, views, strict=True)), rng)
+    given = joined_columns(model)
+    picks = shortlist(fed, schema, plan, candidates, dict(zip(organisations, views, strict=True)), rng, given)
     fitting = set(within_model_size(model, [candidates[i] for i in picks], plan.settings))
     picks = [i for i in picks if candidates[i] in fitting]
     if not picks:
         return []
     shortlisted = [candidates[i] for i in picks]
     own = [np.concatenate([split_blocks(v, domain, candidates)[i] for i in picks]) for v in views]
-    scores = global_scores(fed, schema, plan, shortlisted, dict(zip(organisations, own, strict=True)))
+    scores = global_scores(fed, schema, plan, shortlisted, dict(zip(organisations, own, strict=True)), given)
     scores -= sampling_floor(rows, own, domain, shortlisted)
     scores -= penalties(plan.sigma, shortlisted, domain)
     order = np.lexsort((rng.random(len(shortlisted)), -scores))
     k = min(plan.settings.per_round, len(shortlisted))
     return [shortlisted[i] for i in first_k_not_contained(order, shortlisted, k)]
+
+
+def joined_columns(model: MarginalModel) -> list[str]:
+    """The columns the model's organisation column is joined to (those on which organisations
+    differ, from the profile: post-processing), most different first (:func:`first_round`)."""
+    return [m.clique[1] for m in model.measurements if m.clique[0] == ORGANISATION]
 
 
 def heterogeneous_columns(
@@ -332,7 +351,8 @@ def heterogeneous_columns(
     with no difference at all. A column is heterogeneous when its statistic passes the null's
     ``1 - alpha / columns`` quantile (Bonferroni over the columns), so a federation whose
     organisations do not differ has a column flagged with chance at most about ``alpha``.
-    Post-processing of noisy counts with public randomness (``seed``); no budget.
+    Returned most different first (statistic over threshold). Post-processing of noisy counts with
+    public randomness (``seed``); no budget.
     """
     if not first:
         return []
@@ -341,16 +361,17 @@ def heterogeneous_columns(
     blocks = [m.noisy.reshape(organisations, -1) for m in first]
     rows = np.clip(np.mean([b.sum(axis=1) for b in blocks], axis=0), 0.0, None)
     rows_sd = np.sqrt(sum(m.sigma**2 * b.shape[1] for m, b in zip(first, blocks))) / len(first)
-    out = []
+    out = {}
     for m, counts in zip(first, blocks):
         p = _pooled(counts)
         null = rng.multinomial(np.rint(rows).astype(np.int64), p, size=(NULL_DRAWS, organisations))
         null = null + rng.normal(0.0, m.sigma, null.shape)
         null_rows = rows + rng.normal(0.0, rows_sd, (NULL_DRAWS, organisations))
         threshold = np.quantile(_homogeneity_statistic(null, null_rows, m.sigma), quantile)
-        if _homogeneity_statistic(counts, rows, m.sigma) > threshold:
-            out.append(m.clique[1])
-    return out
+        statistic = _homogeneity_statistic(counts, rows, m.sigma)
+        if statistic > threshold:
+            out[m.clique[1]] = statistic / threshold
+    return sorted(out, key=out.get, reverse=True)
 
 
 def _pooled(counts: np.ndarray) -> np.ndarray:
@@ -398,8 +419,8 @@ def first_round(
         fed, schema, plan, profiled, "profile of each organisation", plan.settings.profile_sigma(plan.sigma)
     )
     rows = np.mean([m.noisy.reshape(organisations, -1).sum(axis=1) for m in profile], axis=0)
-    differ = set(heterogeneous_columns(profile, organisations))
-    kept = [m for m in profile if m.clique[1] in differ]
+    differ = heterogeneous_columns(profile, organisations)  # most different first
+    kept = sorted((m for m in profile if m.clique[1] in differ), key=lambda m: differ.index(m.clique[1]))
     return model_domain(schema, ones + kept, organisations), ones + kept, rows
 
 

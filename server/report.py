@@ -601,13 +601,6 @@ def write_report(path: Path, out: Path | None = None, schema_path: Path | None =
     return out
 
 
-def add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("release", type=Path, help="the release directory")
-    parser.add_argument("--out", type=Path, default=None, help="the HTML file (default: RELEASE/report.html)")
-    parser.add_argument("--schema", type=Path, default=None,
-                        help="the job's schema, when the release holds none (default: RELEASE/schema.yaml)")
-
-
 def run_report(args: argparse.Namespace) -> int:
     try:
         out = write_report(args.release, args.out, args.schema)

@@ -25,7 +25,9 @@ def split_table(
     ``how`` is ``iid``, ``dirichlet:ALPHA`` (each label value's rows are spread over the
     parties with proportions drawn from Dirichlet(ALPHA); small ALPHA = strong skew, the
     usual label-skew benchmark) or ``by-column:COL`` (every value of COL goes whole to one
-    party, greedily balancing sizes: e.g. one hospital per region).
+    party, greedily balancing sizes: e.g. one hospital per region; with ``parties`` a multiple
+    of COL's values, each value's rows are shared evenly, at random, among ``parties / values``
+    parties: several hospitals per region, each still in one region).
     """
     if parties < 1:
         raise SplitError(f"need at least one party, got {parties}")
@@ -43,7 +45,7 @@ def split_table(
     elif kind == "dirichlet":
         groups = _dirichlet_groups(table, parties, _alpha(arg), _column(table, label, "dirichlet"), rng)
     elif kind == "by-column":
-        groups = _by_column_groups(table, parties, _column(table, arg, "by-column"))
+        groups = _by_column_groups(table, parties, _column(table, arg, "by-column"), rng)
     else:
         raise SplitError(f"unknown split {how!r}; use iid, dirichlet:ALPHA or by-column:COL")
     empty = [i for i, g in enumerate(groups) if len(g) == 0]
@@ -87,10 +89,18 @@ def _dirichlet_groups(
     return [np.array(g, dtype=int) for g in groups]
 
 
-def _by_column_groups(table: pd.DataFrame, parties: int, column: pd.Series) -> list[np.ndarray]:
+def _by_column_groups(
+    table: pd.DataFrame, parties: int, column: pd.Series, rng: np.random.Generator
+) -> list[np.ndarray]:
     sizes = column.value_counts()
-    if len(sizes) < parties:
-        raise SplitError(f"column {column.name!r} has {len(sizes)} values, fewer than {parties} parties")
+    values = len(sizes)
+    if parties > values and parties % values:
+        raise SplitError(f"by-column:{column.name}: column {column.name!r} has {values} values, and {parties} "
+                         f"parties is neither at most {values} nor a multiple of it; use at most {values} "
+                         f"parties (whole values per organisation) or {values * 2}, {values * 3}, ... "
+                         f"(each value's rows shared by that many organisations / {values})")
+    if parties > values:
+        return _shared_value_groups(column, sizes.index, parties // values, rng)
     load = np.zeros(parties, dtype=int)
     groups: list[list[int]] = [[] for _ in range(parties)]
     for value, size in sizes.items():  # largest first, each to the lightest party
@@ -98,3 +108,15 @@ def _by_column_groups(table: pd.DataFrame, parties: int, column: pd.Series) -> l
         groups[party].extend(np.flatnonzero((column == value).to_numpy()).tolist())
         load[party] += size
     return [np.array(g, dtype=int) for g in groups]
+
+
+def _shared_value_groups(
+    column: pd.Series, values: pd.Index, share: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Each value's rows in a random order, cut into ``share`` parts of equal size (within one row):
+    parties ``i * share`` to ``(i + 1) * share - 1`` hold the ``i``-th value (largest first)."""
+    groups = []
+    for value in values:
+        rows = rng.permutation(np.flatnonzero((column == value).to_numpy()))
+        groups.extend(np.array_split(rows, share))
+    return groups

@@ -114,3 +114,17 @@ def test_prompt_pulls_refuses_a_flower_whose_object_pulls_changed():
                               pull_and_inflate_object_from_tree=pull_objects)
     with pytest.raises(RuntimeError, match="review fedsynth.common.backoff.prompt_pulls"):
         prompt_pulls(changed)
+
+
+def test_the_warm_superexec_asks_for_tasks_on_the_backoff_and_a_launched_task_makes_it_prompt_again():
+    from fedsynth.client.node import SuperExecClock
+
+    fake = FakeTime()
+    polls = backoff(fake)
+    clock = SuperExecClock(polls)
+    for _ in range(10):
+        clock.sleep(0.1)  # Flower's fixed interval is ignored
+    assert fake.slept[-1] == 1.0  # idle: once a second
+    polls.active()  # what ForkExecutor reports after it launched a task
+    clock.sleep(0.1)
+    assert fake.slept[-1] == 0.1

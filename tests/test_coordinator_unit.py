@@ -6,6 +6,7 @@ dies between marking a job submitted and learning its run id. The end-to-end loo
 (tests/test_coordinator_loopback.py) runs the real thing.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -110,6 +111,20 @@ def test_jobs_run_one_at_a_time_and_a_run_without_an_outcome_fails(tmp_path):
     failed = coord.store.get(first.job_id)
     assert failed.state == FAILED and "without reporting" in failed.error
     assert coord.store.get(second.job_id).state == SUBMITTED and len(runs.started) == 2
+
+
+def test_a_job_that_reports_is_not_asked_about_and_a_silent_one_is(tmp_path):
+    runs = StandInRuns()
+    coord = Coordinator(config(tmp_path), runs, follow_s=60.0)
+    job = coord.submit(SPEC)
+    coord.tick()  # submitted: its event is seconds old
+    runs.statuses[1] = "finished:failed"  # what the SuperLink would answer
+    coord.tick()
+    assert coord.store.get(job.job_id).state == SUBMITTED  # it reported within 60 s: not asked
+    silent = dataclasses.replace(coord.store.get(job.job_id), updated="2000-01-01T00:00:00.000+00:00")
+    assert coord.due_to_ask(silent)
+    coord._follow(silent)
+    assert coord.store.get(job.job_id).state == FAILED and not coord.due_to_ask(silent)  # asked once per 60 s
 
 
 def test_a_job_lost_while_being_submitted_fails_and_its_serverapp_cannot_claim_it(tmp_path):

@@ -1,21 +1,26 @@
 """`fedsynth deploy local`: a real federation on loopback in one command (Flower 1.41, no mocks).
 
 The slow test runs the command as a user would, with a small job (900 rows, the generator's
-labels, one select-and-measure round): it makes the credentials, starts a SuperLink with TLS
-and node authentication, three organisation daemons and the coordinator service, runs the job
-to SUCCEEDED, fetches the release and stops everything. The test starts the command under its
+labels, one select-and-measure round, a schema discovery first on 0.3 of epsilon): it makes the
+credentials, starts a SuperLink with TLS and node authentication, three organisation daemons and
+the coordinator service, runs the job to SUCCEEDED, fetches the release and stops everything.
+The discovery runs through the coordinator service and the daemons as every other phase: each
+guard admits its rounds (the daemon's log says so, round by round), the ledgers record them under
+the phase ``schema``, and the daemons then accept the discovered schema. The test starts the command under its
 own tag (``deployment.Processes``), which every descendant inherits, so it sees any process
 left behind. Each organisation's guard must have admitted and recorded exactly the release's
 rounds, which `fedsynth client --check` reads back from its ledger; its daemon's log shows
 the daemon checked its table and guard before it joined.
 
-The fast test: a port already taken is refused before anything starts (exit 2, the port and
-its option named).
+The fast tests: a port already taken is refused before anything starts (exit 2, the port and
+its option named); a port that only the last run's closed connections hold (TIME_WAIT) is not,
+so the command runs again at once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +30,7 @@ import pytest
 from deployment import BIN, Processes, free_ports
 
 from fedsynth.common.accounting import Ledger
+from fedsynth.server.deploy_local import Ports
 
 REPO = Path(__file__).resolve().parents[1]
 ADULT = REPO / "fedsynth" / "data" / "adult.csv"
@@ -72,7 +78,7 @@ def test_one_command_runs_a_job_over_tls_with_node_authentication_and_leaves_not
     logs.mkdir()
     out = tmp_path / "deployment"
     command = deploy_command(out, deployment_ports(len(ORGS)), "--data", str(small_table(tmp_path)),
-                             "--labels", "generator", "--rounds", "1", "--per-round", "1")
+                             "--labels", "generator", "--rounds", "1", "--per-round", "1", "--discover", "0.3")
     procs = Processes(logs)
     try:
         done = procs.run("deploy-local", command, tmp_path / "flwr-home", DEPLOY_DEADLINE_S)
@@ -88,8 +94,17 @@ def test_one_command_runs_a_job_over_tls_with_node_authentication_and_leaves_not
     assert {"privacy.json", "synthetic.csv", "ledger.jsonl", "schema.yaml"} <= {p.name for p in release.iterdir()}
     privacy = json.loads((release / "privacy.json").read_text(encoding="utf-8"))
     assert privacy["organisations"] == list(ORGS) and 0 < privacy["epsilon"] <= 1.0
-    rounds = [e.metadata["round"] for e in Ledger(release / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6).entries]
-    assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) >= 2  # 1-way marginals, then one select round
+    entries = Ledger(release / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6).entries
+    rounds = [e.metadata["round"] for e in entries]
+    assert rounds == list(range(1, len(rounds) + 1))
+    phases = [e.phase for e in entries]
+    assert phases == sorted(phases, key=lambda p: p != "schema") and phases.count("schema") >= 2, phases
+    assert len(rounds) - phases.count("schema") >= 2  # then the 1-way marginals and one select round
+    assert set(privacy["per_phase"]) == {"schema", "generator"}
+    assert privacy["per_phase"]["schema"]["epsilon"] == pytest.approx(0.3, rel=1e-3)
+    discovered = (release / "schema.yaml").read_text(encoding="utf-8")
+    assert "name: adult-discovered" in discovered and "phase: schema" in discovered
+    assert "all 3 organisations accept schema 'adult-discovered'" in done.stdout, done.stdout
 
     for org in ORGS:
         # Node authentication: each daemon joined as the node its registered key was given.
@@ -106,6 +121,11 @@ def test_one_command_runs_a_job_over_tls_with_node_authentication_and_leaves_not
         assert f"holds {len(rounds)} contributions" in check.stdout, check.stdout
         guard = Ledger(out / "orgs" / org / "state" / "ledger.jsonl", cap_epsilon=10.0, delta=1e-6)
         assert [e.metadata["round"] for e in guard.entries] == rounds
+        assert [e.phase == "schema" for e in guard.entries] == [p == "schema" for p in phases]
+        # Each decision in the daemon's own log, discovery rounds included.
+        for entry in guard.entries:
+            kind = "discovery" if entry.phase == "schema" else r"(marginals|select|scores)"
+            assert re.search(rf"{org}: guard admitted {kind} round {entry.metadata['round']}: epsilon", daemon_log)
 
 
 def test_a_port_already_taken_is_refused_before_anything_starts(tmp_path):
@@ -119,3 +139,20 @@ def test_a_port_already_taken_is_refused_before_anything_starts(tmp_path):
     assert done.returncode == 2, done.stderr
     assert f"port {api} on 127.0.0.1 is taken (choose another with --coordinator-port)" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_port_held_only_by_a_closed_connection_is_free(tmp_path):
+    """The server side closes first, so its end of the connection stays in TIME_WAIT on the port."""
+    link, api, node = free_ports(3)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's servers bind
+        listener.bind(("127.0.0.1", node))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", node)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            client.recv(1)
+    with socket.socket() as plain:
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", node))  # what the check did before: refused for a minute
+    Ports(superlink=link, coordinator=api, first_node=node).check_free(1)

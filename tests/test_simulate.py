@@ -18,7 +18,7 @@ from fedsynth.common.teacher import Features, TeacherSettings, predict_proba
 from fedsynth.server.job import JobConfig, parse_budget_split, plan_job
 from fedsynth.server.release import load_labeller
 from fedsynth.simulations.main import simulate
-from fedsynth.simulations.split import split_table
+from fedsynth.simulations.split import SplitError, split_table
 
 SCHEMA = load_schema(bundled("adult.schema.yaml"))
 SMALL = GeneratorSettings(rounds=1, per_round=2, fit_iters=100, final_iters=200, score_sample=20_000)
@@ -182,3 +182,29 @@ def test_by_column_split_keeps_each_value_in_one_party(table):
     parties = split_table(table, 3, "by-column:race", None, seed=0)
     owners = {v: [i for i, p in enumerate(parties) if (p["race"] == v).any()] for v in table["race"].unique()}
     assert all(len(o) == 1 for o in owners.values())
+
+
+def test_by_column_split_shares_each_value_among_a_multiple_of_parties(table):
+    values = table["race"].nunique()
+    parties = split_table(table, 3 * values, "by-column:race", None, seed=0)
+    assert len(parties) == 3 * values
+    assert sorted(pd.concat(parties)["fnlwgt"]) == sorted(table["fnlwgt"])  # every row once
+    assert all(p["race"].nunique() == 1 for p in parties)  # each organisation in one value
+    for value, size in table["race"].value_counts().items():
+        holders = [len(p) for p in parties if p["race"].iloc[0] == value]
+        assert len(holders) == 3 and max(holders) - min(holders) <= 1  # evenly among 3
+
+
+def test_by_column_shared_split_is_seeded(table):
+    values = table["race"].nunique()
+    first, again, other = (split_table(table, 2 * values, "by-column:race", None, seed=s) for s in (0, 0, 1))
+    assert all(a.equals(b) for a, b in zip(first, again))
+    assert not all(a.equals(b) for a, b in zip(first, other))
+
+
+def test_by_column_split_refuses_parties_not_a_multiple_of_the_values_and_says_what_works(table):
+    values = table["race"].nunique()
+    with pytest.raises(SplitError) as err:
+        split_table(table, 2 * values + 1, "by-column:race", None, seed=0)
+    assert f"at most {values} parties" in str(err.value) and f"{2 * values}, {3 * values}" in str(err.value)
+    assert "'race'" in str(err.value)

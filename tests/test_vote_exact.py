@@ -27,6 +27,7 @@ its guard refuses any input outside public bounds (``common.vote``, ``client.gua
   before any data is read or anything recorded.
 """
 
+import json
 import math
 
 import numpy as np
@@ -43,6 +44,7 @@ from fedsynth.common.marginals import (
     VIEW_BITS,
     cells,
     cliques_to_json,
+    layout,
     local_errors,
     marginal,
     scores_on_grid,
@@ -95,6 +97,17 @@ def test_local_errors_are_exact_integers_worked_out_by_hand():
     assert local_errors([np.array([4, 0])], [np.array([0.25, 0.75])]).tolist() == [6 * 2**24]
     # 2**33 rows all in one cell against a uniform model: 2**33 rows of error, clipped to 2**32.
     assert local_errors([np.array([2**33, 0])], [np.array([1.0, 1.0])]).tolist() == [MAX_ERROR_ROWS << VIEW_BITS]
+    # Given the first column: (a0: 3 rows, a1: 1 row) x b against a model that is wrong on a
+    # ((1, 3) / 4) but right on b given a (b0 always in a0, uniform in a1): only b given a counts,
+    # weighted by the local a counts: |3 - 3| + |0 - 0| + |1 - 0.5| + |0 - 0.5| = 1 row.
+    local, view = np.array([3, 0, 1, 0]), np.array([0.25, 0.0, 0.375, 0.375])
+    assert local_errors([local], [view], [layout(("a", "b"), {"a": 2, "b": 2}, ["a"])]).tolist() == [2**24]
+    assert local_errors([local], [view]).tolist() == [4 * 2**24]  # |3 - 1| + 0 + |1 - 1.5| + |0 - 1.5| = 4 rows
+    # Only the first given column the candidate holds is given; a slice without mass is uniform.
+    assert layout(("a", "b", "c"), {"a": 2, "b": 2, "c": 3}, ["c", "a"]) == ((2, 2, 3), (2,))
+    assert layout(("a", "b"), {"a": 2, "b": 2}, ["c"]) == ((2, 2), ())
+    assert local_errors([np.array([0, 0, 2, 2])], [np.array([1.0, 1.0, 0.0, 0.0])],
+                        [layout(("a", "b"), {"a": 2, "b": 2}, ["a"])]).tolist() == [0]
     # The score grid: 2 rows are 8 steps; an eighth of a row (half a step) rounds up.
     assert scores_on_grid(np.array([2**25, 2**21, 2**21 - 1])).tolist() == [8, 1, 0]
 
@@ -375,6 +388,16 @@ REFUSED = {
     "wrong-size": ({}, [np.ones(35)], "model-marginals"),
     "penalty-array": ({}, [_view(), np.full(2, -(2.0**62))], "model-marginals"),
     "no-array": ({}, [], "model-marginals"),
+    "given-unknown-column": ({"given": json.dumps(["nope"])}, [_view()], "model-marginals"),
+    "given-not-a-list": ({"given": json.dumps("sex")}, [_view()], "model-marginals"),
+    "given-not-json": ({"given": "[sex"}, [_view()], "model-marginals"),
+    "given-nested-too-deeply": ({"given": "[" * 100_000 + "]" * 100_000}, [_view()], "model-marginals"),
+    "empty-candidate": ({"cliques": json.dumps([[], list(A)])}, [np.ones(1 + cells(DOMAIN, A))], "model-marginals"),
+    "candidate-unknown-column": ({"cliques": json.dumps([["sex", "nope"], list(A)])}, [_view()], "model-marginals"),
+    "candidate-repeats-a-column": ({"cliques": json.dumps([["sex", "sex"], list(A)])},
+                                   [np.ones(4 + cells(DOMAIN, A))], "model-marginals"),
+    "candidate-as-text": ({"cliques": json.dumps(["sex", list(A)])}, [np.ones(2 + cells(DOMAIN, A))], "model-marginals"),
+    "candidates-nested-too-deeply": ({"cliques": "[" * 100_000 + "]" * 100_000}, [_view()], "model-marginals"),
     "epsilon-0": ({"epsilon": 0.0}, [_view()], "vote-range"),
     "epsilon-negative": ({"epsilon": -0.5}, [_view()], "vote-range"),
     "epsilon-nan": ({"epsilon": math.nan}, [_view()], "vote-range"),

@@ -3,6 +3,7 @@ every guard, recorded in the ledger and privacy.json, and close to the true unio
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,10 @@ def test_the_evaluation_round_is_in_the_ledger_and_privacy_json(release):
 
 
 def test_every_guard_judges_the_evaluation_phase(tmp_path):
-    plan = plan_job(config(tmp_path / "unused"))
+    # A share large enough that the evaluation's noise is the job's least: a floor just above it
+    # then refuses the evaluation phase and no other.
+    plan = plan_job(replace(config(tmp_path / "unused"), evaluate=0.7))
+    assert plan.evaluation.sigma < plan.generator.sigma
     event, t, multipliers = read_plan({"schema": "", **plan.guard_request()})
     z = multipliers["evaluation"]
     assert z == pytest.approx(plan.evaluation.sigma) and t == 3

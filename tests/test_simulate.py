@@ -55,7 +55,9 @@ def test_privacy_json_epsilon_is_recomputed_from_the_ledger(release):
     ledger = Ledger(release.path / "ledger.jsonl", cap_epsilon=1.0, delta=1e-6)
     recomputed = CombinedAccountant().compose(ComposedDpEvent([e.dp_event() for e in ledger.entries]))
     assert statement["epsilon"] == pytest.approx(recomputed.epsilon(1e-6).epsilon, rel=1e-9)
-    assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] <= 1.0
+    # spent (the ledger's events) is the plan's (every organisation survived), up to the last bit of
+    # the float: the 1-way round's noise is its scale times sigma in one, squared in the other
+    assert statement["epsilon"] <= statement["plan"]["epsilon_planned"] * (1 + 1e-12) and statement["plan"]["epsilon_planned"] <= 1.0
     assert statement["delta"] == pytest.approx(1e-6 + statement["delta_noise_tail"])  # no graph term: every graph is safe
     assert "delta_graph_failure" not in statement
     assert "consistency stage" in statement["trust"]["secure_aggregation"]

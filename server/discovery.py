@@ -12,8 +12,11 @@ Privacy argument: the plan (:func:`plan_sigma`, ``common.discovery.discovery_eve
 round 0's noise and the discovery's epsilon before anything runs; before each text round
 :func:`text_sigma` chooses its noise, from earlier noisy sums only, so that the rounds run and
 those the remaining columns may still need cost at most that epsilon (a privacy filter; adaptive
-RDP composition allows it). The ledgers compose exactly the rounds that ran, each at the noise
-the survivors carried.
+RDP composition allows it). The filter composes each round at the noise every organisation's guard
+records (what survives ``n - t`` colluders among ``t`` survivors, ``common.secure_sum``), never at
+the larger noise the survivors carried: composed at the latter, the filter would let the last rounds
+take every guard past its cap. The federation's ledger records the survivors' noise
+(``epsilon_spent`` in the provenance), the guards the planned one (``epsilon_guards``).
 """
 
 from __future__ import annotations
@@ -118,9 +121,9 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
 
     Round 0 (every column at ``FIRST_ROUND_NOISE`` of the planned ``sigma``) gives the missing
     counts, the grids and each text column's longest heavy length. Before each text round, its
-    noise is set so that the rounds run so far and the rounds the remaining columns may still
-    need (up to their lengths) spend the plan's epsilon: a column that runs out of candidates
-    leaves its share to the others.
+    noise is set so that the rounds run so far (at the noise the guards record) and the rounds the
+    remaining columns may still need (up to their lengths) spend the plan's epsilon: a column that
+    runs out of candidates leaves its share to the others.
     """
     if not kinds:
         raise DiscoveryError("the organisations configured no column")
@@ -128,8 +131,9 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     sigma0 = protocol.round_sigma(plan_sigma(plan, kinds), 0)
     findings = {name: ColumnFindings(kind) for name, kind in kinds.items()}
     request = protocol.first_request(list(kinds.items()), plan.na_values, settings.max_bytes)
-    total, mu0 = noisy_sum(_spec(request, sigma0, plan), request, "schema discovery round 0: missing cells, grids and lengths")
-    events = [round_event(request, _spec(request, sigma0, plan), mu0)]
+    spec0 = _spec(request, sigma0, plan)
+    total, mu0 = noisy_sum(spec0, request, "schema discovery round 0: missing cells, grids and lengths")
+    events, guarded = [round_event(request, spec0, mu0)], [round_event(request, spec0)]
     thresholds = {}
     length_blocks = {}
     for name, block in protocol.split(total, request).items():
@@ -140,7 +144,7 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
         elif findings[name].kind == "categorical":
             findings[name].categories = {}
             length_blocks[name] = block
-    lengths = reachable_lengths(plan, ComposedDpEvent(events), length_blocks, thresholds, mu0)
+    lengths = reachable_lengths(plan, ComposedDpEvent(guarded), length_blocks, thresholds, mu0)
     progress(f"schema discovery: {len(kinds)} columns, noise std {sigma0:.1f} counts in round 0; text rounds "
              + (f"up to {max(lengths.values())} bytes" if lengths else "none (no length clears the noise)"))
     prefixes = {name: [b""] for name in lengths}
@@ -149,12 +153,13 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
         columns = [(n, "categorical") for n in lengths if level <= lengths[n] and prefixes[n]]
         if not columns:
             break
-        sigma = text_sigma(plan, ComposedDpEvent(events), {n: lengths[n] - level for n, _ in columns})
+        sigma = text_sigma(plan, ComposedDpEvent(guarded), {n: lengths[n] - level for n, _ in columns})
         sigmas.append(sigma)
         request = protocol.request(columns, {n: prefixes[n] for n, _ in columns}, plan.na_values)
         spec = _spec(request, sigma, plan)
         total, mu = noisy_sum(spec, request, f"schema discovery round {level + 1}: byte {level + 1} of {len(columns)} text columns")
         events.append(round_event(request, spec, mu))
+        guarded.append(round_event(request, spec))
         for name, block in protocol.split(total, request).items():
             threshold = hh.release_threshold(mu, len(block), settings.false_positive)
             thresholds[name] = max(thresholds[name], threshold)
@@ -162,10 +167,12 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
                                                  end_threshold=hh.value_threshold(mu, plan.delta))
             findings[name].categories.update(released)
     spent = CombinedAccountant().compose(ComposedDpEvent(events)).epsilon(plan.delta)
+    guards = CombinedAccountant().compose(ComposedDpEvent(guarded)).epsilon(plan.delta)
     provenance = {
         "phase": PHASE,
         "epsilon_planned": plan.epsilon,
         "epsilon_spent": round(spent.epsilon, 6),
+        "epsilon_guards": round(guards.epsilon, 6),
         "delta": plan.delta,
         "noise_std": {"round 0": round(sigma0, 3), "text rounds": [round(x, 1) for x in sigmas]},
         "rounds": len(events),

@@ -95,3 +95,22 @@ def test_the_command_refuses_a_threshold_colluders_could_get_round_before_readin
     err = capsys.readouterr().err
     assert code == 2 and "--min-survivors 2 of --parties 3" in err and "2n/3 < t <= n" in err
     assert "nothing was written" in err and not out.exists()
+
+
+def test_with_fewer_survivors_required_than_organisations_every_guard_admits_every_round(tmp_path):
+    """4 organisations, t = 3: the sums carry 4/2 times the noise every guard records (its share
+    against n - t colluders), so a filter composed at the survivors' noise would plan the last
+    rounds past every guard's cap and see them refused."""
+    parties = split_table(small_table(), 4, "iid", None, 0)
+    plan = DiscoveryPlan(epsilon=1.0, delta=1e-6, min_survivors=3, na_values=("?",),
+                         settings=DiscoverySettings(max_bytes=4, bins=4))
+    found = discover_in_simulation(parties, [{"pet": "categorical", "age": "integer"}] * 4, plan,
+                                   tmp_path / "ledger.jsonl", tmp_path / "guards", progress=lambda _m: None)
+    provenance = found["provenance"]
+    assert provenance["rounds"] > 2
+    assert provenance["epsilon_spent"] < provenance["epsilon_guards"] <= 1.0
+    assert provenance["epsilon_guards"] > 0.99  # the filter spends what the guards allow
+    for org in ("party-0", "party-1", "party-2", "party-3"):
+        guard = Ledger(tmp_path / "guards" / f"{org}.jsonl", cap_epsilon=1.0, delta=1e-6)
+        assert len(guard) == provenance["rounds"]
+        assert guard.epsilon().epsilon == pytest.approx(provenance["epsilon_guards"], abs=1e-6)

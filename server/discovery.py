@@ -85,10 +85,19 @@ def column_configs(fed: Federation) -> dict[str, dict[str, str]]:
 NoisySum = Callable[[NoisySumSpec, dict[str, Any], str], tuple[np.ndarray, float]]
 
 
+@dataclass(frozen=True)
+class Discovered:
+    """A discovery's schema mapping (with its provenance) and its rounds composed as every
+    organisation's guard recorded them (at the planned noise: ``run_rounds``)."""
+
+    schema: dict[str, Any]
+    guarded: DpEvent
+
+
 def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _m: None,
-             given: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Run the discovery rounds on the federation and return the schema mapping (with provenance);
-    ``given``: a job's public columns (``common.discovery.protocol.schema_dict``)."""
+             given: Mapping[str, Mapping[str, Any]] | None = None) -> Discovered:
+    """Run the discovery rounds on the federation; ``given``: a job's public columns
+    (``common.discovery.protocol.schema_dict``)."""
     kinds = protocol.agreed_columns(column_configs(fed))
 
     def noisy_sum(spec: NoisySumSpec, request: dict[str, Any], what: str) -> tuple[np.ndarray, float]:
@@ -97,18 +106,20 @@ def discover(fed: Federation, plan: DiscoveryPlan, progress: Progress = lambda _
 
     found = run_rounds(kinds, plan, noisy_sum, progress, given)
     spent = fed.ledger.epsilon().epsilon if fed.ledger is not None else None
-    found["provenance"].update(organisations=list(fed.organisations), ledger_epsilon=spent)
+    found.schema["provenance"].update(organisations=list(fed.organisations), ledger_epsilon=spent)
     return found
 
 
-def discover_for(fed: Federation, base: Schema, plan: DiscoveryPlan, progress: Progress) -> Schema:
+def discover_for(fed: Federation, base: Schema, plan: DiscoveryPlan, progress: Progress) -> tuple[Schema, DpEvent]:
     """A job's discovery phase: the schema ``base`` names the columns, their kinds and the label;
     the discovered schema has its categories, bounds, bins and missing flags from the noisy
-    rounds (``base``'s rules are dropped: they name values the discovery may not list)."""
+    rounds (``base``'s rules are dropped: they name values the discovery may not list). Returns
+    it with the rounds' event as every guard recorded it."""
     found = discover(fed, plan, progress, given={c.name: c.to_dict() for c in base.columns})
-    label = base.label if base.label is not None and base.label in found_text_columns(found) else None
-    return Schema.from_dict({**found, "name": f"{base.name}-discovered", "label": label,
-                             "na_values": list(base.na_values)}, source="the discovered schema")
+    label = base.label if base.label is not None and base.label in found_text_columns(found.schema) else None
+    schema = Schema.from_dict({**found.schema, "name": f"{base.name}-discovered", "label": label,
+                               "na_values": list(base.na_values)}, source="the discovered schema")
+    return schema, found.guarded
 
 
 def found_text_columns(found: Mapping[str, Any]) -> list[str]:
@@ -116,8 +127,8 @@ def found_text_columns(found: Mapping[str, Any]) -> list[str]:
 
 
 def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySum,
-               progress: Progress = lambda _m: None, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The discovery rounds over the agreed columns ``kinds``, each one ``noisy_sum``; the schema mapping.
+               progress: Progress = lambda _m: None, given: Mapping[str, Mapping[str, Any]] | None = None) -> Discovered:
+    """The discovery rounds over the agreed columns ``kinds``, each one ``noisy_sum``.
 
     Round 0 (every column at ``FIRST_ROUND_NOISE`` of the planned ``sigma``) gives the missing
     counts, the grids and each text column's longest heavy length. Before each text round, its
@@ -183,7 +194,8 @@ def run_rounds(kinds: Mapping[str, str], plan: DiscoveryPlan, noisy_sum: NoisySu
     }
     progress(f"schema discovery: {len(events)} rounds, epsilon {spent.epsilon:.4f}; " + ", ".join(
         f"{name}: {len(f.categories or {})} categories" for name, f in findings.items() if f.kind == "categorical"))
-    return protocol.schema_dict(plan.name, findings, plan.na_values, sigma0, settings, provenance, given)
+    return Discovered(protocol.schema_dict(plan.name, findings, plan.na_values, sigma0, settings, provenance, given),
+                      ComposedDpEvent(guarded))
 
 
 def reachable_lengths(plan: DiscoveryPlan, spent: DpEvent, blocks: Mapping[str, np.ndarray],

@@ -297,7 +297,23 @@ def _main_split(config: JobConfig) -> dict[str, float]:
 
 def plan_job(config: JobConfig) -> JobPlan:
     """Noise for the whole job from its (epsilon, delta), or ``BudgetError`` before any round
-    (``GraphError`` for a SecAgg+ neighbourhood that cannot tolerate ``n - t`` dropouts)."""
+    (``GraphError`` for a SecAgg+ neighbourhood that cannot tolerate ``n - t`` dropouts).
+
+    With a schema discovery first, the rest is planned on what the planned discovery leaves
+    (:func:`plan_after`), and again on what its rounds did leave once they have run."""
+    discovery = config.discovery()
+    if discovery is None:
+        return plan_phases(config)
+    kinds = schema_kinds(config.schema.columns)
+    sigma = plan_sigma(discovery, kinds)
+    spent = discovery_event(sigma, kinds, discovery.settings)
+    rest = plan_after(replace(config, epsilon=config.main_epsilon, discover=0.0), spent, config.epsilon)
+    return replace(rest, event=ComposedDpEvent([spent, rest.event]), discovery=discovery, discovery_sigma=sigma,
+                   discovery_multiplier=round_sigma(sigma, 0) / math.sqrt(len(kinds)))
+
+
+def plan_phases(config: JobConfig) -> JobPlan:
+    """The plan of the job's phases after any discovery, at ``config.main_epsilon`` alone."""
     graph = choose_graph(config.parties, config.min_survivors, config.secagg_neighbours)
     events, split = _phase_events(config), _split(config)
     plan = plan_noise(events, split, config.main_epsilon, config.delta)
@@ -319,16 +335,8 @@ def plan_job(config: JobConfig) -> JobPlan:
         evaluation = EvaluationPlan(sigma, cliques, config.min_survivors, max_abs, config.max_rows)
         secure_ranges(evaluation.spec(config.schema.domain()), config.parties)
     event = ComposedDpEvent([events[p](plan.noise_multipliers[p]) for p in events])
-    discovery, sigma, multiplier, epsilon = config.discovery(), None, None, plan.epsilon.epsilon
-    if discovery is not None:
-        kinds = schema_kinds(config.schema.columns)
-        sigma = plan_sigma(discovery, kinds)
-        multiplier = round_sigma(sigma, 0) / math.sqrt(len(kinds))
-        event = ComposedDpEvent([discovery_event(sigma, kinds, discovery.settings), event])
-        epsilon = CombinedAccountant().compose(event).epsilon(config.delta).epsilon
     return JobPlan(
-        generator, teacher, epsilon, event, split, config.labels, config.student, graph, evaluation, discovery, sigma,
-        multiplier,
+        generator, teacher, plan.epsilon.epsilon, event, split, config.labels, config.student, graph, evaluation
     )
 
 
@@ -381,15 +389,45 @@ def staged(staging: Path) -> Iterator[None]:
 def discovered_job(fed: Federation, config: JobConfig, plan: JobPlan, report: Progress) -> tuple[JobConfig, JobPlan]:
     """Run the schema discovery phase, then plan the rest of the job on the discovered schema
     with what remains of epsilon (the release's job.toml keeps the job as it was given)."""
-    schema = discover_for(fed, config.schema, plan.discovery, report)
+    schema, spent = discover_for(fed, config.schema, plan.discovery, report)
     report(f"schema discovery: {len(schema.columns)} columns described from the organisations' rows "
            f"(epsilon {schema.provenance['epsilon_spent']:.3f})")
     rest = replace(config, schema=schema, epsilon=config.main_epsilon, discover=0.0, cap=config.cap or config.epsilon,
                    labels=config.labels if schema.label is not None else "generator")
-    main = plan_job(rest)
+    main = plan_after(rest, spent, config.epsilon)
     summary_plan = replace(main, discovery=plan.discovery, discovery_sigma=plan.discovery_sigma,
-                           discovery_multiplier=plan.discovery_multiplier, epsilon_planned=plan.epsilon_planned)
+                           discovery_multiplier=plan.discovery_multiplier)
     return replace(rest, epsilon=config.epsilon, discover=config.discover), summary_plan
+
+
+#: Relative precision of :func:`plan_after`'s search (bisection steps: about log2(1 / it)).
+REST_RTOL = 1e-3
+
+
+def plan_after(rest: JobConfig, spent: DpEvent, epsilon: float) -> JobPlan:
+    """The rest of a job after a discovery whose rounds, as every guard recorded them, compose to
+    ``spent``, with the two composed as its ``epsilon_planned``: planned at the largest epsilon (from ``rest.epsilon``, the rest's stand-alone share,
+    up to ``epsilon``) whose plan composed with ``spent`` costs at most ``epsilon`` at the job's
+    delta (composition is sub-additive, so the stand-alone share alone would leave budget unspent).
+    Public: ``spent`` is the plan's and the rounds' noise, never a count. The share itself fits
+    (under RDP, epsilons at one delta add up at most: the discovery's filter keeps ``spent``
+    within its share); a plan that does not is refused before any further round."""
+
+    def composed(plan: JobPlan) -> float:
+        return CombinedAccountant().compose(ComposedDpEvent([spent, plan.event])).epsilon(rest.delta).epsilon
+
+    low, high, best = rest.epsilon, epsilon, plan_phases(rest)
+    if composed(best) > epsilon:
+        raise BudgetError(f"the discovery's rounds and the rest of the job compose to {composed(best):.4f}, "
+                          f"above epsilon {epsilon:g}")
+    while high - low > REST_RTOL * epsilon:
+        middle = (low + high) / 2
+        plan = plan_phases(replace(rest, epsilon=middle))
+        if composed(plan) <= epsilon:
+            low, best = middle, plan
+        else:
+            high = middle
+    return replace(best, epsilon_planned=composed(best))
 
 
 def run_job(grid: Grid, context: Context, config: JobConfig, progress: Progress) -> Release:

@@ -64,7 +64,7 @@ def discover_in_simulation(parties: Sequence[pd.DataFrame], configs: Sequence[Ma
 
     def job(grid, context) -> dict:
         with Federation(grid, context, len(parties), federation_ledger) as fed:
-            return discover(fed, plan, progress)
+            return discover(fed, plan, progress).schema
 
     return run_in_simulation(job, discovery_app(parties, configs, plan, guards), len(parties))
 

@@ -59,7 +59,7 @@ def test_a_canary_held_by_three_rows_never_appears_and_common_categories_always_
     kinds = {"status": "categorical", "age": "integer"}
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        found = run_rounds(kinds, plan, plain_noisy_sum(canary_parties(rng), rng))
+        found = run_rounds(kinds, plan, plain_noisy_sum(canary_parties(rng), rng)).schema
         categories = found["columns"][0]["categories"]
         assert not set(CANARIES) & set(categories)
         assert {"Married", "Never-married", "Divorced"} <= set(categories)
@@ -79,7 +79,7 @@ def test_round_zero_lengths_cut_the_text_rounds_and_the_rounds_spend_the_plan():
     rng = np.random.default_rng(6)
     parties = [pd.DataFrame({"pet": rng.choice(["cat", "dog", "eel"], 3000)}) for _ in range(5)]
     plan = DiscoveryPlan(epsilon=0.2, delta=1e-6, min_survivors=4)
-    found = run_rounds({"pet": "categorical"}, plan, plain_noisy_sum(parties, rng))
+    found = run_rounds({"pet": "categorical"}, plan, plain_noisy_sum(parties, rng)).schema
     assert found["provenance"]["text_lengths"] == {"pet": 3}
     assert found["provenance"]["rounds"] == 1 + 4  # round 0, then prefixes of 0 .. 3 bytes
     assert 0.8 * 0.2 < found["provenance"]["epsilon_spent"] <= 0.2  # planned by RDP, spent by the ledger's accountant
@@ -94,7 +94,7 @@ def test_lengths_no_releasable_value_can_reach_are_not_explored():
     common[:600] = "a-rather-long-pet"  # its length's cell clears the strict floor, not the reach bar
     parties = [pd.DataFrame({"pet": part}) for part in np.array_split(common, 5)]
     plan = DiscoveryPlan(epsilon=0.2, delta=1e-6, min_survivors=4)
-    found = run_rounds({"pet": "categorical"}, plan, plain_noisy_sum(parties, rng))
+    found = run_rounds({"pet": "categorical"}, plan, plain_noisy_sum(parties, rng)).schema
     assert found["provenance"]["text_lengths"] == {"pet": 3}
     block = np.zeros(hh.MAX_BYTES + 2)
     block[[3, 17]] = [14_400, 300]
@@ -247,7 +247,7 @@ def test_unlisted_categories_map_to_other_and_are_counted_locally():
 def test_a_discovered_schema_loads_with_its_provenance():
     rng = np.random.default_rng(3)
     plan = DiscoveryPlan(epsilon=0.5, delta=1e-6, min_survivors=4, settings=DiscoverySettings(max_bytes=16))
-    found = run_rounds({"status": "categorical", "age": "integer"}, plan, plain_noisy_sum(canary_parties(rng), rng))
+    found = run_rounds({"status": "categorical", "age": "integer"}, plan, plain_noisy_sum(canary_parties(rng), rng)).schema
     schema = Schema.from_dict(json.loads(json.dumps(found)))
     assert schema.provenance["phase"] == "schema" and 0 < schema.provenance["epsilon_spent"] <= 0.5
     assert not schema.draft
@@ -260,12 +260,12 @@ def test_a_job_keeps_the_given_public_bounds_and_missing_flag_where_discovery_se
     parties = [pd.DataFrame({"age": rng.integers(18, 91, 50).astype(str)}) for _ in range(3)]
     plan = DiscoveryPlan(epsilon=0.05, delta=1e-6, min_survivors=2)
     given = {"age": {"name": "age", "kind": "integer", "lower": 0, "upper": 120, "bins": [0, 30, 60, 120], "missing": True}}
-    found = run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)
+    found = run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given).schema
     (age,) = found["columns"]
     assert (age["lower"], age["upper"], age["bins"], age["missing"]) == (0, 120, [0, 30, 60, 120], True)
     assert found["provenance"]["kept_from_given_schema"] == ["age"]
     with pytest.raises(DiscoveryError, match="column 'age' \\(integer\\): no block of the public grid"):
-        run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))
+        run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng)).schema
 
 
 def test_a_discovered_schema_keeps_the_given_public_fine_grids_within_its_bounds():
@@ -275,15 +275,15 @@ def test_a_discovered_schema_keeps_the_given_public_fine_grids_within_its_bounds
     plan = DiscoveryPlan(epsilon=0.5, delta=1e-6, min_survivors=4)
     given = {"age": {"name": "age", "kind": "integer", "lower": 0, "upper": 120, "bins": 4, "fine": 1},
              "pay": {"name": "pay", "kind": "integer", "lower": 0, "upper": 10_000, "bins": 4, "fine": [1, 300, 600, 5_000]}}
-    found = run_rounds({"age": "integer", "pay": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)
+    found = run_rounds({"age": "integer", "pay": "integer"}, plan, plain_noisy_sum(parties, rng), given=given).schema
     age, pay = found["columns"]
     assert age["fine"] == 1 and 100 < pay["lower"] < 300 and 600 < pay["upper"] < 5_000
     assert pay["fine"] == [300, 600]  # the points outside the discovered bounds fall away
     schema = Schema.from_dict({**found, "label": None})
     assert schema.columns[0].n_fine_values == age["upper"] - age["lower"]
-    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng))["columns"][0]
+    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng)).schema["columns"][0]
     given["age"]["fine"] = 0.01  # too many cells within the discovered bounds: no fine grid
-    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given)["columns"][0]
+    assert "fine" not in run_rounds({"age": "integer"}, plan, plain_noisy_sum(parties, rng), given=given).schema["columns"][0]
 
 
 def test_the_release_threshold_bounds_the_skellam_tail_and_zero_stays_a_bound():

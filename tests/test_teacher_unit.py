@@ -6,7 +6,7 @@ import torch
 
 from fedsynth.cli import bundled
 from fedsynth.common.schema import load_schema
-from fedsynth.common.student import StudentSettings, distil, relabel
+from fedsynth.common.student import StudentSettings, distil, match_label_shares, relabel
 from fedsynth.common.teacher import (
     Features,
     TeacherSettings,
@@ -146,6 +146,33 @@ def test_student_learns_the_teachers_probabilities_on_synthetic_rows(codes, labe
     gap = np.abs(predict_proba(student, f.x(held_out)) - predict_proba(teacher, f.x(held_out)))
     assert gap.sum(axis=1).mean() < 0.1  # mean total-variation distance per row
     assert predict_proba(student, f.x(held_out)).shape[1] == f.classes
+
+
+@pytest.mark.parametrize("label", ["Y", "relationship"])  # binary and 6 classes
+def test_the_students_label_shares_are_the_synthetic_rows_and_no_rank_moves(codes, label):
+    """A DP teacher's intercept is its least converged weight: one whose bias is off labels too
+    few rows with the rarer classes, which moves every (column, label) marginal of a release."""
+    f = features(label)
+    teacher = build_model(TeacherSettings(model="logreg"), f, seed=3)
+    x, y = f.x(codes), f.y(codes)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=0.1)
+    for _ in range(50):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(teacher(x), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        teacher[-1].bias -= torch.linspace(0.0, 2.0, f.classes)  # the later classes under-predicted
+    synthetic = codes[np.random.default_rng(0).permutation(len(codes))[:3000]]
+    shares = np.bincount(f.y(synthetic).numpy(), minlength=f.classes) / len(synthetic)
+    assert np.abs(predict_proba(teacher, f.x(synthetic)).mean(axis=0) - shares).max() > 0.03
+    student = distil(teacher, f, synthetic, StudentSettings(epochs=5), seed=0)
+    np.testing.assert_allclose(predict_proba(student, f.x(synthetic)).mean(axis=0), shares, atol=1e-4)
+    before = predict_proba(student, f.x(codes[:500]))
+    match_label_shares(student, f, codes[:2000])  # another target: the shift moves no row's rank
+    after = predict_proba(student, f.x(codes[:500]))
+    for k in range(1, f.classes):
+        np.testing.assert_array_equal(np.argsort(np.log(before[:, k] / before[:, 0]), kind="stable"),
+                                      np.argsort(np.log(after[:, k] / after[:, 0]), kind="stable"))
 
 
 def test_relabel_modes(codes):

@@ -320,7 +320,10 @@ class Organisation:
 
         if table.schema.label is None:
             raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))
-        settings = TeacherSettings.from_config(request)
+        try:
+            settings = TeacherSettings.from_config(request)
+        except (AttributeError, TypeError, ValueError) as exc:  # the request's own values, never a row
+            raise RequestRefused(refusal(self.name, "teacher-settings", str(exc))) from None
         features = Features(table.schema.domain(), table.schema.label)
         model = weights_for(settings, features, arrays)
         return integer_gradient_sum(model, features.x(table.codes), features.y(table.codes), settings, rng)

@@ -42,7 +42,15 @@ MAX_ABS = 2**29
 #: Conditional rounding's rejection parameter (Kairouz et al.'s default).
 ROUNDING_BETA = math.exp(-0.5)
 #: Rows per chunk of per-example gradients (bounds memory: chunk x parameters floats).
-CHUNK = 512
+#: Per-example gradient entries computed at a time (rows per chunk: this over the model's size, at
+#: least 1), so an organisation's memory does not grow with its rows, whatever the model.
+CHUNK_ENTRIES = 2**21
+#: Public bounds on what a gradients round may ask: the clip (a finite number: below this the
+#: scaled gradients overflow), the integer norm of a clipped example (far inside int64 and the
+#: secure sum's box) and the hidden layer's width (the model's size).
+MIN_CLIP = 1e-6
+MAX_RESOLUTION = 2**20
+MAX_HIDDEN = 512
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,13 @@ class TeacherSettings:
             raise ValueError(f"teacher model must be 'logreg' or 'mlp', got {self.model!r}")
         if not 0 < self.sampling_rate <= 1:
             raise ValueError(f"teacher sampling rate must be in (0, 1], got {self.sampling_rate}")
-        if self.steps < 1 or self.clip <= 0 or self.resolution < 1 or self.hidden < 1:
-            raise ValueError("teacher steps, clip, resolution and hidden must be positive")
+        if self.steps < 1 or not 1 <= self.resolution <= MAX_RESOLUTION or not 1 <= self.hidden <= MAX_HIDDEN:
+            raise ValueError(f"teacher steps must be positive, resolution in [1, {MAX_RESOLUTION}] and hidden in "
+                             f"[1, {MAX_HIDDEN}], got {self.steps}, {self.resolution} and {self.hidden}")
+        if not (math.isfinite(self.clip) and self.clip >= MIN_CLIP):
+            raise ValueError(f"teacher clip must be a finite number of at least {MIN_CLIP:g}, got {self.clip}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"teacher learning rate must be a positive number, got {self.learning_rate}")
 
     def to_config(self) -> dict[str, float | int | str]:
         return {f"teacher.{k}": v for k, v in asdict(self).items()}
@@ -214,8 +227,9 @@ def integer_gradient_sum(
     bound = rounded_l2_bound(settings.resolution, dim)
     batch = np.flatnonzero(rng.random(len(x)) < settings.sampling_rate)
     total = np.zeros(dim, dtype=np.int64)
-    for start in range(0, len(batch), CHUNK):
-        rows = torch.from_numpy(batch[start : start + CHUNK])
+    chunk = max(1, CHUNK_ENTRIES // dimension(model))
+    for start in range(0, len(batch), chunk):
+        rows = torch.from_numpy(batch[start : start + chunk])
         clipped = clip_rows(per_example_gradients(model, x[rows], y[rows]), settings.clip)
         total += conditional_round(clipped * (settings.resolution / settings.clip), bound, rng).sum(axis=0)
     return np.clip(total, -MAX_ABS, MAX_ABS)

@@ -160,3 +160,22 @@ def test_one_dropout_is_survived_with_less_noise_and_one_more_aborts_cleanly(fed
     assert "aborted" in out["abort"] and "party-1, party-2" in out["abort"]
     before, after = out["entries_around_abort"]
     assert before == after
+
+
+@pytest.mark.parametrize("settings", [
+    {"teacher.clip": "nan"}, {"teacher.clip": 5e-324}, {"teacher.clip": "inf"},  # scaled rows overflow: rounding never ends
+    {"teacher.resolution": 10**19},  # integers past int64
+    {"teacher.model": "mlp", "teacher.hidden": 3000},  # memory that grows with the rows
+    {"teacher.no_such_setting": 1},
+])
+def test_an_organisation_refuses_teacher_settings_outside_the_public_bounds_whatever_its_rows(settings):
+    """A hostile review found that a NaN or subnormal clip made the rounding loop forever on any
+    non-empty batch while an empty table answered: refused now from the request alone."""
+    weights = get_flat(PLAN.model())
+    answers = []
+    for table in (TABLES[0].iloc[:0], TABLES[0].iloc[:1], TABLES[0]):
+        org = Organisation("party-0", lambda _schema, table=table: table, accepts=SCHEMA)
+        with pytest.raises(RequestRefused, match="rule teacher-settings") as refused:
+            org.contribute({**step_request(), **settings}, [weights], np.random.default_rng(0))
+        answers.append(str(refused.value))
+    assert len(set(answers)) == 1

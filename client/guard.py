@@ -36,6 +36,8 @@ any data is read or anything is sent:
   (``common.marginals.SCORE_SENSITIVITY``) and the vote's epsilon hold whatever the
   coordinator sends (``common.vote``); the bounds keep every number the mechanism takes in a
   public range.
+* ``teacher-settings``: a gradients round whose teacher settings are not ``common.teacher.TeacherSettings``
+  within their public bounds (a NaN clip made the rounding loop forever on rows).
 * ``model-weights``: a gradients round whose teacher weights are not finite (a record whose
   gradient still overflows becomes a zero row locally: ``common.teacher.clip_rows``).
 * ``min-noise-multiplier``: a Skellam round whose accounted noise std over its L2 sensitivity
@@ -141,6 +143,10 @@ class Guard:
             _, l2 = sensitivity(request, spec)
         except ScaleRefused as exc:
             raise self._refused("scale", str(exc)) from None
+        except ValueError as exc:
+            if task != "gradients":
+                raise
+            raise self._refused("teacher-settings", str(exc)) from None
         self._check_threshold(spec.min_survivors)
         self._check_shamir(spec.min_survivors, int(request["num_clients"]))
         self._check_graph(request, spec)

@@ -322,7 +322,7 @@ class Organisation:
             raise RequestRefused(refusal(self.name, "no-label", f"schema '{table.schema.name}' has no label"))
         try:
             settings = TeacherSettings.from_config(request)
-        except (AttributeError, TypeError, ValueError) as exc:  # the request's own values, never a row
+        except ValueError as exc:  # the request's own values, never a row
             raise RequestRefused(refusal(self.name, "teacher-settings", str(exc))) from None
         features = Features(table.schema.domain(), table.schema.label)
         model = weights_for(settings, features, arrays)

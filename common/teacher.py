@@ -89,8 +89,13 @@ class TeacherSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> "TeacherSettings":
+        """The settings of a request's ``teacher.*`` keys; ValueError for any key or value that is not
+        one (an unknown name, a value of another type, one outside the public bounds)."""
         fields = {k[len("teacher.") :]: v for k, v in config.items() if k.startswith("teacher.")}
-        return cls(**{name: type(getattr(cls(), name))(value) for name, value in fields.items()})
+        try:
+            return cls(**{name: type(getattr(cls(), name))(value) for name, value in fields.items()})
+        except (AttributeError, TypeError, OverflowError) as exc:
+            raise ValueError(f"teacher settings: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -483,3 +483,17 @@ RULES = {
     "discovery-columns": "hospital-a: refused (rule discovery-columns;",
     "discovered-check": "",  # answered: a schema discovered from the agreed one
 }
+
+
+@pytest.mark.parametrize("bad", [{"teacher.clip": float("nan")}, {"teacher.clip": 5e-324}, {"teacher.hidden": 3000},
+                                 {"teacher.steps": float("inf")}, {"teacher.bogus": 1}])
+def test_the_guard_refuses_teacher_settings_outside_their_public_bounds_and_records_nothing(tmp_path, bad):
+    from fedsynth.common.teacher import TeacherSettings
+
+    spec = NoisySumSpec(dim=100, mu=1e9, min_survivors=3, max_abs=10**6)
+    request = {"schema": SCHEMA.dumps("json"), "task": "gradients", **TeacherSettings().to_config(), **bad,
+               "round": 1, "num_clients": 3, **spec.to_config()}
+    guard = Guard("hospital-a", policy(tmp_path))
+    with pytest.raises(GuardRefused, match="rule teacher-settings"):
+        guard.admit(request, spec, [np.zeros(100)])
+    assert not (tmp_path / "ledger.jsonl").exists() or Ledger(tmp_path / "ledger.jsonl", cap_epsilon=2.0, delta=1e-6).entries == ()

@@ -166,7 +166,7 @@ def test_one_dropout_is_survived_with_less_noise_and_one_more_aborts_cleanly(fed
     {"teacher.clip": "nan"}, {"teacher.clip": 5e-324}, {"teacher.clip": "inf"},  # scaled rows overflow: rounding never ends
     {"teacher.resolution": 10**19},  # integers past int64
     {"teacher.model": "mlp", "teacher.hidden": 3000},  # memory that grows with the rows
-    {"teacher.no_such_setting": 1},
+    {"teacher.no_such_setting": 1}, {"teacher.steps": float("inf")}, {"teacher.resolution": float("inf")},
 ])
 def test_an_organisation_refuses_teacher_settings_outside_the_public_bounds_whatever_its_rows(settings):
     """A hostile review found that a NaN or subnormal clip made the rounding loop forever on any

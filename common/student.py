@@ -80,7 +80,8 @@ def match_label_shares(model: nn.Sequential, features: Features, codes: np.ndarr
     adjustment of Saerens et al. (2002), ``b <- b + log(share / mean probability)``."""
     counts = np.bincount(codes[:, list(features.domain).index(features.label)], minlength=features.classes)
     shares = np.maximum(counts, 0.5) / np.maximum(counts, 0.5).sum()
-    logits = np.log(np.clip(np.concatenate([predict_proba_codes(model, features, c) for c in _chunks(codes)]), 1e-300, None))
+    proba = np.concatenate([predict_proba_codes(model, features, c) for c in _chunks(codes)]).astype(np.float64)
+    logits = np.log(np.clip(proba, 1e-300, None))  # in float64: a float32 clip at 1e-300 is 0
     shift = np.zeros(features.classes)
     for _ in range(PRIOR_ITERATIONS):
         proba = np.exp(logits + shift - (logits + shift).max(axis=1, keepdims=True))

@@ -42,6 +42,7 @@ reproducible for tests; it is logged as a warning and must never be set in produ
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -243,9 +244,11 @@ class DaemonConfig:
             entries.append(f"noise-seed={self.noise_seed}")
         return " ".join(entries)
 
-    def supernode_command(self) -> list[str]:
-        """The SuperNode's command line (``client.node``: Flower's SuperNode, prompt polling)."""
-        cmd = [sys.executable, "-m", "fedsynth.client.node", "supernode", "--superlink", self.address,
+    def supernode_command(self, wake_fd: int | None = None) -> list[str]:
+        """The SuperNode's command line (``client.node``: Flower's SuperNode, prompt polling; with
+        ``wake_fd``, the pipe on which it signals its SuperExec each stored message)."""
+        wake = [] if wake_fd is None else ["--wake-fd", str(wake_fd)]
+        cmd = [sys.executable, "-m", "fedsynth.client.node", "supernode", *wake, "--superlink", self.address,
                "--node-config", self.node_config(), "--isolation", "process", "--port", str(self.runtime_port)]
         if self.insecure:
             cmd.append("--insecure")
@@ -255,11 +258,13 @@ class DaemonConfig:
             cmd += ["--auth-supernode-private-key", str(self.auth_key)]
         return cmd
 
-    def superexec_command(self, supernode_pid: int) -> list[str]:
-        """The warm SuperExec's command line (``client.node``), which ends with its SuperNode."""
+    def superexec_command(self, supernode_pid: int, wake_fd: int | None = None) -> list[str]:
+        """The warm SuperExec's command line (``client.node``), which ends with its SuperNode (and
+        waits on the pipe ``wake_fd`` for its messages, when given)."""
+        wake = [] if wake_fd is None else ["--wake-fd", str(wake_fd)]
         return [sys.executable, "-m", "fedsynth.client.node", "superexec",
                 "--runtime-api-address", f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(supernode_pid),
-                "--config", str(self.path)]
+                "--config", str(self.path), *wake]
 
     @property
     def runtime_port(self) -> int:
@@ -313,21 +318,35 @@ def preflight(config: DaemonConfig) -> str:
     )
 
 
+def wake_pipe() -> tuple[int, int]:
+    """A pipe (read end, write end) whose ends lie above the standard streams: a daemon started with
+    one of them closed would otherwise get it as an end, which the SuperExec's own stdin replaces."""
+    ends = os.pipe()
+    try:
+        return fcntl.fcntl(ends[0], fcntl.F_DUPFD_CLOEXEC, 3), fcntl.fcntl(ends[1], fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        for fd in ends:
+            os.close(fd)
+
+
 def run_daemon(config_path: Path, check_only: bool) -> int:
     """``fedsynth client``: check the config and table, start the warm SuperExec, then become
     the SuperNode (``client.node``; the SuperExec ends when the SuperNode does)."""
     try:
         config = DaemonConfig.load(config_path)
         print(preflight(config), flush=True)
-        command = config.supernode_command()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if check_only:
         return 0
     os.environ[LOG_LEVEL_ENV] = logging.getLevelName(log.getEffectiveLevel())  # for its ClientApps' guard lines
-    superexec = config.superexec_command(os.getpid())  # exec keeps this pid: the SuperNode's
-    subprocess.Popen(superexec, stdin=subprocess.DEVNULL)  # noqa: S603 (our own module)
+    wake_read, wake_write = wake_pipe()  # the SuperNode tells its SuperExec of each message (client.node.WakePipe)
+    superexec = config.superexec_command(os.getpid(), wake_read)  # exec keeps this pid: the SuperNode's
+    subprocess.Popen(superexec, stdin=subprocess.DEVNULL, pass_fds=(wake_read,))  # noqa: S603 (our own module)
+    os.close(wake_read)
+    os.set_inheritable(wake_write, True)
+    command = config.supernode_command(wake_write)
     print("starting: " + " ".join(command), flush=True)
     os.execv(command[0], command)
     return 0  # not reached

@@ -18,8 +18,8 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     1 s), so that a round does not wait and an idle node costs the SuperLink little (each poll
     is a request it serves).
 ``superexec``
-    Flower's SuperExec loop (``run_superexec``, polling its SuperNode's local Runtime API for
-    tasks, its fixed 1 s wait replaced by the same backoff: :class:`SuperExecClock`) in a process
+    Flower's SuperExec loop (``run_superexec``, asking its SuperNode's local Runtime API for
+    tasks; its fixed 1 s wait replaced by :class:`SuperExecClock`) in a process
     that has imported the ClientApp (``fedsynth.client.app``) and everything its tasks
     import. It stays up across the rounds of a job and across jobs; it launches each
     ClientApp task as Flower's ``run_clientapp`` in a fork of itself (:class:`ForkExecutor`)
@@ -41,6 +41,15 @@ own, on the organisation's machine, and sends nothing. What a coordinator can se
 first task after the table file changed takes longer (the table is validated again), as every
 task did before.
 
+The SuperExec does not poll while it waits. Each of Flower's asks is an HTTP request through the
+SuperNode's web service; asked every 0.1 s during a round (three organisations' SuperExecs took
+96 s of CPU in a 380 s job, and their SuperNodes as much again to answer them) they cost more than
+the tasks. ``fedsynth client`` joins the two processes by a pipe (:class:`WakePipe`): the SuperNode
+writes a byte once it has stored a message and its content (:func:`announce_messages`), and the
+SuperExec, which waits on the pipe, asks for the task at once; without a word it still asks once
+every :data:`MAX_POLL_S`. The byte carries nothing but "a message is here", within the
+organisation's own machine.
+
 Every process here also pulls a message's content as soon as it arrives (``common.backoff.
 prompt_pulls``): Flower starts a task when the message's header arrives and lets it wait 1 to
 10 s for content still on its way.
@@ -51,11 +60,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from importlib import import_module
+from types import ModuleType
 
 from flwr.supercore.constant import TaskType
 from flwr.supercore.exit.exit_handler import registered_exit_handlers
@@ -75,15 +86,64 @@ FIRST_POLL_S = 0.1
 MAX_POLL_S = 1.0
 #: ... once this long has passed since the last activity (a round's next stage comes sooner).
 HOT_S = 3.0
+#: The SuperNode's wait between two looks at its own state for the ClientApp's reply (Flower: 0.5 s;
+#: a look at memory, no request).
+REPLY_POLL_S = 0.01
 
 #: Imported once by the warm SuperExec: the ClientApp and what its tasks import lazily.
 WARM_MODULES = ("fedsynth.client.app", "fedsynth.common.teacher", "fedsynth.common.student")
 
 
+class WakePipe:
+    """One end of the pipe from an organisation's SuperNode to its SuperExec: the SuperNode
+    signals (:meth:`signal`) that a message is stored; the SuperExec waits for it (:meth:`wait`)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.closed = fd, False
+        os.set_blocking(fd, False)
+
+    def signal(self) -> None:
+        """Tell the SuperExec a message is here (a full pipe has told it already; a gone one cannot hear)."""
+        try:
+            os.write(self.fd, b"\0")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed).
+        Once the SuperNode has closed its end, every wait lasts ``seconds``."""
+        if self.closed or not select.select([self.fd], [], [], seconds)[0]:
+            if self.closed:
+                time.sleep(seconds)
+            return False
+        try:
+            while chunk := os.read(self.fd, 4096):
+                if len(chunk) < 4096:
+                    return True
+        except BlockingIOError:
+            return True
+        self.closed = True  # end of file: the SuperNode is gone
+        return False
+
+
+def announce_messages(module: ModuleType, wake: WakePipe) -> None:
+    """Make ``module`` (``flwr.supernode.start_client_internal``) signal ``wake`` whenever its
+    ``_pull_and_store_message`` has stored a message with its content (it returns the run's id)."""
+    pull_and_store = module._pull_and_store_message
+
+    def pull_store_and_announce(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        run_id = pull_and_store(*args, **kwargs)
+        if run_id is not None:
+            wake.signal()
+        return run_id
+
+    module._pull_and_store_message = pull_store_and_announce
+
+
 class SuperNodeClock:
     """Stands in for ``time`` in ``flwr.supernode.start_client_internal``: its 3 s wait for a
     message becomes :class:`Backoff`'s, and its 0.5 s waits for a reply (a message is being
-    handled) mark activity and last :data:`FIRST_POLL_S`."""
+    handled) mark activity and last :data:`REPLY_POLL_S`."""
 
     time = staticmethod(time.time)
 
@@ -95,28 +155,36 @@ class SuperNodeClock:
             self.backoff.idle()
         else:  # waiting for the ClientApp's reply or content to push
             self.backoff.active()
-            time.sleep(min(seconds, FIRST_POLL_S))
+            time.sleep(min(seconds, REPLY_POLL_S))
 
 
-def run_supernode(argv: list[str]) -> None:
-    """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`."""
+def run_supernode(argv: list[str], wake_fd: int | None = None) -> None:
+    """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`, signalling
+    each stored message on the pipe ``wake_fd`` when given."""
     start_client_internal.time = SuperNodeClock(Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S))  # type: ignore[attr-defined]
+    if wake_fd is not None:
+        os.set_inheritable(wake_fd, False)  # for nothing Flower may start
+        announce_messages(start_client_internal, WakePipe(wake_fd))
     prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))  # a message's content, as it arrives
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
 
 class SuperExecClock:
-    """Stands in for ``time`` in Flower's SuperExec loop (``run_superexec``): its fixed wait between
-    two asks for a task becomes :class:`Backoff`'s; :class:`ForkExecutor` marks each launched task
-    as activity, so a job's next stage is asked for every :data:`FIRST_POLL_S` and an idle node
-    asks once a second."""
+    """Stands in for ``time`` in Flower's SuperExec loop (``run_superexec``) between two asks for a
+    task. With the SuperNode's :class:`WakePipe`: until the SuperNode signals a message, at most
+    :data:`MAX_POLL_S`. Without: :class:`Backoff`'s wait (:class:`ForkExecutor` marks each launched
+    task as activity, so a job's next stage is asked for every :data:`FIRST_POLL_S` and an idle
+    node asks once a second)."""
 
-    def __init__(self, backoff: Backoff) -> None:
-        self.backoff = backoff
+    def __init__(self, backoff: Backoff, wake: WakePipe | None = None) -> None:
+        self.backoff, self.wake = backoff, wake
 
     def sleep(self, _seconds: float) -> None:
-        self.backoff.idle()
+        if self.wake is None:
+            self.backoff.idle()
+        else:
+            self.wake.wait(MAX_POLL_S)
 
 
 class ForkExecutor:
@@ -124,13 +192,19 @@ class ForkExecutor:
 
     Other task types (none in fedsynth's deployment) go to Flower's ``SubprocessExecutor``.
     ``prepare`` runs in this process before every fork (the daemon's table, validated again only
-    when its file changed: ``client.app.warm_tables``).
+    when its file changed: ``client.app.warm_tables``); a task closes ``private_fds`` (the wake
+    pipe) first.
     """
 
-    def __init__(self, prepare: Callable[[], None] = lambda: None, launched: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        prepare: Callable[[], None] = lambda: None,
+        launched: Callable[[], None] = lambda: None,
+        private_fds: tuple[int, ...] = (),
+    ) -> None:
         self.fallback = SubprocessExecutor()
         self.owner = os.getpid()
-        self.prepare, self.launched = prepare, launched
+        self.prepare, self.launched, self.private_fds = prepare, launched, private_fds
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
         return self.fallback.get_eligible_capacity(
@@ -145,6 +219,8 @@ class ForkExecutor:
             return self.fallback.launch(spec)
         self.prepare()
         if os.fork() == 0:
+            for fd in self.private_fds:
+                os.close(fd)
             run_task_in_child(spec)  # never returns
         self.launched()
         return LaunchResult.accepted()
@@ -194,34 +270,43 @@ def log_to_stderr(level: str) -> None:
     logger.propagate = False
 
 
-def run_warm_superexec(runtime_api_address: str, parent_pid: int, config: str | None = None) -> None:
+def run_warm_superexec(
+    runtime_api_address: str, parent_pid: int, config: str | None = None, wake_fd: int | None = None
+) -> None:
     """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm: with
-    the daemon's ``config``, its table validated before the first task and whenever its file changed."""
+    the daemon's ``config``, its table validated before the first task and whenever its file changed;
+    with ``wake_fd``, asking for a task when the SuperNode signals one on that pipe."""
     for module in WARM_MODULES:
         import_module(module)
     prepare = (lambda: None) if config is None else partial(import_module("fedsynth.client.app").warm_tables, config)
     prepare()
     backoff = Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S)
-    superexec.time = SuperExecClock(backoff)  # type: ignore[attr-defined]
-    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare, backoff.active)  # Flower's factory knows no fork executor
+    superexec.time = SuperExecClock(backoff, None if wake_fd is None else WakePipe(wake_fd))  # type: ignore[attr-defined]
+    private = () if wake_fd is None else (wake_fd,)
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare, backoff.active, private)  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["supernode"]:
-        run_supernode(args[1:])
+        wake_fd = None
+        if args[1:3] and args[1] == "--wake-fd":
+            wake_fd, args = int(args[2]), args[:1] + args[3:]
+        run_supernode(args[1:], wake_fd)
         return
     parser = argparse.ArgumentParser(prog="python -m fedsynth.client.node superexec")
     parser.add_argument("role", choices=["superexec"])
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--config", default=None, help="the daemon's config file: its table is validated before the first task and again when it changed")
+    parser.add_argument("--wake-fd", type=int, default=None,
+                        help="the read end of a pipe on which the SuperNode signals each stored message (fedsynth client sets it)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of fedsynth's own records in the daemon's log (default: INFO)")
     parsed = parser.parse_args(args)
     log_to_stderr(parsed.log_level)
-    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid, parsed.config)
+    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid, parsed.config, parsed.wake_fd)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,61 @@ def test_the_warm_superexec_asks_for_tasks_on_the_backoff_and_a_launched_task_ma
     polls.active()  # what ForkExecutor reports after it launched a task
     clock.sleep(0.1)
     assert fake.slept[-1] == 0.1
+
+
+def test_the_supernode_wakes_its_superexec_for_each_stored_message_and_only_then():
+    import os
+    import time
+
+    from fedsynth.client.node import SuperExecClock, WakePipe, announce_messages
+
+    read_fd, write_fd = os.pipe()
+    waiting, node = WakePipe(read_fd), WakePipe(write_fd)
+    pulled = iter([None, 7, None, 8, 9])  # what Flower's _pull_and_store_message returns: no message, run 7, ...
+    flower = SimpleNamespace(_pull_and_store_message=lambda **kwargs: next(pulled))
+    announce_messages(flower, node)
+    assert flower._pull_and_store_message(state=None) is None
+    assert not waiting.wait(0)  # no message, no word
+    assert flower._pull_and_store_message(state=None) == 7
+    assert waiting.wait(0) and not waiting.wait(0)  # one word, consumed
+    assert flower._pull_and_store_message(state=None) is None
+    flower._pull_and_store_message(state=None), flower._pull_and_store_message(state=None)
+    assert waiting.wait(0) and not waiting.wait(0)  # two messages while it was busy: it asks once, then again on its own
+
+    clock = SuperExecClock(backoff(FakeTime()), waiting)
+    node.signal()
+    started = time.monotonic()
+    clock.sleep(0.1)  # Flower's interval is ignored: it returns on the word, not after MAX_POLL_S
+    assert time.monotonic() - started < 0.5
+    os.close(write_fd)  # the SuperNode is gone: no busy loop on the closed pipe
+    assert not waiting.wait(0) and waiting.closed
+    os.close(read_fd)
+
+
+
+
+def test_the_wake_pipe_lies_above_the_standard_streams_and_no_task_holds_it(monkeypatch):
+    import os
+
+    from flwr.supercore.constant import TaskType
+
+    from fedsynth.client import node
+    from fedsynth.client.daemon import wake_pipe
+
+    read_fd, write_fd = wake_pipe()
+    assert min(read_fd, write_fd) > 2 and not os.get_inheritable(read_fd)  # pass_fds hands it to the SuperExec only
+
+    def task(spec):  # in the fork: exit 0 when the wake pipe is closed here, 3 when the task could read it
+        try:
+            os.fstat(read_fd)
+        except OSError:
+            os._exit(0)
+        os._exit(3)
+
+    monkeypatch.setattr(node, "run_task_in_child", task)
+    executor = node.ForkExecutor(private_fds=(read_fd,))
+    executor.launch(SimpleNamespace(task_type=TaskType.CLIENT_APP))
+    _, status = os.wait()
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.fstat(read_fd)  # still open in the SuperExec itself
+    os.close(read_fd), os.close(write_fd)

@@ -182,6 +182,8 @@ def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     assert "--isolation process" in joined
     assert config.superexec_command(4242)[3:] == ["superexec", "--runtime-api-address", "127.0.0.1:9300",
                                                   "--parent-pid", "4242", "--config", str(tmp_path / "org.toml")]
+    assert config.supernode_command(11)[3:6] == ["supernode", "--wake-fd", "11"]  # the pipe to its SuperExec
+    assert config.superexec_command(4242, 10)[-2:] == ["--wake-fd", "10"]
     assert "--superlink link.example.org:9092" in joined and "--insecure" not in joined
     assert f"--root-certificates {tmp_path / 'ca.crt'}" in joined
     assert f"--auth-supernode-private-key {tmp_path / 'node.key'}" in joined and "--port 9300" in joined

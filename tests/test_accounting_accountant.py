@@ -174,3 +174,35 @@ def test_empty_and_non_private():
 def test_bad_delta_raises(delta):
     with pytest.raises(ValueError):
         CombinedAccountant().epsilon(delta)
+
+
+def test_pld_composed_one_event_at_a_time_equals_composing_each_at_once():
+    from fedsynth.common.accounting import SkellamDpEvent
+    from fedsynth.common.accounting.accountant import PldAccountant
+
+    events = [SkellamDpEvent(mu=4000.0 * (k + 1), l1_sensitivity=1, l2_sensitivity=1) for k in range(3)]
+    events += [exponential_event(0.05), dpa.GaussianDpEvent(30.0)]
+    ours, eager = CombinedAccountant(), PldAccountant()
+    for event in events:
+        ours.compose(event, 2)
+        eager.compose(event, 2)
+    trial = ours.copy().compose(dpa.LaplaceDpEvent(20.0))  # a copy composes what waited once, then its own
+    assert ours.epsilon(1e-6).pld == eager.get_epsilon(1e-6)
+    assert ours.delta_for(1.0) == min(eager.get_delta(1.0), RdpAccountant().compose(
+        dpa.ComposedDpEvent([dpa.SelfComposedDpEvent(e, 2) for e in events])).get_delta(1.0))
+    assert trial.epsilon(1e-6).pld == eager.compose(dpa.LaplaceDpEvent(20.0)).get_epsilon(1e-6)
+
+
+def test_pld_work_is_skipped_once_an_event_pld_cannot_handle_arrives(monkeypatch):
+    from fedsynth.common.accounting import SkellamDpEvent, accountant
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a PLD was built although the composition's PLD answers nothing")
+
+    monkeypatch.setattr(accountant, "skellam_pld", refuse)
+    ours = CombinedAccountant()
+    for k in range(5):  # counting rounds (PLD-able) ...
+        ours.compose(SkellamDpEvent(mu=5000.0 + k, l1_sensitivity=1, l2_sensitivity=1))
+    ours.compose(SkellamDpEvent(mu=2e6, l1_sensitivity=108.0, l2_sensitivity=31.2))  # ... then a gradient round
+    result = ours.epsilon(1e-6)
+    assert result.method == "rdp" and result.pld is None and "PLD unsupported" in result.reason

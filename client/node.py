@@ -47,7 +47,9 @@ SuperNode's web service; asked every 0.1 s during a round (three organisations' 
 the tasks. ``fedsynth client`` joins the two processes by a pipe (:class:`WakePipe`): the SuperNode
 writes a byte once it has stored a message and its content (:func:`announce_messages`), and the
 SuperExec, which waits on the pipe, asks for the task at once; without a word it still asks once
-every :data:`MAX_POLL_S`. The byte carries nothing but "a message is here", within the
+every :data:`MAX_POLL_S`. A SuperNode whose SuperExec has exited (nobody reads the pipe) stops
+with an error instead of taking messages that no task runs, so that the daemon's supervisor
+(systemd's ``Restart=on-failure``, compose's ``restart``) starts both again. The byte carries nothing but "a message is here", within the
 organisation's own machine.
 
 Every process here also pulls a message's content as soon as it arrives (``common.backoff.
@@ -103,11 +105,18 @@ class WakePipe:
         os.set_blocking(fd, False)
 
     def signal(self) -> None:
-        """Tell the SuperExec a message is here (a full pipe has told it already; a gone one cannot hear)."""
+        """Tell the SuperExec a message is here (a full pipe has told it already). Raises SystemExit
+        when no SuperExec is left to read it: the SuperNode would take messages that no task runs,
+        so it stops and the daemon's supervisor starts both again."""
         try:
             os.write(self.fd, b"\0")
-        except (BlockingIOError, BrokenPipeError):
+        except BlockingIOError:
             pass
+        except BrokenPipeError:
+            raise SystemExit(
+                "fedsynth client: the SuperExec that runs this organisation's tasks has exited; "
+                "the SuperNode stops too, so that the daemon can be started again"
+            ) from None
 
     def wait(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed).

@@ -158,6 +158,12 @@ def test_the_supernode_wakes_its_superexec_for_each_stored_message_and_only_then
     assert not waiting.wait(0) and waiting.closed
     os.close(read_fd)
 
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the SuperExec is gone: the SuperNode stops rather than take messages nobody runs
+    with pytest.raises(SystemExit, match="SuperExec .* has exited"):
+        WakePipe(write_fd).signal()
+    os.close(write_fd)
+
 
 
 

@@ -22,7 +22,7 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     tasks; its fixed 1 s wait replaced by :class:`SuperExecClock`) in a process
     that has imported the ClientApp (``fedsynth.client.app``) and everything its tasks
     import. It stays up across the rounds of a job and across jobs; it launches each
-    ClientApp task as Flower's ``run_clientapp`` in a fork of itself (:class:`ForkExecutor`)
+    ClientApp task as Flower's ``run_clientapp`` in a fork of itself (``common.warm_exec``)
     instead of a new interpreter, so a task starts in milliseconds.
 
 Privacy and state: a task's process is a copy of the warm process, which never runs a task
@@ -71,16 +71,15 @@ from importlib import import_module
 from types import ModuleType
 
 from flwr.supercore.constant import TaskType
-from flwr.supercore.exit.exit_handler import registered_exit_handlers
 from flwr.supercore.superexec import run_superexec as superexec
-from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
-from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
+from flwr.supercore.superexec.executor.types import ExecutionSpec
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode import start_client_internal
 from flwr.supernode.cli.flower_supernode import flower_supernode
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 from ..common.backoff import Backoff, prompt_pulls
+from ..common.warm_exec import ForkExecutor
 
 #: The wait between two polls after activity (``common.backoff``) ...
 FIRST_POLL_S = 0.1
@@ -182,7 +181,7 @@ def run_supernode(argv: list[str], wake_fd: int | None = None) -> None:
 class SuperExecClock:
     """Stands in for ``time`` in Flower's SuperExec loop (``run_superexec``) between two asks for a
     task. With the SuperNode's :class:`WakePipe`: until the SuperNode signals a message, at most
-    :data:`MAX_POLL_S`. Without: :class:`Backoff`'s wait (:class:`ForkExecutor` marks each launched
+    :data:`MAX_POLL_S`. Without: :class:`Backoff`'s wait (the fork executor marks each launched
     task as activity, so a job's next stage is asked for every :data:`FIRST_POLL_S` and an idle
     node asks once a second)."""
 
@@ -196,77 +195,16 @@ class SuperExecClock:
             self.wake.wait(MAX_POLL_S)
 
 
-class ForkExecutor:
-    """Flower's SuperExec executor interface: ClientApp tasks in a fork of this process.
-
-    Other task types (none in fedsynth's deployment) go to Flower's ``SubprocessExecutor``.
-    ``prepare`` runs in this process before every fork (the daemon's table, validated again only
-    when its file changed: ``client.app.warm_tables``); a task closes ``private_fds`` (the wake
-    pipe) first.
-    """
-
-    def __init__(
-        self,
-        prepare: Callable[[], None] = lambda: None,
-        launched: Callable[[], None] = lambda: None,
-        private_fds: tuple[int, ...] = (),
-    ) -> None:
-        self.fallback = SubprocessExecutor()
-        self.owner = os.getpid()
-        self.prepare, self.launched, self.private_fds = prepare, launched, private_fds
-
-    def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
-        return self.fallback.get_eligible_capacity(
-            supported_task_types, insecure=insecure, root_certificates_path=root_certificates_path
-        )
-
-    def wait_for_capacity(self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None) -> None:  # noqa: ANN001
-        return None
-
-    def launch(self, spec: ExecutionSpec) -> LaunchResult:
-        if spec.task_type != TaskType.CLIENT_APP:
-            return self.fallback.launch(spec)
-        self.prepare()
-        if os.fork() == 0:
-            for fd in self.private_fds:
-                os.close(fd)
-            run_task_in_child(spec)  # never returns
-        self.launched()
-        return LaunchResult.accepted()
-
-    def reconcile(self) -> None:
-        """Reap finished tasks (they are this process's children)."""
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
-
-    def close(self) -> None:
-        if os.getpid() == self.owner:  # not in a task's fork, which inherits this object
-            self.reconcile()
-
-
-def run_task_in_child(spec: ExecutionSpec) -> None:
-    """One ClientApp task, as ``flwr-clientapp --token ...`` runs it; then this fork exits."""
-    registered_exit_handlers.clear()  # the warm process's handlers are not this task's
-    code = 1
-    try:
-        run_clientapp(
-            runtime_api_address=spec.runtime_api_address,
-            token=spec.token,
-            insecure=spec.insecure,
-            certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
-            parent_pid=spec.parent_pid,
-            runtime_dependency_install=False,
-        )
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+def run_clientapp_task(spec: ExecutionSpec) -> None:
+    """One ClientApp task, as ``flwr-clientapp --token ...`` runs it."""
+    run_clientapp(
+        runtime_api_address=spec.runtime_api_address,
+        token=spec.token,
+        insecure=spec.insecure,
+        certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
+        parent_pid=spec.parent_pid,
+        runtime_dependency_install=False,
+    )
 
 
 def log_to_stderr(level: str) -> None:
@@ -292,7 +230,8 @@ def run_warm_superexec(
     backoff = Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S)
     superexec.time = SuperExecClock(backoff, None if wake_fd is None else WakePipe(wake_fd))  # type: ignore[attr-defined]
     private = () if wake_fd is None else (wake_fd,)
-    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(prepare, backoff.active, private)  # Flower's factory knows no fork executor
+    runners = {TaskType.CLIENT_APP: run_clientapp_task}
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(runners, prepare, backoff.active, private)  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 

@@ -92,6 +92,12 @@ def _client(args: argparse.Namespace) -> int:
     return run_daemon(args.config, args.check)
 
 
+def _superlink(args: argparse.Namespace) -> int:
+    from .server.link import run_superlink
+
+    return run_superlink(args.flags)
+
+
 def _coordinator(args: argparse.Namespace) -> int:
     from .server.coordinator import serve
 
@@ -253,6 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--config", type=Path, required=True, help="the organisation's daemon config (TOML)")
     client.add_argument("--check", action="store_true", help="only check the config and the table, then exit")
     client.set_defaults(func=_client, service_log_level="INFO")
+
+    superlink = sub.add_parser(
+        "superlink",
+        help="run Flower's SuperLink, each job's ServerApp forked from a warm process",
+        description="Run flower-superlink with the flags after --, in process isolation, and beside it a "
+        "process that has imported fedsynth's ServerApp and forks each job's ServerApp from itself "
+        "(see fedsynth.server.link), e.g. fedsynth superlink -- --ssl-ca-certfile ca.crt ...",
+    )
+    superlink.add_argument("flags", nargs="*", help="flower-superlink's flags, after --")
+    superlink.set_defaults(func=_superlink)
 
     coordinator = sub.add_parser(
         "coordinator",

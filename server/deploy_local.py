@@ -5,7 +5,8 @@ Everything a deployment runs, as separate processes (``deploy/README.md`` and
 
 1. credentials (``server.certs.issue``): a CA, the server certificate for ``localhost`` and
    ``127.0.0.1``, and one SuperNode key pair per organisation;
-2. a Flower SuperLink with TLS and SuperNode authentication (``--enable-supernode-auth``), its
+2. a Flower SuperLink (``fedsynth superlink``: each job's ServerApp forked from a warm process,
+   ``server.link``) with TLS and SuperNode authentication (``--enable-supernode-auth``), its
    state in memory (a database serves every poll of every node, and nothing it holds needs to
    outlive this one run; a real deployment keeps ``--database``, ``docs/deployment.md``);
 3. every organisation's public key registered with ``flwr supernode register``;
@@ -274,7 +275,7 @@ def operator_home(layout: Layout, ports: Ports) -> Path:
 def start_superlink(procs: Processes, layout: Layout, ports: Ports) -> None:
     certs = layout.certs
     link = procs.start("superlink", [
-        str(BIN / "flower-superlink"), "--disable-runtime-dependency-installation",
+        str(BIN / "fedsynth"), "superlink", "--", "--disable-runtime-dependency-installation",
         "--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"),
         "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth",
         "--host", "127.0.0.1", "--port", str(ports.superlink),

@@ -167,13 +167,13 @@ def test_the_supernode_wakes_its_superexec_for_each_stored_message_and_only_then
 
 
 
-def test_the_wake_pipe_lies_above_the_standard_streams_and_no_task_holds_it(monkeypatch):
+def test_the_wake_pipe_lies_above_the_standard_streams_and_no_task_holds_it():
     import os
 
     from flwr.supercore.constant import TaskType
 
-    from fedsynth.client import node
     from fedsynth.client.daemon import wake_pipe
+    from fedsynth.common.warm_exec import ForkExecutor
 
     read_fd, write_fd = wake_pipe()
     assert min(read_fd, write_fd) > 2 and not os.get_inheritable(read_fd)  # pass_fds hands it to the SuperExec only
@@ -185,8 +185,7 @@ def test_the_wake_pipe_lies_above_the_standard_streams_and_no_task_holds_it(monk
             os._exit(0)
         os._exit(3)
 
-    monkeypatch.setattr(node, "run_task_in_child", task)
-    executor = node.ForkExecutor(private_fds=(read_fd,))
+    executor = ForkExecutor({TaskType.CLIENT_APP: task}, private_fds=(read_fd,))
     executor.launch(SimpleNamespace(task_type=TaskType.CLIENT_APP))
     _, status = os.wait()
     assert os.waitstatus_to_exitcode(status) == 0

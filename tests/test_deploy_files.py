@@ -86,8 +86,9 @@ def flag(command: list[str], name: str) -> str | None:
 
 
 def assert_superlink_command(command: list[str], where: str) -> None:
-    """The SuperLink flags that the federation depends on, wherever it is started."""
-    assert command[0].endswith("flower-superlink"), where
+    """The SuperLink flags that the federation depends on, wherever it is started (``fedsynth
+    superlink -- FLAGS``: flower-superlink with a warm ServerApp executor)."""
+    assert command[0].endswith("fedsynth") and command[1:3] == ["superlink", "--"], where
     for name in ("--disable-runtime-dependency-installation", "--enable-supernode-auth"):
         assert name in command, f"{where}: {name} missing"
     assert "--insecure" not in command, where
@@ -480,7 +481,7 @@ def test_systemd_unit_is_hardened(unit):
         assert command == UNITS[unit]
     else:
         assert_superlink_command(command, unit)
-        assert command[0] == "/opt/fedsynth/.venv/bin/flower-superlink"
+        assert command[0] == "/opt/fedsynth/.venv/bin/fedsynth"
     assert entries["User"] == ["fedsynth"] and entries["Restart"] == ["on-failure"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes")):
         assert entries[key] == [value], key

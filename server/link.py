@@ -1,0 +1,100 @@
+"""``fedsynth superlink -- FLAGS``: Flower's SuperLink, each job's ServerApp forked from a warm process.
+
+Flower 1.41's SuperLink (``--isolation subprocess``, its default) starts its own SuperExec, which
+starts each job's ServerApp as a new ``flwr-serverapp`` process; that process imports fedsynth,
+torch, jax and mbi (8 s of wall time measured on a loaded 2-core machine) before the job's first
+round. ``fedsynth superlink -- FLAGS`` runs ``flower-superlink FLAGS --isolation process`` and, in
+place of the SuperExec Flower would start, Flower's own SuperExec loop in a process that has
+imported the ServerApp (``fedsynth.server.app``) and forks each job's ServerApp from itself
+(``common.warm_exec``). It connects to the SuperLink's Runtime API as Flower's own would: the
+SuperLink's host and port (a bind-all host read as loopback), over TLS with the SuperLink's CA
+unless ``--insecure``. It ends with the SuperLink (Flower's parent-process monitor).
+
+Privacy: the warm process is the coordinator's; it holds imported code only, and each job's
+ServerApp is a fresh fork of it, so nothing one job leaves in memory reaches the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from importlib import import_module
+from pathlib import Path
+from queue import Queue
+
+from flwr.supercore.address import resolve_bind_address
+from flwr.supercore.constant import TaskType
+from flwr.supercore.logger import mirror_output_to_queue, restore_output
+from flwr.supercore.superexec import run_superexec as superexec
+from flwr.supercore.superexec.executor.types import ExecutionSpec
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+from flwr.superlink.runtime import run_serverapp
+
+from ..common.warm_exec import ForkExecutor
+
+#: Imported once by the warm process: the ServerApp and everything a job imports.
+WARM_MODULES = ("fedsynth.server.app", "fedsynth.server.job")
+
+
+def serverexec_args(flags: list[str], parent_pid: int) -> list[str]:
+    """The warm ServerApp executor's arguments for a SuperLink started with ``flags``: the
+    Runtime API address and TLS setting Flower's own SuperExec would get."""
+    link = _parse_args_run_superlink().parse_args(flags)
+    host = f"[{link.host}]" if ":" in link.host else link.host
+    tls = ["--insecure"] if link.insecure else ["--root-certificates", str(link.ssl_ca_certfile)]
+    return ["--runtime-api-address", resolve_bind_address(f"{host}:{link.port}"), *tls, "--parent-pid", str(parent_pid)]
+
+
+def run_superlink(flags: list[str]) -> int:
+    """Start the warm ServerApp executor, then become ``flower-superlink FLAGS --isolation process``."""
+    exec_args = serverexec_args(flags, os.getpid())  # exec keeps this pid: the SuperLink's
+    subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", *exec_args], stdin=subprocess.DEVNULL)  # noqa: S603
+    command = [str(Path(sys.executable).with_name("flower-superlink")), *flags, "--isolation", "process"]
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def run_serverapp_task(spec: ExecutionSpec) -> None:
+    """One job's ServerApp, as ``flwr-serverapp --token ...`` runs it (its output mirrored to the SuperLink's log)."""
+    log_queue: Queue[str | None] = Queue()
+    mirror_output_to_queue(log_queue)
+    run_serverapp(
+        runtime_api_address=spec.runtime_api_address,
+        log_queue=log_queue,
+        token=spec.token,
+        insecure=spec.insecure,
+        certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
+        parent_pid=spec.parent_pid,
+        runtime_dependency_install=False,
+    )
+    restore_output()
+
+
+def run_warm_serverexec(runtime_api_address: str, insecure: bool, root_certificates: str | None, parent_pid: int) -> None:
+    """Flower's SuperExec loop against the SuperLink's Runtime API, each ServerApp forked from here."""
+    for module in WARM_MODULES:
+        import_module(module)
+    runners = {TaskType.SERVER_APP: run_serverapp_task}
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(runners)  # Flower's factory knows no fork executor
+    superexec.run_superexec(
+        runtime_api_address=runtime_api_address, insecure=insecure, root_certificates_path=root_certificates,
+        parent_pid=parent_pid, runtime_dependency_install=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fedsynth.server.link", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime-api-address", required=True)
+    tls = parser.add_mutually_exclusive_group(required=True)
+    tls.add_argument("--insecure", action="store_true")
+    tls.add_argument("--root-certificates")
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_warm_serverexec(args.runtime_api_address, args.insecure, args.root_certificates, args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

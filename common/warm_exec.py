@@ -8,14 +8,17 @@ executor, starts each task as a fork of itself in milliseconds. The warm process
 itself, so every task starts from the same state and nothing one task changes in memory reaches
 the next.
 
-Only imports are done in the warm process: no thread is started and no jax backend is
-initialised before a fork (a fork copies one thread only).
+Only imports are done in the warm process, and no jax backend is initialised. A fork copies the
+forking thread only; the warm process's other threads (Flower's parent-process monitor, the native
+threads of OpenBLAS and the allocator, which are fork-safe) hold nothing a task needs. Computing in
+the warm process would start thread pools a fork cannot carry, and is not done.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 
 from flwr.supercore.constant import TaskType
@@ -88,6 +91,8 @@ def run_in_child(runner: Runner, spec: ExecutionSpec) -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 (the fork must end here, with what went wrong in its log)
+        traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

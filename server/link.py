@@ -8,7 +8,11 @@ place of the SuperExec Flower would start, Flower's own SuperExec loop in a proc
 imported the ServerApp (``fedsynth.server.app``) and forks each job's ServerApp from itself
 (``common.warm_exec``). It connects to the SuperLink's Runtime API as Flower's own would: the
 SuperLink's host and port (a bind-all host read as loopback), over TLS with the SuperLink's CA
-unless ``--insecure``. It ends with the SuperLink (Flower's parent-process monitor).
+unless ``--insecure``, with the SuperLink's SuperExec secret when ``--superexec-auth-secret-file``
+is given. ``fedsynth superlink`` stays as the two processes' supervisor: when either ends (the
+warm process cannot import the ServerApp or reach the SuperLink, an OOM kill), it stops the other
+and exits with an error, so that systemd, compose or Kubernetes start both again; jobs do not wait
+on a SuperLink whose ServerApps nobody starts. SIGTERM and SIGINT stop both.
 
 Privacy: the warm process is the coordinator's; it holds imported code only, and each job's
 ServerApp is a fresh fork of it, so nothing one job leaves in memory reaches the next.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from importlib import import_module
@@ -25,6 +30,7 @@ from pathlib import Path
 from queue import Queue
 
 from flwr.supercore.address import resolve_bind_address
+from flwr.supercore.auth.superexec_secret import load_superexec_auth_secret
 from flwr.supercore.constant import TaskType
 from flwr.supercore.logger import mirror_output_to_queue, restore_output
 from flwr.supercore.superexec import run_superexec as superexec
@@ -37,24 +43,70 @@ from ..common.warm_exec import ForkExecutor
 
 #: Imported once by the warm process: the ServerApp and everything a job imports.
 WARM_MODULES = ("fedsynth.server.app", "fedsynth.server.job")
+#: Seconds a process has to end after SIGTERM before it is killed.
+STOP_S = 20
 
 
-def serverexec_args(flags: list[str], parent_pid: int) -> list[str]:
+def serverexec_args(flags: list[str]) -> list[str]:
     """The warm ServerApp executor's arguments for a SuperLink started with ``flags``: the
-    Runtime API address and TLS setting Flower's own SuperExec would get."""
+    Runtime API address, TLS setting and SuperExec secret Flower's own SuperExec would get
+    (flags flower-superlink would refuse end the command here, with Flower's message)."""
     link = _parse_args_run_superlink().parse_args(flags)
     host = f"[{link.host}]" if ":" in link.host else link.host
     tls = ["--insecure"] if link.insecure else ["--root-certificates", str(link.ssl_ca_certfile)]
-    return ["--runtime-api-address", resolve_bind_address(f"{host}:{link.port}"), *tls, "--parent-pid", str(parent_pid)]
+    secret = [] if link.superexec_auth_secret_file is None else ["--superexec-auth-secret-file", str(link.superexec_auth_secret_file)]
+    return ["--runtime-api-address", resolve_bind_address(f"{host}:{link.port}"), *tls, *secret]
 
 
 def run_superlink(flags: list[str]) -> int:
-    """Start the warm ServerApp executor, then become ``flower-superlink FLAGS --isolation process``."""
-    exec_args = serverexec_args(flags, os.getpid())  # exec keeps this pid: the SuperLink's
-    subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", *exec_args], stdin=subprocess.DEVNULL)  # noqa: S603
-    command = [str(Path(sys.executable).with_name("flower-superlink")), *flags, "--isolation", "process"]
-    os.execv(command[0], command)
-    return 0  # not reached
+    """Run ``flower-superlink FLAGS --isolation process`` and the warm ServerApp executor beside it
+    until either ends (then stop the other; exit 1) or this process is told to stop (exit 0)."""
+    warm_args = serverexec_args(flags)
+    children: list[subprocess.Popen] = []
+    stopping: list[int] = []
+
+    def signal_all(signum: int) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        signal_all(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    link = subprocess.Popen([str(Path(sys.executable).with_name("flower-superlink")), *flags, "--isolation", "process"],  # noqa: S603
+                            stdin=subprocess.DEVNULL)
+    children.append(link)
+    warm = subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", *warm_args, "--parent-pid", str(link.pid)],  # noqa: S603
+                            stdin=subprocess.DEVNULL)
+    children.append(warm)
+    if stopping:  # asked to stop while they were starting
+        signal_all(stopping[0])
+    ended = wait_for_either(link, warm)
+    failed = not stopping
+    if failed:
+        which = "the SuperLink" if ended is link else "the process that starts each job's ServerApp"
+        print(f"fedsynth superlink: {which} exited (code {ended.returncode}); stopping the other", file=sys.stderr, flush=True)
+        signal_all(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return 1 if failed else 0
+
+
+def wait_for_either(*children: subprocess.Popen) -> subprocess.Popen:
+    """The first of ``children`` to end (a signal that interrupts the wait is handled, then waiting goes on)."""
+    while True:
+        pid, status = os.wait()
+        for child in children:
+            if child.pid == pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                return child
 
 
 def run_serverapp_task(spec: ExecutionSpec) -> None:
@@ -73,7 +125,9 @@ def run_serverapp_task(spec: ExecutionSpec) -> None:
     restore_output()
 
 
-def run_warm_serverexec(runtime_api_address: str, insecure: bool, root_certificates: str | None, parent_pid: int) -> None:
+def run_warm_serverexec(
+    runtime_api_address: str, insecure: bool, root_certificates: str | None, secret_file: str | None, parent_pid: int
+) -> None:
     """Flower's SuperExec loop against the SuperLink's Runtime API, each ServerApp forked from here."""
     for module in WARM_MODULES:
         import_module(module)
@@ -81,7 +135,8 @@ def run_warm_serverexec(runtime_api_address: str, insecure: bool, root_certifica
     superexec.get_executor = lambda *args, **kwargs: ForkExecutor(runners)  # Flower's factory knows no fork executor
     superexec.run_superexec(
         runtime_api_address=runtime_api_address, insecure=insecure, root_certificates_path=root_certificates,
-        parent_pid=parent_pid, runtime_dependency_install=False,
+        superexec_auth_secret=load_superexec_auth_secret(secret_file), parent_pid=parent_pid,
+        runtime_dependency_install=False,
     )
 
 
@@ -91,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     tls = parser.add_mutually_exclusive_group(required=True)
     tls.add_argument("--insecure", action="store_true")
     tls.add_argument("--root-certificates")
+    parser.add_argument("--superexec-auth-secret-file", default=None)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
-    run_warm_serverexec(args.runtime_api_address, args.insecure, args.root_certificates, args.parent_pid)
+    run_warm_serverexec(args.runtime_api_address, args.insecure, args.root_certificates,
+                        args.superexec_auth_secret_file, args.parent_pid)
 
 
 if __name__ == "__main__":

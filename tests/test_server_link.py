@@ -6,11 +6,75 @@ from fedsynth.server.link import serverexec_args
 def test_the_warm_executor_reaches_the_superlink_on_loopback_over_tls_with_its_ca():
     flags = ["--ssl-ca-certfile", "/etc/fedsynth/ca.crt", "--ssl-certfile", "s.pem", "--ssl-keyfile", "s.key",
              "--host", "0.0.0.0", "--port", "9092"]
-    assert serverexec_args(flags, 7) == ["--runtime-api-address", "127.0.0.1:9092",
-                                         "--root-certificates", "/etc/fedsynth/ca.crt", "--parent-pid", "7"]
+    assert serverexec_args(flags) == ["--runtime-api-address", "127.0.0.1:9092", "--root-certificates", "/etc/fedsynth/ca.crt"]
+    assert serverexec_args([*flags, "--superexec-auth-secret-file", "/etc/fedsynth/exec.key"])[-2:] == [
+        "--superexec-auth-secret-file", "/etc/fedsynth/exec.key"]  # the SuperLink asks for it in process isolation
 
 
 def test_an_insecure_superlink_on_its_own_host_is_reached_without_tls():
-    assert serverexec_args(["--insecure", "--host", "10.0.0.5", "--port=9300"], 7)[:3] == [
+    assert serverexec_args(["--insecure", "--host", "10.0.0.5", "--port=9300"]) == [
         "--runtime-api-address", "10.0.0.5:9300", "--insecure"]
-    assert serverexec_args(["--insecure", "--host", "::"], 7)[1].startswith("[::1]:")  # IPv6 bind-all: loopback
+    assert serverexec_args(["--insecure", "--host", "::"])[1].startswith("[::1]:")  # IPv6 bind-all: loopback
+
+
+def start_superlink(tmp_path, port):
+    import os
+    import subprocess
+
+    from deployment import BIN
+
+    flags = ["--insecure", "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"]
+    return subprocess.Popen([str(BIN / "fedsynth"), "superlink", "--", *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "FLWR_HOME": str(tmp_path), "FLWR_TELEMETRY_ENABLED": "0"})
+
+
+def children_of(pid, count, deadline_s=60.0):
+    """The ``count`` child processes of ``pid`` (pid -> command line), once they have all started."""
+    import time
+    from pathlib import Path
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError, IndexError):
+                continue
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} did not start {count} children")
+
+
+def test_when_the_serverapp_starter_dies_the_superlink_stops_and_the_command_fails(tmp_path):
+    import os
+    import signal
+
+    from deployment import free_ports
+
+    proc = start_superlink(tmp_path, free_ports(1)[0])
+    children = children_of(proc.pid, 2)
+    warm = next(pid for pid, cmd in children.items() if "fedsynth.server.link" in cmd)
+    link = next(pid for pid, cmd in children.items() if "flower-superlink" in cmd and "--isolation process" in cmd)
+    os.kill(warm, signal.SIGKILL)  # an OOM kill, say: no job's ServerApp would ever start
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "the process that starts each job's ServerApp exited" in output
+    assert not os.path.exists(f"/proc/{link}")  # the SuperLink was stopped (and reaped) with it
+
+
+def test_a_stopped_superlink_command_stops_both_processes_and_succeeds(tmp_path):
+    import os
+    import signal
+
+    from deployment import free_ports
+
+    proc = start_superlink(tmp_path, free_ports(1)[0])
+    children = children_of(proc.pid, 2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children)

@@ -139,7 +139,7 @@ def test_the_job_preflight_judges_the_whole_plan(tmp_path):
 def test_an_organisation_takes_part_only_with_its_agreed_schema():
     other = replace(SCHEMA, columns=tuple(replace(c, name="years") if c.name == "age" else c for c in SCHEMA.columns))
     org = Organisation("hospital-a", lambda _s: TABLE, accepts=SCHEMA)
-    with pytest.raises(RequestRefused, match="hospital-a: refused \(rule agreed-schema; it accepts only its agreed schema.*column age.*column years"):
+    with pytest.raises(RequestRefused, match=r"hospital-a: refused \(rule agreed-schema; it accepts only its agreed schema.*column age.*column years"):
         org.check({"schema": other.dumps("json")})
 
 

@@ -60,7 +60,12 @@ def serverexec_args(flags: list[str]) -> list[str]:
 
 def run_superlink(flags: list[str]) -> int:
     """Run ``flower-superlink FLAGS --isolation process`` and the warm ServerApp executor beside it
-    until either ends (then stop the other; exit 1) or this process is told to stop (exit 0)."""
+    until either ends (then stop the other; exit 1) or this process is told to stop (exit 0).
+    An ``--isolation`` among the flags is refused (exit 2): this command sets it."""
+    if any(flag == "--isolation" or flag.startswith("--isolation=") for flag in flags):
+        print("error: fedsynth superlink runs the SuperLink with --isolation process (its ServerApps are "
+              "forked from a warm process); leave --isolation out of the flags", file=sys.stderr)
+        return 2
     warm_args = serverexec_args(flags)
     children: list[subprocess.Popen] = []
     stopping: list[int] = []

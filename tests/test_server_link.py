@@ -78,3 +78,10 @@ def test_a_stopped_superlink_command_stops_both_processes_and_succeeds(tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert not any(os.path.exists(f"/proc/{pid}") for pid in children)
+
+
+def test_an_isolation_flag_is_refused_before_anything_starts(capsys):
+    from fedsynth.server.link import run_superlink
+
+    assert run_superlink(["--insecure", "--isolation=subprocess"]) == 2
+    assert "leave --isolation out" in capsys.readouterr().err

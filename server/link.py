@@ -87,6 +87,7 @@ def run_superlink(flags: list[str]) -> int:
     warm = subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", *warm_args, "--parent-pid", str(link.pid)],  # noqa: S603
                             stdin=subprocess.DEVNULL)
     children.append(warm)
+    print(f"fedsynth superlink: SuperLink pid {link.pid}, ServerApp starter pid {warm.pid}", flush=True)
     if stopping:  # asked to stop while they were starting
         signal_all(stopping[0])
     ended = wait_for_either(link, warm)

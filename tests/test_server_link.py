@@ -1,5 +1,7 @@
 """``fedsynth superlink``: the warm ServerApp executor connects where Flower's own SuperExec would."""
 
+from pathlib import Path
+
 from fedsynth.server.link import serverexec_args
 
 
@@ -29,24 +31,14 @@ def start_superlink(tmp_path, port):
                             env={**os.environ, "FLWR_HOME": str(tmp_path), "FLWR_TELEMETRY_ENABLED": "0"})
 
 
-def children_of(pid, count, deadline_s=60.0):
-    """The ``count`` child processes of ``pid`` (pid -> command line), once they have all started."""
-    import time
-    from pathlib import Path
-
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        found = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError, IndexError):
-                continue
-        if len(found) == count:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} did not start {count} children")
+def started_pids(proc):
+    """The SuperLink's and the ServerApp starter's pids, from the line the command prints once both
+    have started (read as it comes: the command's output is the signal, no polling)."""
+    for line in proc.stdout:
+        if line.startswith("fedsynth superlink: SuperLink pid"):
+            words = line.split()
+            return int(words[4].rstrip(",")), int(words[-1])
+    raise AssertionError(f"fedsynth superlink ended (code {proc.wait()}) without starting both processes")
 
 
 def test_when_the_serverapp_starter_dies_the_superlink_stops_and_the_command_fails(tmp_path):
@@ -56,9 +48,8 @@ def test_when_the_serverapp_starter_dies_the_superlink_stops_and_the_command_fai
     from deployment import free_ports
 
     proc = start_superlink(tmp_path, free_ports(1)[0])
-    children = children_of(proc.pid, 2)
-    warm = next(pid for pid, cmd in children.items() if "fedsynth.server.link" in cmd)
-    link = next(pid for pid, cmd in children.items() if "flower-superlink" in cmd and "--isolation process" in cmd)
+    link, warm = started_pids(proc)
+    assert "--isolation process" in (Path(f"/proc/{link}/cmdline").read_bytes().replace(b"\0", b" ").decode())
     os.kill(warm, signal.SIGKILL)  # an OOM kill, say: no job's ServerApp would ever start
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, output
@@ -73,7 +64,7 @@ def test_a_stopped_superlink_command_stops_both_processes_and_succeeds(tmp_path)
     from deployment import free_ports
 
     proc = start_superlink(tmp_path, free_ports(1)[0])
-    children = children_of(proc.pid, 2)
+    children = started_pids(proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output

@@ -244,11 +244,10 @@ class DaemonConfig:
             entries.append(f"noise-seed={self.noise_seed}")
         return " ".join(entries)
 
-    def supernode_command(self, wake_fd: int | None = None) -> list[str]:
-        """The SuperNode's command line (``client.node``: Flower's SuperNode, prompt polling; with
-        ``wake_fd``, the pipe on which it signals its SuperExec each stored message)."""
-        wake = [] if wake_fd is None else ["--wake-fd", str(wake_fd)]
-        cmd = [sys.executable, "-m", "fedsynth.client.node", "supernode", *wake, "--superlink", self.address,
+    def supernode_command(self, wake_fd: int) -> list[str]:
+        """The SuperNode's command line (``client.node``: Flower's SuperNode, prompt polling,
+        signalling its SuperExec each stored message on the pipe ``wake_fd``)."""
+        cmd = [sys.executable, "-m", "fedsynth.client.node", "supernode", "--wake-fd", str(wake_fd), "--superlink", self.address,
                "--node-config", self.node_config(), "--isolation", "process", "--port", str(self.runtime_port)]
         if self.insecure:
             cmd.append("--insecure")
@@ -258,13 +257,12 @@ class DaemonConfig:
             cmd += ["--auth-supernode-private-key", str(self.auth_key)]
         return cmd
 
-    def superexec_command(self, supernode_pid: int, wake_fd: int | None = None) -> list[str]:
-        """The warm SuperExec's command line (``client.node``), which ends with its SuperNode (and
-        waits on the pipe ``wake_fd`` for its messages, when given)."""
-        wake = [] if wake_fd is None else ["--wake-fd", str(wake_fd)]
+    def superexec_command(self, supernode_pid: int, wake_fd: int) -> list[str]:
+        """The warm SuperExec's command line (``client.node``), which ends with its SuperNode and
+        waits on the pipe ``wake_fd`` for its messages."""
         return [sys.executable, "-m", "fedsynth.client.node", "superexec",
                 "--runtime-api-address", f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(supernode_pid),
-                "--config", str(self.path), *wake]
+                "--config", str(self.path), "--wake-fd", str(wake_fd)]
 
     @property
     def runtime_port(self) -> int:

@@ -118,20 +118,17 @@ class WakePipe:
             ) from None
 
     def wait(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed).
-        Once the SuperNode has closed its end, every wait lasts ``seconds``."""
+        """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed:
+        a pipe holds at most 64 KiB). Once the SuperNode has closed its end, every wait lasts ``seconds``."""
         if self.closed or not select.select([self.fd], [], [], seconds)[0]:
             if self.closed:
                 time.sleep(seconds)
             return False
         try:
-            while chunk := os.read(self.fd, 4096):
-                if len(chunk) < 4096:
-                    return True
+            self.closed = not os.read(self.fd, 1 << 16)  # end of file: the SuperNode is gone
         except BlockingIOError:
-            return True
-        self.closed = True  # end of file: the SuperNode is gone
-        return False
+            return False
+        return not self.closed
 
 
 def announce_messages(module: ModuleType, wake: WakePipe) -> None:
@@ -166,13 +163,12 @@ class SuperNodeClock:
             time.sleep(min(seconds, REPLY_POLL_S))
 
 
-def run_supernode(argv: list[str], wake_fd: int | None = None) -> None:
+def run_supernode(argv: list[str], wake_fd: int) -> None:
     """``flower-supernode ARGV`` with its polling waits from :class:`SuperNodeClock`, signalling
-    each stored message on the pipe ``wake_fd`` when given."""
+    each stored message to its SuperExec on the pipe ``wake_fd``."""
     start_client_internal.time = SuperNodeClock(Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S))  # type: ignore[attr-defined]
-    if wake_fd is not None:
-        os.set_inheritable(wake_fd, False)  # for nothing Flower may start
-        announce_messages(start_client_internal, WakePipe(wake_fd))
+    os.set_inheritable(wake_fd, False)  # for nothing Flower may start
+    announce_messages(start_client_internal, WakePipe(wake_fd))
     prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))  # a message's content, as it arrives
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
@@ -180,19 +176,13 @@ def run_supernode(argv: list[str], wake_fd: int | None = None) -> None:
 
 class SuperExecClock:
     """Stands in for ``time`` in Flower's SuperExec loop (``run_superexec``) between two asks for a
-    task. With the SuperNode's :class:`WakePipe`: until the SuperNode signals a message, at most
-    :data:`MAX_POLL_S`. Without: :class:`Backoff`'s wait (the fork executor marks each launched
-    task as activity, so a job's next stage is asked for every :data:`FIRST_POLL_S` and an idle
-    node asks once a second)."""
+    task: until the SuperNode signals a message on its :class:`WakePipe`, at most :data:`MAX_POLL_S`."""
 
-    def __init__(self, backoff: Backoff, wake: WakePipe | None = None) -> None:
-        self.backoff, self.wake = backoff, wake
+    def __init__(self, wake: WakePipe) -> None:
+        self.wake = wake
 
     def sleep(self, _seconds: float) -> None:
-        if self.wake is None:
-            self.backoff.idle()
-        else:
-            self.wake.wait(MAX_POLL_S)
+        self.wake.wait(MAX_POLL_S)
 
 
 def run_clientapp_task(spec: ExecutionSpec) -> None:
@@ -217,44 +207,39 @@ def log_to_stderr(level: str) -> None:
     logger.propagate = False
 
 
-def run_warm_superexec(
-    runtime_api_address: str, parent_pid: int, config: str | None = None, wake_fd: int | None = None
-) -> None:
-    """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm: with
-    the daemon's ``config``, its table validated before the first task and whenever its file changed;
-    with ``wake_fd``, asking for a task when the SuperNode signals one on that pipe."""
+def run_warm_superexec(runtime_api_address: str, parent_pid: int, wake_fd: int, config: str | None = None) -> None:
+    """Flower's SuperExec loop against the SuperNode's Runtime API (loopback, no TLS), warm, asking
+    for a task when the SuperNode signals one on the pipe ``wake_fd``; with the daemon's ``config``,
+    its table validated before the first task and whenever its file changed."""
     for module in WARM_MODULES:
         import_module(module)
     prepare = (lambda: None) if config is None else partial(import_module("fedsynth.client.app").warm_tables, config)
     prepare()
-    backoff = Backoff(FIRST_POLL_S, MAX_POLL_S, HOT_S)
-    superexec.time = SuperExecClock(backoff, None if wake_fd is None else WakePipe(wake_fd))  # type: ignore[attr-defined]
-    private = () if wake_fd is None else (wake_fd,)
+    superexec.time = SuperExecClock(WakePipe(wake_fd))  # type: ignore[attr-defined]
     runners = {TaskType.CLIENT_APP: run_clientapp_task}
-    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(runners, prepare, backoff.active, private)  # Flower's factory knows no fork executor
+    superexec.get_executor = lambda *args, **kwargs: ForkExecutor(runners, prepare, private_fds=(wake_fd,))  # Flower's factory knows no fork executor
     superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["supernode"]:
-        wake_fd = None
-        if args[1:3] and args[1] == "--wake-fd":
-            wake_fd, args = int(args[2]), args[:1] + args[3:]
-        run_supernode(args[1:], wake_fd)
+    if args[:1] == ["supernode"]:  # supernode --wake-fd N FLOWER-SUPERNODE-ARGS (as fedsynth client starts it)
+        if args[1:2] != ["--wake-fd"] or len(args) < 3:
+            raise SystemExit("usage: python -m fedsynth.client.node supernode --wake-fd N [flower-supernode arguments]")
+        run_supernode(args[3:], int(args[2]))
         return
     parser = argparse.ArgumentParser(prog="python -m fedsynth.client.node superexec")
     parser.add_argument("role", choices=["superexec"])
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--config", default=None, help="the daemon's config file: its table is validated before the first task and again when it changed")
-    parser.add_argument("--wake-fd", type=int, default=None,
+    parser.add_argument("--wake-fd", type=int, required=True,
                         help="the read end of a pipe on which the SuperNode signals each stored message (fedsynth client sets it)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of fedsynth's own records in the daemon's log (default: INFO)")
     parsed = parser.parse_args(args)
     log_to_stderr(parsed.log_level)
-    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid, parsed.config, parsed.wake_fd)
+    run_warm_superexec(parsed.runtime_api_address, parsed.parent_pid, parsed.wake_fd, parsed.config)
 
 
 if __name__ == "__main__":

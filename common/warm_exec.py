@@ -34,20 +34,18 @@ class ForkExecutor:
     """Flower's SuperExec executor interface: tasks of the types in ``runners`` in a fork of this
     process; other task types go to Flower's ``SubprocessExecutor``.
 
-    ``prepare`` runs in this process before every fork; ``launched`` after; a task closes
-    ``private_fds`` before it runs.
+    ``prepare`` runs in this process before every fork; a task closes ``private_fds`` before it runs.
     """
 
     def __init__(
         self,
         runners: Mapping[TaskType, Runner],
         prepare: Callable[[], None] = lambda: None,
-        launched: Callable[[], None] = lambda: None,
         private_fds: tuple[int, ...] = (),
     ) -> None:
         self.fallback = SubprocessExecutor()
         self.owner = os.getpid()
-        self.runners, self.prepare, self.launched, self.private_fds = runners, prepare, launched, private_fds
+        self.runners, self.prepare, self.private_fds = runners, prepare, private_fds
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # noqa: ANN001, ANN201
         return self.fallback.get_eligible_capacity(
@@ -66,7 +64,6 @@ class ForkExecutor:
             for fd in self.private_fds:
                 os.close(fd)
             run_in_child(runner, spec)  # never returns
-        self.launched()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:

@@ -176,14 +176,14 @@ def write_config(folder: Path, **sections) -> Path:
 def test_the_daemon_config_becomes_a_supernode_command(tmp_path):
     config = DaemonConfig.load(write_config(tmp_path))
     assert config.data == tmp_path / "table.csv" and config.guard.ledger == tmp_path / "state" / "ledger.jsonl"
-    cmd = config.supernode_command()
+    cmd = config.supernode_command(11)
     assert cmd[:4] == [sys.executable, "-m", "fedsynth.client.node", "supernode"]
     joined = " ".join(cmd)
     assert "--isolation process" in joined
-    assert config.superexec_command(4242)[3:] == ["superexec", "--runtime-api-address", "127.0.0.1:9300",
-                                                  "--parent-pid", "4242", "--config", str(tmp_path / "org.toml")]
-    assert config.supernode_command(11)[3:6] == ["supernode", "--wake-fd", "11"]  # the pipe to its SuperExec
-    assert config.superexec_command(4242, 10)[-2:] == ["--wake-fd", "10"]
+    assert config.superexec_command(4242, 10)[3:] == ["superexec", "--runtime-api-address", "127.0.0.1:9300",
+                                                      "--parent-pid", "4242", "--config", str(tmp_path / "org.toml"),
+                                                      "--wake-fd", "10"]
+    assert cmd[3:6] == ["supernode", "--wake-fd", "11"]  # the pipe to its SuperExec
     assert "--superlink link.example.org:9092" in joined and "--insecure" not in joined
     assert f"--root-certificates {tmp_path / 'ca.crt'}" in joined
     assert f"--auth-supernode-private-key {tmp_path / 'node.key'}" in joined and "--port 9300" in joined

@@ -206,3 +206,15 @@ def test_pld_work_is_skipped_once_an_event_pld_cannot_handle_arrives(monkeypatch
     ours.compose(SkellamDpEvent(mu=2e6, l1_sensitivity=108.0, l2_sensitivity=31.2))  # ... then a gradient round
     result = ours.epsilon(1e-6)
     assert result.method == "rdp" and result.pld is None and "PLD unsupported" in result.reason
+
+
+def test_an_oversized_skellam_parameter_is_accounted_by_rdp_without_building_its_pld(monkeypatch):
+    from fedsynth.common.accounting import SkellamDpEvent, accountant
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a PLD was built for a Skellam parameter above the public bound")
+
+    monkeypatch.setattr(accountant, "skellam_pld", refuse)
+    result = CombinedAccountant().compose(SkellamDpEvent(mu=1e12, l1_sensitivity=1, l2_sensitivity=1)).epsilon(1e-6)
+    assert result.method == "rdp" and result.pld is None and "mu <= 1e+06" in result.reason
+    assert result.epsilon < 1e-3  # a huge noise: tiny epsilon, from RDP's closed form

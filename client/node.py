@@ -16,7 +16,8 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
     (``flwr.supernode.start_client_internal``; Flower has no setting for them) replaced by a
     ``common.backoff.Backoff`` (0.1 s between polls for 3 s after activity, then doubling to
     1 s), so that a round does not wait and an idle node costs the SuperLink little (each poll
-    is a request it serves).
+    is a request it serves); its Runtime API skips the tracing layer while tracing is off
+    (``common.lean_http``).
 ``superexec``
     Flower's SuperExec loop (``run_superexec``, asking its SuperNode's local Runtime API for
     tasks; its fixed 1 s wait replaced by :class:`SuperExecClock`) in a process
@@ -79,6 +80,7 @@ from flwr.supernode.cli.flower_supernode import flower_supernode
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 from ..common.backoff import Backoff, prompt_pulls
+from ..common.lean_http import lean_supernode
 from ..common.warm_exec import ForkExecutor
 
 #: The wait between two polls after activity (``common.backoff``) ...
@@ -170,6 +172,7 @@ def run_supernode(argv: list[str], wake_fd: int) -> None:
     os.set_inheritable(wake_fd, False)  # for nothing Flower may start
     announce_messages(start_client_internal, WakePipe(wake_fd))
     prompt_pulls(import_module("flwr.supercore.inflatable.inflatable_utils"))  # a message's content, as it arrives
+    lean_supernode(import_module("flwr.supernode.main"))  # its Runtime API without a layer that does nothing here
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 

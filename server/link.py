@@ -12,7 +12,10 @@ unless ``--insecure``, with the SuperLink's SuperExec secret when ``--superexec-
 is given. ``fedsynth superlink`` stays as the two processes' supervisor: when either ends (the
 warm process cannot import the ServerApp or reach the SuperLink, an OOM kill), it stops the other
 and exits with an error, so that systemd, compose or Kubernetes start both again; jobs do not wait
-on a SuperLink whose ServerApps nobody starts. SIGTERM and SIGINT stop both.
+on a SuperLink whose ServerApps nobody starts. SIGTERM and SIGINT stop both. The SuperLink is
+Flower's ``flower-superlink`` with its HTTP middleware scoped to the requests each layer acts on
+(``common.lean_http``: the layers that hand Fleet and Runtime requests on unchanged are skipped
+for them), started from this module (``python -m fedsynth.server.link superlink FLAGS``).
 
 Privacy: the warm process is the coordinator's; it holds imported code only, and each job's
 ServerApp is a fresh fork of it, so nothing one job leaves in memory reaches the next.
@@ -26,7 +29,6 @@ import signal
 import subprocess
 import sys
 from importlib import import_module
-from pathlib import Path
 from queue import Queue
 
 from flwr.supercore.address import resolve_bind_address
@@ -36,9 +38,10 @@ from flwr.supercore.logger import mirror_output_to_queue, restore_output
 from flwr.supercore.superexec import run_superexec as superexec
 from flwr.supercore.superexec.executor.types import ExecutionSpec
 from flwr.supercore.tls import validate_and_resolve_root_certificates
-from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink, flower_superlink
 from flwr.superlink.runtime import run_serverapp
 
+from ..common.lean_http import lean_superlink
 from ..common.warm_exec import ForkExecutor
 
 #: Imported once by the warm process: the ServerApp and everything a job imports.
@@ -81,10 +84,10 @@ def run_superlink(flags: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    link = subprocess.Popen([str(Path(sys.executable).with_name("flower-superlink")), *flags, "--isolation", "process"],  # noqa: S603
+    link = subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", "superlink", *flags, "--isolation", "process"],  # noqa: S603
                             stdin=subprocess.DEVNULL)
     children.append(link)
-    warm = subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", *warm_args, "--parent-pid", str(link.pid)],  # noqa: S603
+    warm = subprocess.Popen([sys.executable, "-m", "fedsynth.server.link", "serverexec", *warm_args, "--parent-pid", str(link.pid)],  # noqa: S603
                             stdin=subprocess.DEVNULL)
     children.append(warm)
     print(f"fedsynth superlink: SuperLink pid {link.pid}, ServerApp starter pid {warm.pid}", flush=True)
@@ -146,17 +149,32 @@ def run_warm_serverexec(
     )
 
 
+def run_lean_superlink(flags: list[str]) -> None:
+    """``flower-superlink FLAGS``, its HTTP middleware scoped to the requests each layer acts on
+    (``common.lean_http``)."""
+    lean_superlink(import_module("flwr.superlink.main"))
+    sys.argv = ["flower-superlink", *flags]
+    flower_superlink()
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fedsynth.server.link", description=__doc__.split("\n\n")[0])
+    """``superlink FLAGS``: the SuperLink; ``serverexec ...``: the warm ServerApp executor."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["superlink"]:
+        run_lean_superlink(args[1:])
+        return
+    parser = argparse.ArgumentParser(prog="python -m fedsynth.server.link serverexec", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtime-api-address", required=True)
     tls = parser.add_mutually_exclusive_group(required=True)
     tls.add_argument("--insecure", action="store_true")
     tls.add_argument("--root-certificates")
     parser.add_argument("--superexec-auth-secret-file", default=None)
     parser.add_argument("--parent-pid", type=int, required=True)
-    args = parser.parse_args(argv)
-    run_warm_serverexec(args.runtime_api_address, args.insecure, args.root_certificates,
-                        args.superexec_auth_secret_file, args.parent_pid)
+    if args[:1] != ["serverexec"]:
+        parser.error("the first argument is superlink (then flower-superlink's flags) or serverexec")
+    parsed = parser.parse_args(args[1:])
+    run_warm_serverexec(parsed.runtime_api_address, parsed.insecure, parsed.root_certificates,
+                        parsed.superexec_auth_secret_file, parsed.parent_pid)
 
 
 if __name__ == "__main__":

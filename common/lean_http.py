@@ -33,19 +33,25 @@ from flwr.superlink.routers.control import middlewares as control
 from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
 from flwr.supercore.routers.runtime.tracing import RuntimeTracingMiddleware
 from starlette.middleware import Middleware
+from starlette.requests import Request
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
+def path(scope: Scope) -> str:
+    """The request's path as the layers read it (``request.url.path``)."""
+    return Request(scope).url.path
+
+
 def control_path(scope: Scope) -> bool:
-    """A Control API request (Flower's own test of the path)."""
-    return control._is_control_path(scope["path"])  # noqa: SLF001 (the layers' own predicate)
+    """A Control API request (the Control layers' own test of the path)."""
+    return control._is_control_path(path(scope))  # noqa: SLF001
 
 
 def fleet_event_logged(scope: Scope) -> bool:
     """A Fleet API request while the SuperLink has a Fleet event-log plugin."""
-    return scope["path"].startswith("/v1/fleet/") and scope["app"].state.fleet_event_log_plugin is not None
+    return path(scope).startswith("/v1/fleet/") and scope["app"].state.fleet_event_log_plugin is not None
 
 
 def tracing_enabled(_scope: Scope) -> bool:

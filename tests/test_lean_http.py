@@ -101,9 +101,12 @@ def test_the_predicates_hold_where_their_layers_act(monkeypatch: pytest.MonkeyPa
 
     from fedsynth.common.lean_http import control_path, fleet_event_logged, tracing_enabled
 
-    assert control_path({"path": "/v1/control/list-runs"}) and not control_path({"path": "/v1/fleet/pull-messages"})
+    def http(path: str, **scope) -> dict:  # noqa: ANN003
+        return {"type": "http", "path": path, "headers": [], **scope}
+
+    assert control_path(http("/v1/control/list-runs")) and not control_path(http("/v1/fleet/pull-messages"))
     app = SimpleNamespace(state=SimpleNamespace(fleet_event_log_plugin=None))
-    fleet = {"path": "/v1/fleet/pull-messages", "app": app}
+    fleet = http("/v1/fleet/pull-messages", app=app)
     assert not fleet_event_logged(fleet)
     app.state.fleet_event_log_plugin = object()
     assert fleet_event_logged(fleet) and not fleet_event_logged({**fleet, "path": "/v1/runtime/pull-messages"})

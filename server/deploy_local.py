@@ -119,15 +119,20 @@ class Processes:
         self.started[name] = proc
         return proc
 
-    def run(self, name: str, args: Sequence[str], flwr_home: Path, timeout_s: float = 120) -> str:
-        """Run a short command to its end; return its standard output (raise on failure)."""
-        out = self.logs / f"{name}.out"
-        proc = self.start(name, args, flwr_home, stdout=out)
+    def run_all(self, commands: Mapping[str, Sequence[str]], flwr_home: Path, timeout_s: float = 120) -> dict[str, str]:
+        """Run short commands side by side to their ends; return each one's standard output by
+        name (raise on the first failure)."""
+        for name, args in commands.items():
+            self.start(name, args, flwr_home, stdout=self.logs / f"{name}.out")
+        deadline = time.monotonic() + timeout_s
+        return {name: self._finished(name, args, deadline) for name, args in commands.items()}
+
+    def _finished(self, name: str, args: Sequence[str], deadline: float) -> str:
         try:
-            code = proc.wait(timeout=timeout_s)
+            code = self.started[name].wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise DeployError(f"`{' '.join(args)}` did not finish in {timeout_s:.0f} s (see {self.logs / name}.log)") from None
-        text = out.read_text(encoding="utf-8", errors="replace")
+            raise DeployError(f"`{' '.join(args)}` did not finish in time (see {self.logs / name}.log)") from None
+        text = (self.logs / f"{name}.out").read_text(encoding="utf-8", errors="replace")
         if code != 0:
             raise DeployError(f"`{' '.join(args)}` exited {code}: {text}{self.tail(name)}")
         return text
@@ -284,10 +289,11 @@ def start_superlink(procs: Processes, layout: Layout, ports: Ports) -> None:
 
 
 def register_nodes(procs: Processes, layout: Layout, ports: Ports, names: Sequence[str]) -> None:
-    home = operator_home(layout, ports)
+    commands = {f"register-{name}": [str(BIN / "flwr"), "supernode", "register", str(layout.certs / f"{name}.pub"),
+                                     CONNECTION, "--format", "json"] for name in names}
+    answers = procs.run_all(commands, operator_home(layout, ports))  # side by side: each is a Flower CLI start
     for name in names:
-        answer = procs.run(f"register-{name}", [str(BIN / "flwr"), "supernode", "register",
-                                                str(layout.certs / f"{name}.pub"), CONNECTION, "--format", "json"], home)
+        answer = answers[f"register-{name}"]
         if json.loads(answer or "{}").get("success") is not True:
             raise DeployError(f"registering {name}'s node key failed: {answer}")
 

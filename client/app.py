@@ -32,6 +32,7 @@ import os
 import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
 from pathlib import Path
@@ -337,40 +338,53 @@ def table_organisation(context: Context) -> Organisation:
     )
 
 
-#: The daemon's table, validated by a warm process before it forks its ClientApp tasks
-#: (``client.node``): by config file, the table file's stamp and the tables by schema JSON.
-WARM: dict[Path, tuple[tuple[int, ...], dict[str, LocalTable]]] = {}
+@dataclass(frozen=True)
+class WarmTable:
+    """The daemon's table as a warm process validated it (``client.node``): the table file's and
+    agreed schema's stamp (``DaemonConfig.table_stamp``), the agreed schema parsed from that file,
+    and the tables by schema JSON."""
+
+    stamp: tuple[int, ...]
+    schema: Schema
+    tables: dict[str, LocalTable]
+
+
+#: By daemon config file, what the warm process validated before it forks its ClientApp tasks.
+WARM: dict[Path, WarmTable] = {}
 
 
 def warm_tables(config_path: str) -> None:
     """Validate the daemon's table under its agreed schema in the warm process, unless the table
-    file is unchanged since it last did (``DaemonConfig.table_stamp``); called before every fork,
-    so that each task starts with it (``client.node``).
+    file and the schema's file are unchanged since it last did (``DaemonConfig.table_stamp``);
+    called before every fork, so that each task starts with it (``client.node``).
 
-    Only the validated table is kept: every task still builds its organisation, guard, schema and
-    identity from the files, and reads the guard's ledger when a decision needs it. A table read
-    from a database is not kept. A failure is logged and leaves every task to read the table
-    itself, as without a warm process.
+    Only the validated table and the agreed schema it was validated under are kept: every task
+    still builds its organisation, guard and identity from the files (an edited cap or roster
+    applies to the next task), and reads the guard's ledger when a decision needs it. A table read
+    from a database is not kept. A failure is logged and leaves every task to read the table and
+    the schema itself, as without a warm process.
     """
     try:
         config = DaemonConfig.load(config_path)
         stamp = config.table_stamp()
-        if stamp is None or WARM.get(config.path, (None,))[0] == stamp:
+        if stamp is None or (config.path in WARM and WARM[config.path].stamp == stamp):
             return
         org = config.organisation()
         org.table(org.accepts.dumps("json"))
-        WARM[config.path] = (stamp, dict(org.validated_tables))
+        WARM[config.path] = WarmTable(stamp, org.accepts, dict(org.validated_tables))
     except Exception:  # the tasks then read the table and report what fails through their usual paths
         log.exception("could not prepare the table of %s in the warm process", config_path)
 
 
 def daemon_organisation(config_path: str) -> Organisation:
     """The organisation of the daemon config at ``config_path``, built from its files, with the
-    warm process's validated table when the table file is the one it validated."""
+    warm process's agreed schema and validated table while the table's and the schema's files are
+    the ones it validated."""
     config = DaemonConfig.load(config_path)
-    stamp, tables = WARM.get(config.path, (None, None))
-    fresh = stamp is not None and stamp == config.table_stamp()
-    return config.organisation(tables=tables if fresh else None)
+    warm = WARM.get(config.path)
+    if warm is None or warm.stamp != config.table_stamp():
+        return config.organisation()
+    return config.organisation(tables=warm.tables, schema=warm.schema)
 
 
 def node_identity(context: Context) -> Identity | None:

@@ -210,14 +210,15 @@ class DaemonConfig:
         finally:
             engine.dispose()
 
-    def organisation(self, tables: Mapping[str, LocalTable] | None = None) -> Organisation:
-        """The organisation this daemon speaks for, with its guard, its one schema and its cap seed
-        (and ``tables`` already validated from its table file, see :class:`Organisation`)."""
+    def organisation(self, tables: Mapping[str, LocalTable] | None = None, schema: Schema | None = None) -> Organisation:
+        """The organisation this daemon speaks for, with its guard, its one schema (``schema``: the
+        agreed schema already parsed from its file) and its cap seed (and ``tables`` already
+        validated from its table file, see :class:`Organisation`)."""
         guard = Guard(self.name, self.guard)
         return Organisation(
             self.name,
             self.read_table,
-            accepts=self.accepted_schema(),
+            accepts=self.accepted_schema() if schema is None else schema,
             guard=guard,
             identity=self.identity(),
             cap_seed=cap_seed(self.guard.ledger.with_name(self.guard.ledger.name + ".cap-seed")),

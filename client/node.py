@@ -28,13 +28,14 @@ every second (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 
 Privacy and state: a task's process is a copy of the warm process, which never runs a task
 itself, so every task starts from the same state. The warm process keeps one thing of the
-organisation: its table, validated under the agreed schema (``client.app.warm_tables``), before
+organisation: its table, validated under the agreed schema (``client.app.warm_tables``, which
+keeps that schema as parsed too), before
 the first task and again before any task once the table file or the agreed schema's file
 changed (their inodes, sizes and modification and change times), so that a round costs its computation, not a table read, as in
 the simulation, whose organisations keep their table for the whole job. Every task still builds
-its organisation, guard, agreed schema and identity from the daemon's files, so an edited cap or
-roster applies to the next task; it uses the kept table only if the file is still the one
-validated, and reads it itself otherwise. The guard's ledger is never read by the warm process:
+its organisation, guard and identity from the daemon's files, so an edited cap or roster applies
+to the next task; it uses the kept table and schema only if both files are still the ones
+validated, and reads them itself otherwise. The guard's ledger is never read by the warm process:
 each task reads it when a decision needs it, and the ledger on disk, appended and fsynced under
 its file lock before a share leaves, is what carries a spend from one round, task or job to the
 next. Nothing one task changes in memory reaches the next. The warm process is the daemon's

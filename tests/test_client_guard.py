@@ -202,10 +202,12 @@ def test_a_warm_table_serves_tasks_until_its_file_changes_and_nothing_else_is_ke
     path = write_config(tmp_path)
     warm_tables(str(path))
     schema_json = load_schema(bundled("adult.schema.yaml")).dumps("json")
-    (_, kept), = client_app.WARM.values()
+    warm, = client_app.WARM.values()
+    kept = warm.tables
     org = daemon_organisation(str(path))
     assert org.validated_tables[schema_json] is kept[schema_json]  # validated once, before any task
-    assert daemon_organisation(str(path)) is not org  # organisation, guard, schema, identity: per task
+    assert org.accepts is warm.schema  # under the schema parsed once, from the same file
+    assert daemon_organisation(str(path)) is not org  # organisation, guard, identity: per task
     assert "ledger" not in vars(org.guard)  # the guard's ledger is read by a task, when needed
     # An edited cap applies to the next task, though the table is still the one kept.
     text = path.read_text(encoding="utf-8")
@@ -223,10 +225,11 @@ def test_a_warm_table_serves_tasks_until_its_file_changes_and_nothing_else_is_ke
     warm_tables(str(path))
     assert daemon_organisation(str(path)).validated_tables[schema_json] is not kept[schema_json]
     # An edited agreed schema makes the warm process validate the table again, under the new schema.
-    (_, kept), = client_app.WARM.values()
+    kept = next(iter(client_app.WARM.values())).tables
     schema = tmp_path / "schema.yaml"
     schema.write_text(bundled("adult.schema.yaml").read_text(encoding="utf-8").replace("name: adult", "name: adult-v2", 1))
     path.write_text(path.read_text(encoding="utf-8").replace(str(bundled("adult.schema.yaml")), str(schema)))
+    assert daemon_organisation(str(path)).accepts.name == "adult-v2"  # the edited file, before the warm process saw it
     warm_tables(str(path))
     org = daemon_organisation(str(path))
     assert org.accepts.name == "adult-v2" and org.validated_tables[org.accepts.dumps("json")] is not kept.get(schema_json)

@@ -51,7 +51,7 @@ def control_path(scope: Scope) -> bool:
 
 def fleet_event_logged(scope: Scope) -> bool:
     """A Fleet API request while the SuperLink has a Fleet event-log plugin."""
-    return path(scope).startswith("/v1/fleet/") and scope["app"].state.fleet_event_log_plugin is not None
+    return path(scope).startswith("/v1/fleet/") and getattr(scope["app"].state, "fleet_event_log_plugin", None) is not None
 
 
 def tracing_enabled(_scope: Scope) -> bool:

@@ -49,9 +49,7 @@ SuperNode's web service; asked every 0.1 s during a round (three organisations' 
 the tasks. ``fedsynth client`` joins the two processes by a pipe (:class:`WakePipe`): the SuperNode
 writes a byte once it has stored a message and its content (:func:`announce_messages`), and the
 SuperExec, which waits on the pipe, asks for the task at once; without a word it still asks once
-every :data:`MAX_POLL_S`. A SuperExec whose SuperNode has exited (the pipe's end of file) stops at
-once, where Flower's would retry the missing SuperNode for seconds (a stopping daemon took 10 s).
-A SuperNode whose SuperExec has exited (nobody reads the pipe) stops
+every :data:`MAX_POLL_S`. A SuperNode whose SuperExec has exited (nobody reads the pipe) stops
 with an error instead of taking messages that no task runs, so that the daemon's supervisor
 (systemd's ``Restart=on-failure``, compose's ``restart``) starts both again. The byte carries nothing but "a message is here", within the
 organisation's own machine.
@@ -105,7 +103,7 @@ class WakePipe:
     signals (:meth:`signal`) that a message is stored; the SuperExec waits for it (:meth:`wait`)."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        self.fd, self.closed = fd, False
         os.set_blocking(fd, False)
 
     def signal(self) -> None:
@@ -124,17 +122,16 @@ class WakePipe:
 
     def wait(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed:
-        a pipe holds at most 64 KiB). Raises SystemExit once the SuperNode has closed its end (it
-        has exited: stopped, or failed): its SuperExec has nothing left to run and stops at once,
-        instead of retrying a SuperNode that is gone (Flower retries for seconds)."""
-        if not select.select([self.fd], [], [], seconds)[0]:
+        a pipe holds at most 64 KiB). Once the SuperNode has closed its end, every wait lasts ``seconds``."""
+        if self.closed or not select.select([self.fd], [], [], seconds)[0]:
+            if self.closed:
+                time.sleep(seconds)
             return False
         try:
-            if not os.read(self.fd, 1 << 16):  # end of file
-                raise SystemExit("fedsynth client: the SuperNode has exited; its SuperExec stops too")
+            self.closed = not os.read(self.fd, 1 << 16)  # end of file: the SuperNode is gone
         except BlockingIOError:
             return False
-        return True
+        return not self.closed
 
 
 def announce_messages(module: ModuleType, wake: WakePipe) -> None:

@@ -157,11 +157,18 @@ class Processes:
         return found
 
     def stop_all(self) -> set[int]:
-        """SIGTERM every started process at once, SIGKILL what is left after :data:`STOP_S`
-        (their children too); return survivors."""
+        """SIGTERM every started process and its process group at once (as systemd stops a unit's
+        processes), SIGKILL what is left after :data:`STOP_S` (their children too); return survivors.
+
+        The group matters for a daemon: its SuperExec, told only by Flower's parent monitor (a
+        signal raised in one of its threads), ends only after it has retried its stopped SuperNode
+        for some seconds."""
         running = [proc for proc in self.started.values() if proc.poll() is None]
         for proc in running:
-            proc.send_signal(signal.SIGTERM)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # started in its own session: its group is its pid
+            except ProcessLookupError:
+                pass
         left = wait_for_exit({proc.pid for proc in running}, STOP_S)
         for proc in running:
             if proc.pid in left:

@@ -232,3 +232,19 @@ def test_unknown_file_type_and_non_mapping_are_rejected(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(SchemaError, match="top level must be a mapping"):
         load_schema(tmp_path / "list.yaml")
+
+
+def test_a_columns_cached_arrays_are_read_only_for_every_user_of_the_schema():
+    """An organisation's warm process keeps its parsed schema for every task: no task may write into it."""
+    schema = load_schema(Path(__file__).parent / "data" / "acs_ma2019.schema.yaml")
+    codes = Column("code", "integer", lower=0, upper=10, bins=(0, 5, 10), codes=(1, 3, 7))
+    arrays = [codes.sorted_codes, codes.code_bins]
+    for column in schema.columns:
+        if column.kind in ("numeric", "integer"):
+            arrays += [column.edges, *column.bin_integers]
+            if column.fine is not None:
+                arrays += [column.fine_edges, *column.fine_integers]
+    assert len(arrays) > 10
+    for array in arrays:
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = array[0]

@@ -172,8 +172,7 @@ class Column:
             edges = np.linspace(low, high, self.bins + 1)
         else:
             edges = np.asarray(self.bins, dtype=np.float64)
-        edges.flags.writeable = False
-        return edges
+        return read_only(edges)
 
     @property
     def fine_name(self) -> str:
@@ -197,8 +196,7 @@ class Column:
         edges = np.unique(points)
         if self.has_top_cell:  # the upper bound's own cell [upper, upper + 1): one whole unit
             edges = np.append(edges, high + 1.0)
-        edges.flags.writeable = False
-        return edges
+        return read_only(edges)
 
     @property
     def has_top_cell(self) -> bool:
@@ -220,32 +218,31 @@ class Column:
     def fine_bins(self) -> np.ndarray:
         """The coarse bin of each fine cell (the hierarchy that ties the grid to the bins)."""
         bins = bin_of(self.edges, self.fine_edges[:-1])
-        bins.flags.writeable = False
-        return bins
+        return read_only(bins)
 
     @cached_property
     def fine_integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, last) integer inside each fine cell, inclusive; the last cell is closed."""
         first, last = integers_in_bins(self.fine_edges)
         last[-1] = math.floor(self.bounds[1])  # a top cell [upper, upper + 1) holds upper alone
-        return first, last
+        return read_only(first), read_only(last)
 
     @cached_property
     def bin_integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, last) integer inside each bin, inclusive; the last bin is closed."""
-        return integers_in_bins(self.edges)
+        first, last = integers_in_bins(self.edges)
+        return read_only(first), read_only(last)
 
     @cached_property
     def sorted_codes(self) -> np.ndarray:
         """The listed codes, sorted (integer columns with ``codes``)."""
         codes = np.sort(np.asarray(self.codes, dtype=np.int64))
-        codes.flags.writeable = False
-        return codes
+        return read_only(codes)
 
     @cached_property
     def code_bins(self) -> np.ndarray:
         """Bin index of each of :attr:`sorted_codes`."""
-        return bin_of(self.edges, self.sorted_codes.astype(np.float64))
+        return read_only(bin_of(self.edges, self.sorted_codes.astype(np.float64)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with only the keys that differ from their defaults."""
@@ -270,6 +267,13 @@ class Column:
         if self.constant_per is not None:
             out["constant_per"] = self.constant_per
         return out
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, marked read-only: a column's cached arrays are shared by every user of its schema
+    (an organisation's warm process keeps its schema for every task, ``client.app.warm_tables``)."""
+    array.flags.writeable = False
+    return array
 
 
 def bin_of(edges: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -19,15 +19,30 @@ the request on unchanged); every other request goes to the next layer directly.
 services start. What a request may do, who is authenticated and how, and every response stay
 Flower's: the layers that act on Fleet and Runtime requests (error translation, protobuf
 translation, SuperNode authentication) run for every request, as before.
+
+Flower's handlers are plain functions that FastAPI and Flower's own routing and middleware hand
+to a worker thread (Starlette's ``run_in_threadpool``) and await. For a Fleet or Runtime API
+request that hand-off cost more than the handler: each is a short, non-blocking look-up or
+update of the SuperLink's or SuperNode's in-memory state, an object store entry or a signature
+check. :class:`InlineHandlers`, the outermost layer of both services, marks Fleet and Runtime
+requests (:data:`INLINE_PREFIXES`), and :func:`run_in_threadpool`, which replaces Starlette's in
+Flower's and FastAPI's modules, runs a marked request's functions in the event loop's thread;
+everything else, among it the Control API, whose log and event streams wait between their
+chunks, still goes to a worker thread. Measured on a 3-organisation loopback job (teacher phase,
+every handler inline): the SuperLink's CPU 49 s -> 34 s, the three SuperNodes' 40 s -> 31 s.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from functools import partial
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+import starlette.concurrency
 
 from flwr.superlink.routers.control import middlewares as control
 from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
@@ -37,6 +52,13 @@ from starlette.requests import Request
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+T = TypeVar("T")
+
+#: The requests whose handlers run in the event loop's thread: the Fleet and Runtime APIs.
+INLINE_PREFIXES = ("/v1/fleet/", "/v1/runtime/")
+#: Starlette's own ``run_in_threadpool``, for every request :class:`InlineHandlers` did not mark.
+THREADPOOL = starlette.concurrency.run_in_threadpool
+_inline: ContextVar[bool] = ContextVar("fedsynth_inline_handlers", default=False)
 
 
 def path(scope: Scope) -> str:
@@ -94,12 +116,59 @@ def scoped(stack: list[Middleware]) -> list[Middleware]:
     ]
 
 
+async def run_in_threadpool(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Starlette's ``run_in_threadpool``, but in the calling thread while a request that
+    :class:`InlineHandlers` marked is handled."""
+    if _inline.get():
+        return func(*args, **kwargs)
+    return await THREADPOOL(func, *args, **kwargs)
+
+
+class InlineHandlers:
+    """An ASGI middleware that marks the HTTP requests under :data:`INLINE_PREFIXES` while the
+    app handles them, so that :func:`run_in_threadpool` runs their functions in place."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or not path(scope).startswith(INLINE_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        token = _inline.set(True)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _inline.reset(token)
+
+
+def inline_handlers() -> None:
+    """Point ``run_in_threadpool`` at :func:`run_in_threadpool` in Starlette and in every loaded
+    module of Flower, FastAPI and Starlette that imported Starlette's. Harmless to any app without
+    :class:`InlineHandlers`: nothing marks its requests."""
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("flwr", "fastapi", "starlette") and getattr(module, "run_in_threadpool", None) is THREADPOOL:
+            module.run_in_threadpool = run_in_threadpool
+
+
 def lean_superlink(module: ModuleType) -> None:
-    """Make ``module`` (``flwr.superlink.main``) build its app with :func:`scoped` middleware."""
+    """Make ``module`` (``flwr.superlink.main``) build its app with :func:`scoped` middleware
+    under :class:`InlineHandlers`."""
     get_middleware = module._get_middleware  # noqa: SLF001
-    module._get_middleware = lambda: scoped(get_middleware())  # noqa: SLF001
+    module._get_middleware = lambda: [Middleware(InlineHandlers), *scoped(get_middleware())]  # noqa: SLF001
+    inline_handlers()
 
 
 def lean_supernode(module: ModuleType) -> None:
-    """Make ``module`` (``flwr.supernode.main``) add its tracing layer scoped to tracing being on."""
+    """Make ``module`` (``flwr.supernode.main``) add its tracing layer scoped to tracing being on,
+    and :class:`InlineHandlers` outermost."""
     module.RuntimeTracingMiddleware = partial(Scoped, layer=RuntimeTracingMiddleware, acts_on=tracing_enabled)
+    create_app = module.create_app
+
+    def create_inline_app(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 (Flower's FastAPI app)
+        app = create_app(*args, **kwargs)
+        app.add_middleware(InlineHandlers)
+        return app
+
+    module.create_app = create_inline_app
+    inline_handlers()

@@ -1,16 +1,19 @@
-"""Flower's HTTP services with their pass-through layers scoped (``common.lean_http``): every
-request gets the response Flower's own stack gives it, and the scoped layers see only the
-requests they act on."""
+"""Flower's HTTP services with their pass-through layers scoped and their Fleet and Runtime
+handlers run in place (``common.lean_http``): every request gets the response Flower's own stack
+gives it, the scoped layers see only the requests they act on, and only Fleet and Runtime
+requests' functions skip the worker thread."""
 
 import asyncio
 import re
+import threading
 from importlib import import_module
 
 import pytest
 from flwr.supercore.protobuf.translation import PROTOBUF_MEDIA_TYPE, PROTOBUF_REQUEST_TYPES
 from starlette.testclient import TestClient
 
-from fedsynth.common.lean_http import ACTS_ON, Scoped, lean_superlink, lean_supernode, scoped
+from fedsynth.common import lean_http
+from fedsynth.common.lean_http import ACTS_ON, InlineHandlers, Scoped, lean_superlink, lean_supernode, scoped
 
 #: Every protobuf route of the SuperLink and the SuperNode (Control, Fleet, Runtime), a route no
 #: layer knows, and the health probe.
@@ -25,6 +28,7 @@ def flower_main(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     link, node = import_module("flwr.superlink.main"), import_module("flwr.supernode.main")
     monkeypatch.setattr(link, "_get_middleware", link._get_middleware)
     monkeypatch.setattr(node, "RuntimeTracingMiddleware", node.RuntimeTracingMiddleware)
+    monkeypatch.setattr(node, "create_app", node.create_app)
     return link, node
 
 
@@ -55,7 +59,8 @@ def test_the_superlink_scopes_the_six_pass_through_layers_and_keeps_the_others(f
     link, _ = flower_main
     flower = [item.cls for item in link._get_middleware()]
     lean_superlink(link)
-    lean = link._get_middleware()
+    inline, *lean = link._get_middleware()
+    assert inline.cls is InlineHandlers  # outermost, so every layer's functions see the mark
     assert [item.args[0] if item.cls is Scoped else item.cls for item in lean] == flower  # same layers, same order
     assert {item.args[0] for item in lean if item.cls is Scoped} == set(ACTS_ON)
     assert sum(item.cls is Scoped for item in lean) == 6 and len(lean) == 9
@@ -114,3 +119,34 @@ def test_the_predicates_hold_where_their_layers_act(monkeypatch: pytest.MonkeyPa
     assert tracing_enabled({})
     monkeypatch.setenv("FLWR_TRACING_ENABLED", "0")
     assert not tracing_enabled({})
+
+
+def handler_threads(app, paths: list[str]) -> list[bool]:  # noqa: ANN001
+    """For each path, whether ``app`` ran a function given to ``run_in_threadpool`` in the event loop's thread."""
+
+    async def handle(path: str) -> bool:
+        loop_thread, ran_in = threading.get_ident(), []
+
+        async def endpoint(scope, receive, send) -> None:  # noqa: ANN001
+            ran_in.append(await lean_http.run_in_threadpool(threading.get_ident))
+
+        await app(endpoint)({"type": "http", "path": path, "headers": []}, None, None)
+        return ran_in == [loop_thread]
+
+    return [asyncio.run(handle(path)) for path in paths]
+
+
+def test_only_fleet_and_runtime_requests_run_their_functions_in_the_event_loops_thread() -> None:
+    paths = ["/v1/fleet/pull-messages", "/v1/runtime/pull-object", "/v1/control/stream-logs", "/health", "/v1/fleetx"]
+    assert handler_threads(InlineHandlers, paths) == [True, True, False, False, False]
+    assert handler_threads(lambda endpoint: endpoint, paths) == [False] * 5  # without the layer: Starlette's worker threads
+
+
+def test_flowers_handlers_and_layers_call_the_scoped_run_in_threadpool(flower_main) -> None:
+    link, node = flower_main
+    lean_superlink(link)
+    lean_supernode(node)
+    for name in ("flwr.supercore.protobuf.routing", "flwr.superlink.routers.fleet.node_auth", "fastapi.routing",
+                 "starlette.concurrency"):
+        assert import_module(name).run_in_threadpool is lean_http.run_in_threadpool, name
+    assert node.create_app().user_middleware[0].cls is InlineHandlers

@@ -22,14 +22,19 @@ translation, SuperNode authentication) run for every request, as before.
 
 Flower's handlers are plain functions that FastAPI and Flower's own routing and middleware hand
 to a worker thread (Starlette's ``run_in_threadpool``) and await. For a Fleet or Runtime API
-request that hand-off cost more than the handler: each is a short, non-blocking look-up or
-update of the SuperLink's or SuperNode's in-memory state, an object store entry or a signature
-check. :class:`InlineHandlers`, the outermost layer of both services, marks Fleet and Runtime
-requests (:data:`INLINE_PREFIXES`), and :func:`run_in_threadpool`, which replaces Starlette's in
-Flower's and FastAPI's modules, runs a marked request's functions in the event loop's thread;
-everything else, among it the Control API, whose log and event streams wait between their
-chunks, still goes to a worker thread. Measured on a 3-organisation loopback job (teacher phase,
-every handler inline): the SuperLink's CPU 49 s -> 34 s, the three SuperNodes' 40 s -> 31 s.
+request that hand-off cost more than the handler: almost all are short look-ups or updates of the
+service's in-memory state and object store, or a signature check. :class:`InlineHandlers`, the
+outermost layer, marks such requests (:func:`inline_request`), and :func:`run_in_threadpool`,
+which replaces Starlette's in Flower's and FastAPI's modules, runs a marked request's functions in
+the event loop's thread. Everything else still goes to a worker thread, so that no wait stalls the
+service: the Control API (its log and event streams wait between chunks), the Runtime routes that
+may wait on the network or on a model (:data:`THREADED_PATHS`: Flower Hub downloads for due
+automations, OAuth refreshes, model responses), and every request whose body is over
+:data:`MAX_INLINE_BODY` or of unstated length (what a large body costs to check and store stays
+off the event loop). Only a SuperLink whose state is in memory (``deploy local``) marks requests:
+with a database file (``--database``) its handlers write to SQLite and may wait for its lock. A
+SuperNode's state is always in memory. Measured on a 3-organisation loopback job (teacher phase):
+the SuperLink's CPU 49 s -> 34 s, the three SuperNodes' 40 s -> 31 s.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import starlette.concurrency
 from flwr.superlink.routers.control import middlewares as control
 from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
 from flwr.supercore.routers.runtime.tracing import RuntimeTracingMiddleware
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
@@ -54,8 +60,13 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 T = TypeVar("T")
 
-#: The requests whose handlers run in the event loop's thread: the Fleet and Runtime APIs.
+#: The requests whose handlers may run in the event loop's thread: the Fleet and Runtime APIs ...
 INLINE_PREFIXES = ("/v1/fleet/", "/v1/runtime/")
+#: ... but for these Runtime routes, whose handlers may wait on the network or a model's reply ...
+THREADED_PATHS = frozenset({"/v1/runtime/acquire-task", "/v1/runtime/start-automation",
+                            "/v1/runtime/get-connector", "/v1/runtime/responses"})
+#: ... and only with a body of stated length up to this many bytes.
+MAX_INLINE_BODY = 1 << 20
 #: Starlette's own ``run_in_threadpool``, for every request :class:`InlineHandlers` did not mark.
 THREADPOOL = starlette.concurrency.run_in_threadpool
 _inline: ContextVar[bool] = ContextVar("fedsynth_inline_handlers", default=False)
@@ -124,15 +135,26 @@ async def run_in_threadpool(func: Callable[..., T], *args: Any, **kwargs: Any) -
     return await THREADPOOL(func, *args, **kwargs)
 
 
+def inline_request(scope: Scope) -> bool:
+    """An HTTP request under :data:`INLINE_PREFIXES`, not to :data:`THREADED_PATHS`, whose body has
+    a stated length of at most :data:`MAX_INLINE_BODY` bytes."""
+    if scope["type"] != "http":
+        return False
+    where = path(scope)
+    length = Headers(scope=scope).get("content-length", "")
+    return (where.startswith(INLINE_PREFIXES) and where not in THREADED_PATHS
+            and length.isdigit() and int(length) <= MAX_INLINE_BODY)
+
+
 class InlineHandlers:
-    """An ASGI middleware that marks the HTTP requests under :data:`INLINE_PREFIXES` while the
-    app handles them, so that :func:`run_in_threadpool` runs their functions in place."""
+    """An ASGI middleware that marks the requests :func:`inline_request` admits while the app
+    handles them, so that :func:`run_in_threadpool` runs their functions in place."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or not path(scope).startswith(INLINE_PREFIXES):
+        if not inline_request(scope):
             await self.app(scope, receive, send)
             return
         token = _inline.set(True)
@@ -151,10 +173,13 @@ def inline_handlers() -> None:
             module.run_in_threadpool = run_in_threadpool
 
 
-def lean_superlink(module: ModuleType) -> None:
-    """Make ``module`` (``flwr.superlink.main``) build its app with :func:`scoped` middleware
-    under :class:`InlineHandlers`."""
+def lean_superlink(module: ModuleType, state_in_memory: bool) -> None:
+    """Make ``module`` (``flwr.superlink.main``) build its app with :func:`scoped` middleware,
+    under :class:`InlineHandlers` when the SuperLink's state is in memory."""
     get_middleware = module._get_middleware  # noqa: SLF001
+    if not state_in_memory:
+        module._get_middleware = lambda: scoped(get_middleware())  # noqa: SLF001
+        return
     module._get_middleware = lambda: [Middleware(InlineHandlers), *scoped(get_middleware())]  # noqa: SLF001
     inline_handlers()
 

@@ -33,7 +33,7 @@ from queue import Queue
 
 from flwr.supercore.address import resolve_bind_address
 from flwr.supercore.auth.superexec_secret import load_superexec_auth_secret
-from flwr.supercore.constant import TaskType
+from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, TaskType
 from flwr.supercore.logger import mirror_output_to_queue, restore_output
 from flwr.supercore.superexec import run_superexec as superexec
 from flwr.supercore.superexec.executor.types import ExecutionSpec
@@ -149,10 +149,15 @@ def run_warm_serverexec(
     )
 
 
+def state_in_memory(flags: list[str]) -> bool:
+    """Whether ``flower-superlink FLAGS`` keeps its state in memory (no ``--database`` file)."""
+    return _parse_args_run_superlink().parse_known_args(flags)[0].database == FLWR_IN_MEMORY_DB_NAME
+
+
 def run_lean_superlink(flags: list[str]) -> None:
-    """``flower-superlink FLAGS``, its HTTP middleware scoped to the requests each layer acts on
-    (``common.lean_http``)."""
-    lean_superlink(import_module("flwr.superlink.main"))
+    """``flower-superlink FLAGS``, its HTTP middleware scoped to the requests each layer acts on,
+    its Fleet and Runtime handlers in place while its state is in memory (``common.lean_http``)."""
+    lean_superlink(import_module("flwr.superlink.main"), state_in_memory(flags))
     sys.argv = ["flower-superlink", *flags]
     flower_superlink()
 

@@ -48,7 +48,7 @@ def test_every_request_gets_the_response_flowers_own_stack_gives(flower_main, mo
     link, node = flower_main
     monkeypatch.setenv("FLWR_TRACING_ENABLED", tracing)
     flower = responses(link.create_app(), body), responses(node.create_app(), body)
-    lean_superlink(link)
+    lean_superlink(link, state_in_memory=True)
     lean_supernode(node)
     lean = responses(link.create_app(), body), responses(node.create_app(), body)
     assert lean == flower
@@ -58,7 +58,7 @@ def test_every_request_gets_the_response_flowers_own_stack_gives(flower_main, mo
 def test_the_superlink_scopes_the_six_pass_through_layers_and_keeps_the_others(flower_main) -> None:
     link, _ = flower_main
     flower = [item.cls for item in link._get_middleware()]
-    lean_superlink(link)
+    lean_superlink(link, state_in_memory=True)
     inline, *lean = link._get_middleware()
     assert inline.cls is InlineHandlers  # outermost, so every layer's functions see the mark
     assert [item.args[0] if item.cls is Scoped else item.cls for item in lean] == flower  # same layers, same order
@@ -130,23 +130,43 @@ def handler_threads(app, paths: list[str]) -> list[bool]:  # noqa: ANN001
         async def endpoint(scope, receive, send) -> None:  # noqa: ANN001
             ran_in.append(await lean_http.run_in_threadpool(threading.get_ident))
 
-        await app(endpoint)({"type": "http", "path": path, "headers": []}, None, None)
+        await app(endpoint)({"type": "http", "path": path, "headers": [(b"content-length", b"12")]}, None, None)
         return ran_in == [loop_thread]
 
     return [asyncio.run(handle(path)) for path in paths]
 
 
-def test_only_fleet_and_runtime_requests_run_their_functions_in_the_event_loops_thread() -> None:
-    paths = ["/v1/fleet/pull-messages", "/v1/runtime/pull-object", "/v1/control/stream-logs", "/health", "/v1/fleetx"]
-    assert handler_threads(InlineHandlers, paths) == [True, True, False, False, False]
-    assert handler_threads(lambda endpoint: endpoint, paths) == [False] * 5  # without the layer: Starlette's worker threads
+def test_only_short_fleet_and_runtime_requests_run_their_functions_in_the_event_loops_thread() -> None:
+    paths = ["/v1/fleet/pull-messages", "/v1/runtime/pull-object", "/v1/control/stream-logs", "/health", "/v1/fleetx",
+             *sorted(lean_http.THREADED_PATHS)]
+    expected = [True, True] + [False] * (len(paths) - 2)
+    assert handler_threads(InlineHandlers, paths) == expected
+    assert handler_threads(lambda endpoint: endpoint, paths) == [False] * len(paths)  # without the layer: worker threads
+
+
+@pytest.mark.parametrize("length, inline", [(None, False), (b"0", True), (str(lean_http.MAX_INLINE_BODY).encode(), True),
+                                            (str(lean_http.MAX_INLINE_BODY + 1).encode(), False), (b"12x", False)])
+def test_a_body_of_unstated_or_large_length_keeps_its_worker_thread(length: bytes | None, inline: bool) -> None:
+    headers = [] if length is None else [(b"content-length", length)]
+    assert lean_http.inline_request({"type": "http", "path": "/v1/fleet/push-object", "headers": headers}) is inline
 
 
 def test_flowers_handlers_and_layers_call_the_scoped_run_in_threadpool(flower_main) -> None:
     link, node = flower_main
-    lean_superlink(link)
+    lean_superlink(link, state_in_memory=True)
     lean_supernode(node)
     for name in ("flwr.supercore.protobuf.routing", "flwr.superlink.routers.fleet.node_auth", "fastapi.routing",
                  "starlette.concurrency"):
         assert import_module(name).run_in_threadpool is lean_http.run_in_threadpool, name
     assert node.create_app().user_middleware[0].cls is InlineHandlers
+
+
+def test_a_superlink_with_a_database_file_keeps_every_handler_in_a_worker_thread(flower_main) -> None:
+    from fedsynth.server.link import state_in_memory
+
+    link, _ = flower_main
+    flower = [item.cls for item in link._get_middleware()]
+    assert state_in_memory(["--insecure"]) and not state_in_memory(["--database", "/var/lib/flwr/superlink.db"])
+    lean_superlink(link, state_in_memory=False)
+    lean = link._get_middleware()
+    assert InlineHandlers not in [item.cls for item in lean] and len(lean) == len(flower)

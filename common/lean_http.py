@@ -177,11 +177,10 @@ def lean_superlink(module: ModuleType, state_in_memory: bool) -> None:
     """Make ``module`` (``flwr.superlink.main``) build its app with :func:`scoped` middleware,
     under :class:`InlineHandlers` when the SuperLink's state is in memory."""
     get_middleware = module._get_middleware  # noqa: SLF001
-    if not state_in_memory:
-        module._get_middleware = lambda: scoped(get_middleware())  # noqa: SLF001
-        return
-    module._get_middleware = lambda: [Middleware(InlineHandlers), *scoped(get_middleware())]  # noqa: SLF001
-    inline_handlers()
+    outermost = [Middleware(InlineHandlers)] if state_in_memory else []
+    module._get_middleware = lambda: [*outermost, *scoped(get_middleware())]  # noqa: SLF001
+    if state_in_memory:
+        inline_handlers()
 
 
 def lean_supernode(module: ModuleType) -> None:

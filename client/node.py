@@ -123,9 +123,10 @@ class WakePipe:
     def wait(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a signal; True if one came (every pending one is consumed:
         a pipe holds at most 64 KiB). Once the SuperNode has closed its end, every wait lasts ``seconds``."""
-        if self.closed or not select.select([self.fd], [], [], seconds)[0]:
-            if self.closed:
-                time.sleep(seconds)
+        if self.closed:
+            time.sleep(seconds)
+            return False
+        if not select.select([self.fd], [], [], seconds)[0]:
             return False
         try:
             self.closed = not os.read(self.fd, 1 << 16)  # end of file: the SuperNode is gone

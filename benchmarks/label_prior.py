@@ -1,13 +1,17 @@
-"""What the student's matched class prior does to a release's labels: one model, three labellers.
+"""The student labeller on one release: what its matched class prior and its share of the
+generator's labels do to the release's labels.
 
-The student is distilled from the DP teacher and its class prior is then matched to the label's
-shares among the synthetic rows (``common.student.match_label_shares``). This script takes a kept
-release whose labels are the student's (``heterogeneity.py --labels sample --keep DIR``), draws
-rows from its model as ``Release.sample`` does, and labels them three ways, ``--seeds`` times each:
-with the teacher's own probabilities (the baseline: what the student was distilled to reproduce
-before its prior was matched; the same ranking), with the released student's, and with the
-generator's own label column. It prints the heterogeneity benchmark's TVD over 2-way marginals
-(all of them, the label's pairs, the others), TSTR (HGB) and the share of the positive class.
+The student is distilled from the DP teacher and, with weight ``generator_weight``, from the labels
+the generator drew for the synthetic rows; its class prior is then matched to the label's shares
+among those rows (``common.student``). This script takes a kept release whose labels are the
+student's (``heterogeneity.py --labels sample --keep DIR``), draws rows from its model as
+``Release.sample`` does, and labels them, ``--seeds`` times each: with the teacher's own
+probabilities (what the student was distilled from before its prior was matched; the same
+ranking), with a student distilled from the teacher alone (``generator_weight`` 0, the student
+before 2026-12-07), with one distilled as the job now does (both re-distilled here on the rows the
+job distils on, so the two differ only in the weight) and with the generator's own label column.
+It prints the heterogeneity benchmark's TVD over 2-way marginals (all of them, the label's pairs,
+the others), TSTR (HGB) and the share of the positive class, and the two students' ratios.
 
     python benchmarks/label_prior.py --release DIR [--seeds 2] [--data-root DIR]
 """
@@ -16,28 +20,41 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from common import add_data_root, data_root
 from heterogeneity import LABEL, LOADERS, POSITIVE, Scorer
 
-from fedsynth.common.student import relabel
-from fedsynth.server.generator import sample_rows
+from fedsynth.common.student import StudentSettings, distil, relabel
+from fedsynth.server.generator import sample_rows, synthetic_codes
 from fedsynth.server.release import Release
 
 FIGURES = ("tvd2", "tvd2_label_pairs", "tvd2_other_pairs", "auc_hgb", "positive_share")
+STUDENTS = ("student, teacher alone", "student, and generator")
+
+
+def students(release: Release) -> dict:
+    """Students distilled from the release's teacher on the rows its job distilled on (its
+    ``rows`` and ``seed``, ``job.toml``), from the teacher alone and as the job does now."""
+    job = tomllib.loads((release.path / "job.toml").read_text())
+    codes = synthetic_codes(release.model(), release.schema, job["rows"], job["seed"])
+    teacher, now = release.labeller["teacher"], StudentSettings()
+    return {name: distil(teacher, release.features, codes, settings, job["seed"])
+            for name, settings in ((STUDENTS[0], replace(now, generator_weight=0.0)), (STUDENTS[1], now))}
 
 
 def labellers(release: Release) -> dict:
     """``name -> relabel(codes, rng)`` (None: the generator's own label column)."""
-    features, kept = release.features, release.labeller
+    features = release.features
 
     def by(model):  # noqa: ANN001, ANN202
         return lambda codes, rng: relabel(codes, features, model, "sample", rng)
 
-    return {"teacher (baseline)": by(kept["teacher"]), "student (matched prior)": by(kept["student"]),
-            "generator's labels": None}
+    return {"teacher's probabilities": by(release.labeller["teacher"]),
+            **{name: by(student) for name, student in students(release).items()}, "generator's labels": None}
 
 
 def scores(release: Release, scorer: Scorer, label, seeds: int) -> list[dict]:  # noqa: ANN001
@@ -69,8 +86,9 @@ def main() -> None:
     for name, rows in results.items():
         cells = [f"{np.mean([r[f] for r in rows]):.4f} ({' '.join(f'{r[f]:.4f}' for r in rows)})" for f in FIGURES]
         print(f"{name:<26}" + "".join(f"{c:>30}" for c in cells))
-    base, new = (np.mean([r["tvd2"] for r in results[name]]) for name in list(results)[:2])
-    print(f"TVD2 student / teacher: {new / base:.3f}")
+    for figure in ("tvd2", "tvd2_label_pairs", "auc_hgb"):
+        base, new = (np.mean([r[figure] for r in results[name]]) for name in STUDENTS)
+        print(f"{figure} {STUDENTS[1]} / {STUDENTS[0]}: {new / base:.3f}")
 
 
 if __name__ == "__main__":

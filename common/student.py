@@ -1,9 +1,12 @@
 """The student labeller: the DP teacher's knowledge distilled onto synthetic rows.
 
 The student is trained at the coordinator on the generator's synthetic features with the
-teacher's soft labels at temperature ``T`` (Hinton et al. 2015; PrivFlow-style): it sees
-only the synthetic table and the released teacher, so it is post-processing and costs no
-privacy. The release's label column is then drawn from the student's probabilities
+teacher's soft labels at temperature ``T`` (Hinton et al. 2015; PrivFlow-style) and, with weight
+``generator_weight``, with the label the generator drew for each synthetic row: the generator's
+model and the teacher are two independent DP estimates of the label given the other columns (the
+first from the measured marginals that hold the label, the second from DP-SGD), and the student
+learns a mixture of the two. It sees only the synthetic table and the released teacher, so it is
+post-processing and costs no privacy. The release's label column is then drawn from the student's probabilities
 (``sample``), set to their most likely class (``argmax``), or left as the generator drew it
 (``generator``).
 
@@ -41,26 +44,35 @@ class StudentSettings:
     epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 0.01
+    generator_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("student temperature, epochs and batch size must be positive")
+        if not 0.0 <= self.generator_weight <= 1.0:
+            raise ValueError(f"student generator_weight must lie between 0 and 1, got {self.generator_weight}")
 
 
 def distil(teacher: nn.Module, features: Features, codes: np.ndarray, settings: StudentSettings, seed: int) -> nn.Module:
-    """Train a student on ``codes``' features to match the teacher's soft labels at temperature T.
+    """Train a student on ``codes``' features to match the teacher's soft labels at temperature T
+    and the labels the generator drew in ``codes``.
 
-    The loss is ``T^2 * KL(teacher_T || student_T)``, the usual distillation scaling.
+    The loss is ``(1 - g) T^2 KL(teacher_T || student_T) + g CE(student, label)`` with ``g`` the
+    settings' ``generator_weight``: the usual distillation scaling for the teacher's part, the
+    cross-entropy of the generator's labels for the rest.
     """
-    x = features.x(codes)
+    x, labels = features.x(codes), features.y(codes)
     soft = torch.from_numpy(predict_proba(teacher, x, settings.temperature))
+    weight = settings.generator_weight
     student = build_model(TeacherSettings(model=settings.model, hidden=settings.hidden), features, seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(settings.epochs):
         for rows in torch.randperm(len(x), generator=generator).split(settings.batch_size):
-            log_student = torch.log_softmax(student(x[rows]) / settings.temperature, dim=1)
-            loss = nn.functional.kl_div(log_student, soft[rows], reduction="batchmean") * settings.temperature**2
+            logits = student(x[rows])
+            log_student = torch.log_softmax(logits / settings.temperature, dim=1)
+            distilled = nn.functional.kl_div(log_student, soft[rows], reduction="batchmean") * settings.temperature**2
+            loss = (1.0 - weight) * distilled + weight * nn.functional.cross_entropy(logits, labels[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

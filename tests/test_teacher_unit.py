@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from fedsynth.cli import bundled
 from fedsynth.common.schema import load_schema
@@ -141,11 +142,32 @@ def test_student_learns_the_teachers_probabilities_on_synthetic_rows(codes, labe
         torch.nn.functional.cross_entropy(teacher(x), y).backward()
         optimizer.step()
     synthetic = codes[np.random.default_rng(0).permutation(len(codes))[:3000]]
-    student = distil(teacher, f, synthetic, StudentSettings(epochs=15), seed=0)
+    student = distil(teacher, f, synthetic, StudentSettings(epochs=15, generator_weight=0.0), seed=0)
     held_out = codes[-1000:]
     gap = np.abs(predict_proba(student, f.x(held_out)) - predict_proba(teacher, f.x(held_out)))
     assert gap.sum(axis=1).mean() < 0.1  # mean total-variation distance per row
     assert predict_proba(student, f.x(held_out)).shape[1] == f.classes
+
+
+def test_the_student_mixes_the_teacher_with_the_generators_labels_by_their_weight(codes):
+    """An uninformed teacher (every row alike) against labels that follow the other columns: the
+    more weight the generator's labels get, the more the student separates the rows as they do."""
+    f = features("Y")
+    teacher = build_model(TeacherSettings(model="logreg"), f, seed=3)
+    with torch.no_grad():
+        teacher[-1].weight.zero_()
+    synthetic, held_out = codes[:3000], codes[-1000:]
+    truth = f.y(held_out).numpy()
+    separation, auc = [], []
+    for weight in (0.0, 0.5, 1.0):
+        student = distil(teacher, f, synthetic, StudentSettings(epochs=5, generator_weight=weight), seed=0)
+        proba = predict_proba(student, f.x(held_out))[:, 1]
+        separation.append(proba[truth == 1].mean() - proba[truth == 0].mean())
+        auc.append(roc_auc_score(truth, proba))
+    assert abs(separation[0]) < 0.02 and separation[0] < separation[1] < separation[2]
+    assert auc[1] > 0.7 and auc[2] > 0.7  # the labels' ranking, which the teacher does not have
+    with pytest.raises(ValueError, match="generator_weight"):
+        StudentSettings(generator_weight=1.5)
 
 
 @pytest.mark.parametrize("label", ["Y", "relationship"])  # binary and 6 classes

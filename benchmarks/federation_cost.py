@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,7 +69,10 @@ def federated(ds: Dataset, seed: int, parties: int, split: str, variant: str) ->
     return config.schema.encode(frame), frame, spent
 
 
-def run(ds: Dataset, scorer: Scorer, seed: int, parties: int, split: str, variant: str) -> dict:
+def run(root: Path, seed: int, parties: int, split: str, variant: str) -> dict:
+    """One variant's figures, in a child process of its own (``main``)."""
+    ds = load_adult(root, False)
+    scorer = Scorer(ds)
     if variant == "central":
         with tempfile.TemporaryDirectory() as tmp:
             config = job(ds, 1.0, 2, Path(tmp), replace(GeneratorSettings(), organisation_column=False),
@@ -86,14 +91,18 @@ def main() -> None:
     parser.add_argument("--split", default="dirichlet:0.5")
     add_data_root(parser)
     args = parser.parse_args()
-    ds = load_adult(data_root(args.data_root, ["adult"], "federation_cost.py"), False)
-    scorer, seeds = Scorer(ds), [int(s) for s in args.seeds.split(",")]
-    print(f"{ds.title}: {args.parties} organisations, {args.split}, epsilon 1, delta {ds.delta:g}, generator labels")
+    root = data_root(args.data_root, ["adult"], "federation_cost.py")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"Adult (coded): {args.parties} organisations, {args.split}, epsilon 1, delta 1e-9, generator labels")
     print(f"{'variant':<22}{'seed':>5}" + "".join(f"{f:>18}" for f in FIGURES) + f"{'TVD2 / federated':>18}")
     results = {variant: [] for variant in VARIANTS}
+    # A process per job: JAX compiles programs for every new model structure, and one process
+    # running many jobs once ran out of memory mappings ("LLVM compilation error").
+    spawn = multiprocessing.get_context("spawn")
     for seed in seeds:
         for variant in VARIANTS:
-            row = run(ds, scorer, seed, args.parties, args.split, variant)
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+                row = child.submit(run, root, seed, args.parties, args.split, variant).result()
             results[variant].append(row)
             ratio = row["tvd2"] / results["federated"][-1]["tvd2"]
             print(f"{variant:<22}{seed:>5}" + "".join(f"{row[f]:>18.4f}" for f in FIGURES) + f"{ratio:>18.3f}", flush=True)

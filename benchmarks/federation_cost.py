@@ -97,7 +97,7 @@ def main() -> None:
     print(f"{'variant':<22}{'seed':>5}" + "".join(f"{f:>18}" for f in FIGURES) + f"{'TVD2 / federated':>18}")
     results = {variant: [] for variant in VARIANTS}
     # A process per job: JAX compiles programs for every new model structure, and one process
-    # running many jobs once ran out of memory mappings ("LLVM compilation error").
+    # running many jobs once failed with "LLVM compilation error: Cannot allocate memory".
     spawn = multiprocessing.get_context("spawn")
     for seed in seeds:
         for variant in VARIANTS:
@@ -109,7 +109,7 @@ def main() -> None:
     print("mean over seeds")
     for variant, rows in results.items():
         means = {f: float(np.mean([r[f] for r in rows])) for f in FIGURES}
-        ratio = np.mean([r["tvd2"] / f["tvd2"] for r, f in zip(rows, results["federated"], strict=True)])
+        ratio = np.mean([r["tvd2"] / base["tvd2"] for r, base in zip(rows, results["federated"], strict=True)])
         print(f"{variant:<22}{'':>5}" + "".join(f"{means[f]:>18.4f}" for f in FIGURES) + f"{ratio:>18.3f}")
 
 

@@ -6,9 +6,9 @@ teacher's soft labels at temperature ``T`` (Hinton et al. 2015; PrivFlow-style) 
 model and the teacher are two independent DP estimates of the label given the other columns (the
 first from the measured marginals that hold the label, the second from DP-SGD), and the student
 learns a mixture of the two. It sees only the synthetic table and the released teacher, so it is
-post-processing and costs no privacy. The release's label column is then drawn from the student's probabilities
-(``sample``), set to their most likely class (``argmax``), or left as the generator drew it
-(``generator``).
+post-processing and costs no privacy. The release's label column is then drawn from the
+student's probabilities (``sample``), set to their most likely class (``argmax``), or left as the
+generator drew it (``generator``).
 
 Its classes' prior is then matched to the generator's (:func:`match_label_shares`): the output
 bias is shifted so that the student's mean class probabilities over the synthetic rows equal

@@ -35,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from common import add_data_root, data_root
 from heterogeneity import Dataset, Options, Scorer, central, job, load_adult
 
@@ -55,7 +56,7 @@ class CollusionSized(CentralAggregator):
         return super().noisy_sum(spec.against_collusion(self.num_clients), request, **kwargs)
 
 
-def federated(ds: Dataset, seed: int, parties: int, split: str, variant: str) -> tuple[np.ndarray, object, float]:
+def federated(ds: Dataset, seed: int, parties: int, split: str, variant: str) -> tuple[np.ndarray, pd.DataFrame, float]:
     """One job over ``parties`` organisations in-process; its rows' codes, frame and epsilon spent."""
     settings = replace(GeneratorSettings(), organisation_column=variant != "no profile")
     aggregator = CentralAggregator if variant == "no collusion margin" else CollusionSized

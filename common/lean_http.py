@@ -143,7 +143,7 @@ def inline_request(scope: Scope) -> bool:
     where = path(scope)
     length = Headers(scope=scope).get("content-length", "")
     return (where.startswith(INLINE_PREFIXES) and where not in THREADED_PATHS
-            and length.isdigit() and int(length) <= MAX_INLINE_BODY)
+            and length.isascii() and length.isdigit() and int(length) <= MAX_INLINE_BODY)
 
 
 class InlineHandlers:

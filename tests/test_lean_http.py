@@ -145,7 +145,8 @@ def test_only_short_fleet_and_runtime_requests_run_their_functions_in_the_event_
 
 
 @pytest.mark.parametrize("length, inline", [(None, False), (b"0", True), (str(lean_http.MAX_INLINE_BODY).encode(), True),
-                                            (str(lean_http.MAX_INLINE_BODY + 1).encode(), False), (b"12x", False)])
+                                            (str(lean_http.MAX_INLINE_BODY + 1).encode(), False), (b"12x", False),
+                                            (b"\xb2", False)])  # latin-1 superscript two: str.isdigit, not int
 def test_a_body_of_unstated_or_large_length_keeps_its_worker_thread(length: bytes | None, inline: bool) -> None:
     headers = [] if length is None else [(b"content-length", length)]
     assert lean_http.inline_request({"type": "http", "path": "/v1/fleet/push-object", "headers": headers}) is inline

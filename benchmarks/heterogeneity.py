@@ -4,8 +4,9 @@ organisations' rows are not alike, against the same code run by one central cura
 Datasets (from ``--data-root``, default the ``shared/data`` folder beside the repository when it exists):
 * Adult (coded): the private-pgm Adult, 80/20 split with seed 0, delta 1e-9 (as
   ``generator_utility.py``), 10 organisations; its label ``income>50K`` drives the Dirichlet skew
-  and TSTR; ``age`` and ``hours-per-week`` declared as binned integers with a fine grid of every
-  code (:data:`ADULT_ORDINAL`), every figure on the 14 columns' own codes;
+  and TSTR; its five numbers (age, fnlwgt, capital gain and loss, hours per week) declared as binned
+  integers with a fine grid of every code (:data:`ADULT_ORDINAL`), every figure on the 14 columns'
+  own codes;
 * ACS MA2019: the NIST excerpt with ``tests/data/acs_ma2019.schema.yaml``, delta 1e-6,
   5 organisations (one per PUMA in the by-column split; ``--parties 20``: each PUMA's rows shared by 4,
   issue 23's 20-organisation case); no label, so the Dirichlet skew is on
@@ -198,11 +199,13 @@ def subsample(table: pd.DataFrame, rows: int) -> pd.DataFrame:
     return table.iloc[picks].reset_index(drop=True)
 
 
-#: Coded Adult's ordinal columns (codes of ages and of hours per week, in order; public in the
-#: private-pgm domain file's description) as integer columns: coarse public bins of ``width`` codes
-#: for the model's higher-order marginals and each code as a fine cell (``fine: 1``), as a user
-#: declares numbers (``fedsynth/data/adult.schema.yaml``). Widths are public: equal-width, no row read.
-ADULT_ORDINAL = {"age": 5, "hours-per-week": 5}
+#: Coded Adult's numbers: the five attributes the donors' description (``adult.names``) calls
+#: continuous and the coded form keeps in order as codes (age, fnlwgt, capital gain and loss, hours
+#: per week; education-num's 16 levels stay categories) as integer columns: coarse public bins of
+#: ``width`` codes for the model's higher-order marginals and each code as a fine cell (``fine: 1``),
+#: as a user declares numbers (``fedsynth/data/adult.schema.yaml``). Widths are public: equal-width,
+#: no row read.
+ADULT_ORDINAL = {"age": 5, "fnlwgt": 5, "capital-gain": 5, "capital-loss": 5, "hours-per-week": 5}
 
 
 def ordinal_adult(schema: Schema) -> Schema:

@@ -94,8 +94,9 @@ class SdnistUnavailable(RuntimeError):
 def sdnist_python(cache: Path = DEFAULT_CACHE) -> Path:
     """The Python of a virtualenv holding SDNist 2.4: built on first use, then reused.
 
-    A ``complete`` marker is written only after ``pip install`` succeeds, so an interrupted build
-    is redone rather than trusted.
+    A ``complete`` marker is written only after ``pip install`` succeeds and ``pip check`` finds
+    every requirement installed (one build here exited 0 without pandas' dateutil), so an
+    interrupted or partial build is redone rather than trusted.
     """
     venv = cache / "venv"
     python, marker = venv / "bin" / "python", venv / "complete"
@@ -105,11 +106,12 @@ def sdnist_python(cache: Path = DEFAULT_CACHE) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     print(f"sdnist: building SDNist's virtualenv in {venv} (once; a few minutes)", file=sys.stderr)
     steps = ([sys.executable, "-m", "venv", str(venv)],
-             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", SDNIST])
+             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", SDNIST],
+             [str(python), "-m", "pip", "check", "--disable-pip-version-check"])
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
-            raise SdnistUnavailable(f"could not build SDNist's virtualenv ({' '.join(step[-2:])}):\n{done.stderr[-2000:]}")
+            raise SdnistUnavailable(f"could not build SDNist's virtualenv ({' '.join(step[2:4])}):\n{(done.stderr or done.stdout)[-2000:]}")
     marker.write_text(SDNIST + "\n")
     return python
 

@@ -40,6 +40,7 @@ from dp_accounting import ComposedDpEvent, DpEvent
 
 from .accounting import exponential_event, skellam_event
 from .marginals import Clique, candidate_cliques, cells, count_sensitivity, grid_score_sensitivity
+from .smoothing import smooth_histogram
 from .vote import MAX_VOTE_EPSILON, MAX_VOTE_K
 
 import jax
@@ -140,11 +141,21 @@ class MarginalModel:
     """Graphical model over a schema's domain, refitted as measurements arrive.
 
     ``zeros``: public structural zeros (``schema.structural_zeros``: per clique, the code cells the
-    schema's rules forbid), on which the model puts no mass.
+    schema's rules forbid), on which the model puts no mass. ``ordered``: the columns whose codes
+    are ordered cells of a number (fine grids), each with its cells' widths; the model fits to
+    each one's 1-way measurement denoised (``common.smoothing``, post-processing), while
+    :attr:`measurements` keeps what was measured.
     """
 
-    def __init__(self, domain: Mapping[str, int], zeros: Sequence[tuple[Clique, np.ndarray]] = ()) -> None:
+    def __init__(
+        self,
+        domain: Mapping[str, int],
+        zeros: Sequence[tuple[Clique, np.ndarray]] = (),
+        ordered: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.domain = dict(domain)
+        self._ordered = dict(ordered or {})
+        self._denoised: dict[int, tuple[np.ndarray, float]] = {}
         self._mbi_domain = mbi.Domain(tuple(self.domain), tuple(self.domain.values()))
         self.measurements: list[Measurement] = []
         self._model: mbi.MarkovRandomField | None = None
@@ -168,10 +179,7 @@ class MarginalModel:
 
     def fit(self, iters: int = 500) -> None:
         """(Re)fit the model to all measurements, warm-started from the previous fit."""
-        linear = [
-            mbi.LinearMeasurement(m.noisy.astype(np.float64), m.clique, stddev=m.sigma)
-            for m in self.measurements
-        ] + [  # no information: puts each constrained clique in the model, whose marginals then keep the zeros
+        linear = [self._linear(i) for i in range(len(self.measurements))] + [  # no information: puts each constrained clique in the model, whose marginals then keep the zeros
             mbi.LinearMeasurement(np.zeros(c.domain.size()), c.domain.attributes, stddev=UNINFORMATIVE)
             for c in self._constraints
         ]
@@ -184,6 +192,22 @@ class MarginalModel:
             warm_start=self._model,
         )
         self._conditionals = None
+
+    def _linear(self, index: int) -> mbi.LinearMeasurement:
+        """Measurement ``index`` as the fit uses it: a 1-way measurement of an ordered column
+        denoised (computed once; its std the root mean square over its cells of the denoised cells'
+        and the missing cell's, kept as measured), any other as measured."""
+        m = self.measurements[index]
+        widths = self._ordered.get(m.clique[0]) if len(m.clique) == 1 else None
+        if widths is None:
+            return mbi.LinearMeasurement(m.noisy.astype(np.float64), m.clique, stddev=m.sigma)
+        if index not in self._denoised:
+            present = len(widths)  # a missing code, when there is one, is the last
+            smooth, sigma = smooth_histogram(m.noisy[:present], m.sigma, widths)
+            rms = np.sqrt((present * sigma**2 + (m.noisy.size - present) * m.sigma**2) / m.noisy.size)
+            self._denoised[index] = (np.concatenate([smooth, m.noisy[present:]]).astype(np.float64), float(rms))
+        vector, sigma = self._denoised[index]
+        return mbi.LinearMeasurement(vector, m.clique, stddev=sigma)
 
     def project(self, clique: Clique) -> np.ndarray:
         """The fitted model's marginal on ``clique`` (flattened in C order)."""
@@ -265,6 +289,8 @@ class GeneratorSettings:
     ``profile_max_values`` values (``profiled``, set by :meth:`resolved`; the whole profile
     costs ``profile_share`` measurements) and model which organisation each row comes from
     where they differ (see the module docstring); ignored with a single organisation.
+    ``denoise_fine``: the model fits each fine grid's 1-way measurement denoised
+    (``common.smoothing``; post-processing); a release refits as its plan says.
     """
 
     rounds: int | None = None
@@ -281,6 +307,7 @@ class GeneratorSettings:
     profile_share: float = 2.0
     profiled: tuple[str, ...] = ()
     one_way_scale: float | None = None
+    denoise_fine: bool = True
     fit_iters: int = 300
     final_iters: int = 1500
     score_sample: int = 100_000

@@ -438,14 +438,23 @@ def model_zeros(schema: Schema, domain: dict[str, int]) -> list[tuple[Clique, np
     return [(cl, z) for cl, z in structural_zeros(schema) + fine_zeros(schema) if set(cl) <= set(domain)]
 
 
-def refit(schema: Schema, measurements: list[Measurement], iters: int) -> MarginalModel:
+def new_model(schema: Schema, domain: dict[str, int], denoise_fine: bool) -> MarginalModel:
+    """An empty model of ``domain`` with the schema's structural zeros; with ``denoise_fine``, it fits
+    its fine grids' 1-way measurements denoised (given their cells' widths: ``common.smoothing``)."""
+    widths = {c.fine_name: c.fine_widths for c in schema.fine_columns if denoise_fine and c.fine_name in domain}
+    return MarginalModel(domain, model_zeros(schema, domain), widths)
+
+
+def refit(schema: Schema, measurements: list[Measurement], settings: Mapping[str, Any]) -> MarginalModel:
     """A model of the schema's columns, and of the fine grids the measurements name, fitted afresh
-    to already-noisy ``measurements`` (post-processing: no round, no budget)."""
+    to already-noisy ``measurements`` as the generator's plan ``settings`` says (as ``privacy.json``
+    records it: :func:`refit_iters`; fine grids denoised when the plan says ``denoise_fine``, which a
+    release from before it was there does not). Post-processing: no round, no budget."""
     domain = model_domain(schema, measurements, organisations=0)  # no measurement names the organisation
-    model = MarginalModel(domain, model_zeros(schema, domain))
+    model = new_model(schema, domain, bool(settings.get("denoise_fine", False)))
     for m in measurements:
         model.add(m)
-    model.fit(iters)
+    model.fit(refit_iters(settings))
     return model
 
 
@@ -468,7 +477,7 @@ def release_model(model: MarginalModel, schema: Schema, settings: GeneratorSetti
     if ORGANISATION not in model.domain:
         return model
     public = [m for m in model.measurements if ORGANISATION not in m.clique]
-    return refit(schema, public, refit_iters(asdict(settings)))
+    return refit(schema, public, asdict(settings))
 
 
 def round_candidates(
@@ -509,7 +518,7 @@ def fit_generator(
     domain = schema.domain()
     settings = plan.settings
     model_dom, first, rows = first_round(fed, schema, plan)
-    model = MarginalModel(model_dom, model_zeros(schema, model_dom))
+    model = new_model(schema, model_dom, settings.denoise_fine)
     for m in first:
         model.add(m)
     model.fit(settings.fit_iters)

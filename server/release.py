@@ -43,7 +43,7 @@ from ..common.schema import Column, Schema, SchemaError, load_schema
 from ..common.secure_prg import is_hardened
 from ..common.student import relabel
 from ..common.teacher import Features, TeacherSettings, build_model
-from .generator import Relabel, refit, refit_iters, sample_rows
+from .generator import Relabel, refit, sample_rows
 
 UNIT_OF_PRIVACY = (
     "one record (row) added to or removed from any one organisation's table; "
@@ -142,13 +142,13 @@ class Release:
     def model(self) -> MarginalModel:
         """The marginal model refitted to the release's noisy measurements (once; then from memory).
 
-        As many mirror-descent iterations as the job ran in all, from the plan (deterministic):
-        when the job's model had the organisation column, this is the very model the release's
-        rows were drawn from (``server.generator.release_model``).
+        As many mirror-descent iterations as the job ran in all, and fine grids denoised as the plan
+        says, from the plan (deterministic): when the job's model had the organisation column, this
+        is the very model the release's rows were drawn from (``server.generator.release_model``).
         """
         if "model" not in self._cache:
             settings = {"fit_iters": 300, "rounds": 0, "final_iters": 1500, **self.statement["plan"].get("generator", {})}
-            self._cache["model"] = refit(self.schema, self.measurements, refit_iters(settings))
+            self._cache["model"] = refit(self.schema, self.measurements, settings)
         return self._cache["model"]
 
     def sample(self, n: int, seed: int = 0, where: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -61,6 +61,7 @@ def test_load_reads_the_release_and_summarises_its_privacy(release):
     assert set(privacy["per_phase"]) == {"generator", "teacher"} and privacy["accountant"] in ("rdp", "pld")
     assert set(loaded.labeller) == {"teacher", "student"} and loaded.labels == "sample"
     assert loaded.model().domain == SCHEMA.measured_domain()  # the schema's columns and fine grids, nothing per organisation
+    assert loaded.statement["plan"]["generator"]["denoise_fine"] is True  # the refit denoises as the job did
 
 
 def test_sample_gives_any_number_of_rows_that_keep_the_rules(release):

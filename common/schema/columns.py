@@ -221,6 +221,15 @@ class Column:
         return read_only(bins)
 
     @cached_property
+    def fine_widths(self) -> np.ndarray:
+        """How many values each fine cell holds: its integers (integer and datetime columns), else
+        its length (numeric)."""
+        if self.kind == "numeric":
+            return read_only(np.diff(self.fine_edges))
+        first, last = self.fine_integers
+        return read_only((last - first + 1).astype(np.float64))
+
+    @cached_property
     def fine_integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, last) integer inside each fine cell, inclusive; the last cell is closed."""
         first, last = integers_in_bins(self.fine_edges)

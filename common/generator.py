@@ -179,7 +179,8 @@ class MarginalModel:
 
     def fit(self, iters: int = 500) -> None:
         """(Re)fit the model to all measurements, warm-started from the previous fit."""
-        linear = [self._linear(i) for i in range(len(self.measurements))] + [  # no information: puts each constrained clique in the model, whose marginals then keep the zeros
+        linear = [self._linear(i) for i in range(len(self.measurements))] + [
+            # no information: puts each constrained clique in the model, whose marginals then keep the zeros
             mbi.LinearMeasurement(np.zeros(c.domain.size()), c.domain.attributes, stddev=UNINFORMATIVE)
             for c in self._constraints
         ]
